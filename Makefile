@@ -1,0 +1,55 @@
+# Two commands on a fresh Debian machine, as root:  `make demo`  and  `make test`.
+# Each sets everything up first (apt packages, .venv, the package in editable mode).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXAMPLE := netpol/examples/shop
+APT_PACKAGES := python3 python3-venv python3-pip iproute2
+PYTEST_ARGS ?=
+
+.PHONY: setup apt demo test lint typecheck unit bench clean
+
+setup: apt $(VENV)/.installed
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+demo: setup
+	@echo "== netpol reach: every port the shop's policies and pods name =="
+	$(BIN)/netpol reach -f $(EXAMPLE) -o groups
+	$(BIN)/netpol reach -f $(EXAMPLE) --port 8443/TCP --port 9187/TCP
+	@echo "== netpol explain: why the web tier cannot reach the database =="
+	$(BIN)/netpol explain -f $(EXAMPLE) --from frontend/web-1 --to db/postgres-0 --port 5432/TCP
+	@echo "== netpol explain: Prometheus scrapes postgres on its named port 'metrics' =="
+	$(BIN)/netpol explain -f $(EXAMPLE) --from monitoring/prometheus-0 --to db/postgres-1 --port 9187/TCP
+	$(BIN)/netpol reach -f $(EXAMPLE) -o html > reach.html
+	@echo "wrote reach.html (colour matrix, one table per port)"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check netpol || true
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+test: setup lint typecheck unit
+
+bench: setup
+	$(BIN)/python benchmarks/reach_scale.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis reach.html

@@ -1,0 +1,1 @@
+"""netpol: Kubernetes NetworkPolicy compiler."""

@@ -1,0 +1,115 @@
+"""The `netpol` command line: argument parsing, exit codes (DESIGN §3), and nothing else.
+
+Exit codes: 0 ok, 1 invalid input, 2 usage error, 3 verification found a mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from netpol import explain as explaining
+from netpol.errors import InputError, UsageError
+from netpol.manifests import load_state
+from netpol.probes import Probe, default_probes, parse_probe
+from netpol.reach import compute_reach, participants
+from netpol.reach_formats import RENDERERS
+
+EXIT_OK, EXIT_INVALID_INPUT, EXIT_USAGE, EXIT_MISMATCH, EXIT_INTERNAL = 0, 1, 2, 3, 70
+
+
+def _add_inputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+", required=True,
+                        metavar="PATH", help="manifest file, directory (recursive) or - for stdin")
+
+
+def _probe(text: str) -> Probe:
+    try:
+        return parse_probe(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netpol", description=(
+        "Kubernetes NetworkPolicy compiler: validate manifests, audit reachability, explain verdicts."))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check manifests; report every problem")
+    _add_inputs(validate)
+    validate.set_defaults(run=run_validate)
+
+    reach = commands.add_parser("reach", help="reachability matrix from the reference semantics")
+    _add_inputs(reach)
+    reach.add_argument("--port", dest="probes", action="append", type=_probe, metavar="PORT/PROTO",
+                       help="probe this port (repeatable); default: every port a policy or "
+                            "container port names")
+    reach.add_argument("-o", "--output", choices=sorted(RENDERERS), default="table")
+    reach.add_argument("--family", type=int, choices=(4, 6),
+                       help="only this address family (default: a cell is allowed over any family)")
+    reach.set_defaults(run=run_reach)
+
+    explain = commands.add_parser("explain", help="verdict for one connection and the rules deciding it")
+    _add_inputs(explain)
+    explain.add_argument("--from", dest="source", required=True, metavar="NS/POD|IP")
+    explain.add_argument("--to", dest="destination", required=True, metavar="NS/POD|IP")
+    explain.add_argument("--port", dest="probe", required=True, type=_probe, metavar="PORT/PROTO")
+    explain.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    explain.set_defaults(run=run_explain)
+    return parser
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    state = load_state(args.paths)
+    print(f"ok: {len(state.namespaces)} namespaces, {len(state.pods)} pods, "
+          f"{len(state.nodes)} nodes, {len(state.policies)} network policies")
+    return EXIT_OK
+
+
+def run_reach(args: argparse.Namespace) -> int:
+    state = load_state(args.paths)
+    probes = tuple(args.probes) if args.probes else default_probes(state)
+    reach = compute_reach(state, probes, args.family)
+    if not participants(state, args.family):
+        print("netpol: no pods with an IP address in the input", file=sys.stderr)
+    sys.stdout.write(RENDERERS[args.output](reach))
+    return EXIT_OK
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    state = load_state(args.paths)
+    src = explaining.resolve_endpoint(state, args.source)
+    dst = explaining.resolve_endpoint(state, args.destination)
+    verdicts = explaining.explain(state, src, dst, args.probe)
+    render = explaining.render_json if args.output == "json" else explaining.render_text
+    sys.stdout.write(render(verdicts))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except InputError as exc:
+        print(f"netpol: invalid input ({len(exc.problems)} problem"
+              f"{'s' if len(exc.problems) != 1 else ''}):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    except UsageError as exc:
+        print(f"netpol: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (`| head`); not an error
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # last resort: never a traceback for the user
+        print(f"netpol: internal error ({type(exc).__name__}: {exc}); please report it", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

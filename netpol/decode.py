@@ -1,0 +1,454 @@
+"""Kubernetes JSON/YAML dicts → validated model objects, collecting every problem found.
+
+`decode_document` returns the objects it could build and the problems of the ones it could
+not; an object with any problem is not returned (callers fail closed on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from netpol import validation as v
+from netpol.errors import Problem
+from netpol.labels import OPERATORS, Labels, LabelSelector, Operator, Requirement
+from netpol.model import (
+    PROTOCOLS,
+    ContainerPort,
+    IPAddress,
+    IPBlock,
+    IPNetwork,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    Peer,
+    Pod,
+    PolicyPort,
+    PolicyType,
+    Protocol,
+    Rule,
+    default_policy_types,
+)
+
+KubeObject = Namespace | Pod | Node | NetworkPolicy
+T = TypeVar("T")
+
+# apiVersion each kind must have; kinds not listed are skipped (audit input holds everything).
+SUPPORTED_KINDS = {
+    "Namespace": "v1",
+    "Pod": "v1",
+    "Node": "v1",
+    "NetworkPolicy": "networking.k8s.io/v1",
+}
+POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
+_NOTHING = object()
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+@dataclass
+class Reader:
+    """Reads one object's fields, recording a Problem (with the field path) for each bad one."""
+
+    source: str
+    obj: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def error(self, path: str, message: str) -> None:
+        self.problems.append(Problem(self.source, self.obj, path, message))
+
+    def typed(self, value: Any, path: str, kind: type[T], what: str) -> T | None:
+        if value is None:
+            return None
+        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+        self.error(path, f"must be {what}, got {_type_name(value)}")
+        return None
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...] = ()) -> dict[str, Any]:
+        found = self.typed(value, path, dict, "a mapping") or {}
+        for key in found:
+            if allowed and key not in allowed:
+                self.error(f"{path}.{key}", f"unknown field; expected one of {', '.join(allowed)}")
+        return found
+
+    def items(self, value: Any, path: str) -> Iterator[tuple[str, Any]]:
+        for i, item in enumerate(self.typed(value, path, list, "a list") or []):
+            yield f"{path}[{i}]", item
+
+    def string(self, value: Any, path: str) -> str | None:
+        return self.typed(value, path, str, "a string")
+
+    def integer(self, value: Any, path: str) -> int | None:
+        return self.typed(value, path, int, "an integer")
+
+    def boolean(self, value: Any, path: str) -> bool | None:
+        return self.typed(value, path, bool, "a boolean")
+
+    def checked(self, value: str | None, path: str, check: Callable[[str], str | None]) -> str | None:
+        if value is None:
+            return None
+        problem = check(value)
+        if problem:
+            self.error(path, problem)
+            return None
+        return value
+
+    def required(self, value: T | None, path: str) -> T | None:
+        if value is None:
+            self.error(path, "Required value")
+        return value
+
+    def labels(self, value: Any, path: str) -> Labels:
+        found: dict[str, str] = {}
+        for key, val in self.mapping(value, path).items():
+            if not isinstance(key, str):
+                self.error(path, f"label key {key!r} must be a string, got {_type_name(key)}")
+                continue
+            key_ok = self.checked(key, f"{path}.{key}", v.check_label_key)
+            text = self.typed(val, f"{path}.{key}", str, "a string") if val is not None else None
+            if val is None:
+                self.error(f"{path}.{key}", "must be a string, got null")
+            value_ok = self.checked(text, f"{path}.{key}", v.check_label_value)
+            if key_ok is not None and value_ok is not None:
+                found[key] = value_ok
+        return Labels(found)
+
+    def selector(self, value: Any, path: str) -> LabelSelector:
+        spec = self.mapping(value, path, ("matchLabels", "matchExpressions"))
+        requirements = [
+            r
+            for p, item in self.items(spec.get("matchExpressions"), f"{path}.matchExpressions")
+            if (r := self.requirement(item, p)) is not None
+        ]
+        return LabelSelector(self.labels(spec.get("matchLabels"), f"{path}.matchLabels"),
+                             tuple(requirements))
+
+    def requirement(self, value: Any, path: str) -> Requirement | None:
+        spec = self.mapping(value, path, ("key", "operator", "values"))
+        before = len(self.problems)
+        key = self.checked(self.required(self.string(spec.get("key"), f"{path}.key"), f"{path}.key"),
+                           f"{path}.key", v.check_label_key)
+        operator = self.required(self.string(spec.get("operator"), f"{path}.operator"),
+                                 f"{path}.operator")
+        if operator is not None and operator not in OPERATORS:
+            self.error(f"{path}.operator", f"{operator!r}: not a valid selector operator; "
+                       f"supported values: {', '.join(OPERATORS)}")
+        values = [
+            val
+            for p, item in self.items(spec.get("values"), f"{path}.values")
+            if (val := self.checked(self.string(item, p), p, v.check_label_value)) is not None
+        ]
+        if operator in ("In", "NotIn") and not spec.get("values"):
+            self.error(f"{path}.values", "must be specified when `operator` is 'In' or 'NotIn'")
+        if operator in ("Exists", "DoesNotExist") and spec.get("values"):
+            self.error(f"{path}.values",
+                       "may not be specified when `operator` is 'Exists' or 'DoesNotExist'")
+        if len(self.problems) > before or key is None or operator is None:
+            return None
+        return Requirement(key, cast(Operator, operator), tuple(values))
+
+    def protocol(self, value: Any, path: str) -> Protocol:
+        text = self.string(value, path)
+        if text is None:
+            return "TCP"  # the API default
+        if text not in PROTOCOLS:
+            self.error(path, f"{text!r}: supported values: {', '.join(PROTOCOLS)}")
+            return "TCP"
+        return text
+
+
+def _ip(reader: Reader, value: Any, path: str) -> IPAddress | None:
+    text = reader.string(value, path)
+    if text is None:
+        return None
+    parsed = v.parse_ip(text)
+    if isinstance(parsed, str):
+        reader.error(path, parsed)
+        return None
+    return parsed
+
+
+def _cidr(reader: Reader, value: Any, path: str) -> IPNetwork | None:
+    text = reader.string(value, path)
+    if text is None:
+        return None
+    parsed = v.parse_cidr(text)
+    if isinstance(parsed, str):
+        reader.error(path, parsed)
+        return None
+    return parsed
+
+
+def _metadata(reader: Reader, doc: dict[str, Any], namespaced: bool,
+              name_check: Callable[[str], str | None]) -> tuple[str, str, Labels]:
+    meta = reader.mapping(doc.get("metadata"), "metadata")
+    name = reader.required(reader.string(meta.get("name"), "metadata.name"), "metadata.name")
+    name = reader.checked(name, "metadata.name", name_check)
+    namespace = ""
+    if namespaced:
+        ns = reader.string(meta.get("namespace"), "metadata.namespace")
+        namespace = reader.checked(ns, "metadata.namespace", v.check_dns1123_label) or "default"
+    return name or "", namespace, reader.labels(meta.get("labels"), "metadata.labels")
+
+
+def describe_object(doc: dict[str, Any]) -> str:
+    """`Kind ns/name` as well as an unvalidated document allows (for error messages)."""
+    kind = doc.get("kind") if isinstance(doc.get("kind"), str) else "object"
+    raw_meta = doc.get("metadata")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+    name = meta.get("name") if isinstance(meta.get("name"), str) else "<unnamed>"
+    ns = meta.get("namespace") if isinstance(meta.get("namespace"), str) else None
+    if kind in ("Namespace", "Node") or kind not in SUPPORTED_KINDS:
+        return f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
+    return f"{kind} {ns or 'default'}/{name}"
+
+
+def decode_namespace(reader: Reader, doc: dict[str, Any]) -> Namespace:
+    name, _, labels = _metadata(reader, doc, False, v.check_dns1123_label)
+    return Namespace(name, labels)
+
+
+def decode_node(reader: Reader, doc: dict[str, Any]) -> Node:
+    name, _, labels = _metadata(reader, doc, False, v.check_dns1123_subdomain)
+    spec = reader.mapping(doc.get("spec"), "spec")
+    status = reader.mapping(doc.get("status"), "status")
+    addresses: list[IPAddress] = []
+    for path, item in reader.items(status.get("addresses"), "status.addresses"):
+        entry = reader.mapping(item, path)
+        kind = reader.string(entry.get("type"), f"{path}.type")
+        if kind in ("InternalIP", "ExternalIP"):
+            ip = _ip(reader, entry.get("address"), f"{path}.address")
+            if ip is not None and ip not in addresses:
+                addresses.append(ip)
+    cidrs: list[IPNetwork] = []
+    for path, item in reader.items(spec.get("podCIDRs"), "spec.podCIDRs"):
+        if (net := _cidr(reader, item, path)) is not None:
+            cidrs.append(net)
+    if not cidrs and (single := _cidr(reader, spec.get("podCIDR"), "spec.podCIDR")) is not None:
+        cidrs.append(single)
+    return Node(name, labels, tuple(addresses), tuple(cidrs))
+
+
+def _container_ports(reader: Reader, spec: dict[str, Any]) -> tuple[ContainerPort, ...]:
+    ports: list[ContainerPort] = []
+    seen_names: dict[str, str] = {}
+    for cpath, container in reader.items(spec.get("containers"), "spec.containers"):
+        cspec = reader.mapping(container, cpath)
+        for path, item in reader.items(cspec.get("ports"), f"{cpath}.ports"):
+            entry = reader.mapping(item, path)
+            number = reader.required(reader.integer(entry.get("containerPort"),
+                                                    f"{path}.containerPort"), f"{path}.containerPort")
+            if number is not None and (problem := v.check_port_number(number)):
+                reader.error(f"{path}.containerPort", problem)
+                number = None
+            name = reader.checked(reader.string(entry.get("name"), f"{path}.name"),
+                                  f"{path}.name", v.check_port_name)
+            if name is not None:
+                if name in seen_names:
+                    reader.error(f"{path}.name", f"Duplicate value: {name!r} (also {seen_names[name]})")
+                seen_names[name] = f"{path}.name"
+            protocol = reader.protocol(entry.get("protocol"), f"{path}.protocol")
+            if number is not None:
+                ports.append(ContainerPort(number, protocol, name))
+    return tuple(ports)
+
+
+def _pod_ips(reader: Reader, status: dict[str, Any]) -> tuple[IPAddress, ...]:
+    ips: list[IPAddress] = []
+    for path, item in reader.items(status.get("podIPs"), "status.podIPs"):
+        entry = reader.mapping(item, path, ("ip",))
+        if (ip := _ip(reader, entry.get("ip"), f"{path}.ip")) is not None:
+            ips.append(ip)
+    single = _ip(reader, status.get("podIP"), "status.podIP")
+    if single is not None and ips and ips[0] != single:
+        reader.error("status.podIPs[0].ip", f"must match status.podIP {single}, got {ips[0]}")
+    if single is not None and not ips:
+        ips = [single]
+    if len(ips) > 2:
+        reader.error("status.podIPs", "may specify no more than one IP for each IP family")
+    elif len(ips) == 2 and ips[0].version == ips[1].version:
+        reader.error("status.podIPs", "expected at most one IP for each IP family")
+    return tuple(ips)
+
+
+def decode_pod(reader: Reader, doc: dict[str, Any]) -> Pod:
+    name, namespace, labels = _metadata(reader, doc, True, v.check_dns1123_subdomain)
+    spec = reader.mapping(doc.get("spec"), "spec")
+    status = reader.mapping(doc.get("status"), "status")
+    phase = reader.string(status.get("phase"), "status.phase") or "Running"
+    if phase not in POD_PHASES:
+        reader.error("status.phase", f"{phase!r}: supported values: {', '.join(POD_PHASES)}")
+    node_name = reader.checked(reader.string(spec.get("nodeName"), "spec.nodeName"),
+                               "spec.nodeName", v.check_dns1123_subdomain)
+    return Pod(
+        namespace=namespace,
+        name=name,
+        labels=labels,
+        ips=_pod_ips(reader, status),
+        node_name=node_name,
+        host_network=bool(reader.boolean(spec.get("hostNetwork"), "spec.hostNetwork")),
+        phase=phase,
+        ports=_container_ports(reader, spec),
+    )
+
+
+def _policy_port(reader: Reader, value: Any, path: str) -> PolicyPort:
+    entry = reader.mapping(value, path, ("protocol", "port", "endPort"))
+    protocol = reader.protocol(entry.get("protocol"), f"{path}.protocol")
+    raw = entry.get("port")
+    port: int | str | None = None
+    if isinstance(raw, str):
+        port = reader.checked(raw, f"{path}.port", v.check_port_name)
+    elif raw is not None:
+        number = reader.integer(raw, f"{path}.port")
+        if number is not None and (problem := v.check_port_number(number)):
+            reader.error(f"{path}.port", problem)
+        else:
+            port = number
+    end_port = reader.integer(entry.get("endPort"), f"{path}.endPort")
+    if end_port is not None:
+        if raw is None:
+            reader.error(f"{path}.endPort", "may not be specified when `port` is not specified")
+        elif isinstance(raw, str):
+            reader.error(f"{path}.endPort", "may not be specified when `port` is non-numeric")
+        elif isinstance(port, int) and end_port < port:
+            reader.error(f"{path}.endPort", f"{end_port}: must be greater than or equal to `port`")
+        elif problem := v.check_port_number(end_port):
+            reader.error(f"{path}.endPort", problem)
+    return PolicyPort(protocol, port, end_port)
+
+
+def _ip_block(reader: Reader, value: Any, path: str) -> IPBlock | None:
+    entry = reader.mapping(value, path, ("cidr", "except"))
+    cidr = _cidr(reader, reader.required(entry.get("cidr"), f"{path}.cidr"), f"{path}.cidr")
+    excepts: list[IPNetwork] = []
+    for epath, item in reader.items(entry.get("except"), f"{path}.except"):
+        inner = _cidr(reader, item, epath)
+        if inner is None or cidr is None:
+            continue
+        if inner.version != cidr.version:
+            reader.error(epath, f"{inner} is not in the same IP family as cidr {cidr}")
+        elif not (inner.subnet_of(cidr) and inner.prefixlen > cidr.prefixlen):  # type: ignore[arg-type]
+            reader.error(epath, f"{inner} is not a strict subset of cidr {cidr}")
+        else:
+            excepts.append(inner)
+    return IPBlock(cidr, tuple(excepts)) if cidr is not None else None
+
+
+def _peer(reader: Reader, value: Any, path: str) -> Peer:
+    entry = reader.mapping(value, path, ("podSelector", "namespaceSelector", "ipBlock"))
+    pods = entry.get("podSelector", _NOTHING)
+    namespaces = entry.get("namespaceSelector", _NOTHING)
+    block = entry.get("ipBlock", _NOTHING)
+    if pods is _NOTHING and namespaces is _NOTHING and block is _NOTHING:
+        reader.error(path, "must specify a peer")
+    if block is not _NOTHING and (pods is not _NOTHING or namespaces is not _NOTHING):
+        reader.error(path, "may not specify more than 1 peer type: ipBlock excludes the selectors")
+    return Peer(
+        pod_selector=None if pods is _NOTHING else reader.selector(pods, f"{path}.podSelector"),
+        namespace_selector=(None if namespaces is _NOTHING
+                            else reader.selector(namespaces, f"{path}.namespaceSelector")),
+        ip_block=None if block is _NOTHING else _ip_block(reader, block, f"{path}.ipBlock"),
+    )
+
+
+def _rules(reader: Reader, value: Any, path: str, peers_field: str) -> tuple[Rule, ...]:
+    rules = []
+    for rpath, item in reader.items(value, path):
+        entry = reader.mapping(item, rpath, (peers_field, "ports"))
+        peers = [_peer(reader, p, pp) for pp, p in reader.items(entry.get(peers_field),
+                                                                  f"{rpath}.{peers_field}")]
+        ports = [_policy_port(reader, p, pp) for pp, p in reader.items(entry.get("ports"),
+                                                                        f"{rpath}.ports")]
+        rules.append(Rule(tuple(peers), tuple(ports)))
+    return tuple(rules)
+
+
+def decode_network_policy(reader: Reader, doc: dict[str, Any]) -> NetworkPolicy:
+    name, namespace, _ = _metadata(reader, doc, True, v.check_dns1123_subdomain)
+    reader.mapping(doc, "", ("apiVersion", "kind", "metadata", "spec", "status"))
+    spec = reader.mapping(reader.required(doc.get("spec"), "spec"), "spec",
+                          ("podSelector", "ingress", "egress", "policyTypes"))
+    if "spec" in doc and "podSelector" not in spec:
+        reader.error("spec.podSelector", "Required value")
+    selector = reader.selector(spec.get("podSelector"), "spec.podSelector")
+    ingress = _rules(reader, spec.get("ingress"), "spec.ingress", "from")
+    egress = _rules(reader, spec.get("egress"), "spec.egress", "to")
+    types: list[PolicyType] = []
+    for path, item in reader.items(spec.get("policyTypes"), "spec.policyTypes"):
+        text = reader.string(item, path)
+        if text is not None and text not in ("Ingress", "Egress"):
+            reader.error(path, f"{text!r}: supported values: Ingress, Egress")
+        elif text in types:
+            reader.error(path, f"Duplicate value: {text!r}")
+        elif text is not None:
+            types.append(cast(PolicyType, text))
+    if spec.get("policyTypes") is None:
+        policy_types = default_policy_types(bool(egress))
+    else:
+        policy_types = tuple(t for t in ("Ingress", "Egress") if t in types)
+    return NetworkPolicy(namespace, name, selector, ingress, egress, policy_types)
+
+
+DECODERS: dict[str, Callable[[Reader, dict[str, Any]], KubeObject]] = {
+    "Namespace": decode_namespace,
+    "Pod": decode_pod,
+    "Node": decode_node,
+    "NetworkPolicy": decode_network_policy,
+}
+
+
+def decode_document(doc: Any, source: str) -> tuple[list[KubeObject], list[Problem]]:
+    """Objects of the kinds we use found in `doc` (an object or a `*List`), and every problem."""
+    if doc is None:
+        return [], []
+    if not isinstance(doc, dict):
+        return [], [Problem(source, "", "", f"expected a Kubernetes object (a mapping), "
+                                            f"got {_type_name(doc)}")]
+    kind = doc.get("kind")
+    if not isinstance(kind, str) or not kind:
+        what = describe_object(doc)
+        return [], [Problem(source, what if what != "object <unnamed>" else "", "kind",
+                            "Required value: every object needs a kind")]
+    if kind.endswith("List") and "items" in doc:
+        return _decode_list(doc, source)
+    if kind not in DECODERS:
+        return [], []
+    reader = Reader(source, describe_object(doc))
+    api_version = doc.get("apiVersion")
+    if api_version != SUPPORTED_KINDS[kind]:
+        reader.error("apiVersion", f"{api_version!r}: {kind} must be {SUPPORTED_KINDS[kind]}")
+    obj = DECODERS[kind](reader, doc)
+    return ([], reader.problems) if reader.problems else ([obj], [])
+
+
+def _decode_list(doc: dict[str, Any], source: str) -> tuple[list[KubeObject], list[Problem]]:
+    items = doc["items"]
+    if items is None:
+        return [], []
+    if not isinstance(items, list):
+        return [], [Problem(source, f"{doc['kind']}", "items",
+                            f"must be a list, got {_type_name(items)}")]
+    objects: list[KubeObject] = []
+    problems: list[Problem] = []
+    for i, item in enumerate(items):
+        found, bad = decode_document(item, f"{source} items[{i}]")
+        objects += found
+        problems += bad
+    return objects, problems

@@ -1,0 +1,44 @@
+"""The exceptions netpol raises, one tree:
+
+    NetpolError                 base class; `str()` is a complete message for a person
+    ├── InputError              the input (files, manifests, objects) is invalid: every
+    │                           `Problem` found, each naming file, object and field. Exit 1.
+    └── UsageError              the command line asks for something impossible. Exit 2.
+
+Foreign errors (YAML, JSON, OS) are translated into these at the boundary that meets them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input: where (file), what (object), which field, and why."""
+
+    source: str
+    obj: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = ": ".join(part for part in (self.source, self.obj, self.path) if part)
+        return f"{where}: {self.message}" if where else self.message
+
+
+class NetpolError(Exception):
+    """Base of every error netpol raises on purpose."""
+
+
+class InputError(NetpolError):
+    """Raised when manifests or objects are invalid; carries every problem found."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UsageError(NetpolError):
+    """Raised when command-line arguments are inconsistent (unknown pod, bad --port …)."""

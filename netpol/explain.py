@@ -1,0 +1,95 @@
+"""`netpol explain`: resolving the two endpoints and telling, in words, why a verdict is what it is."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+from netpol.errors import UsageError
+from netpol.model import ClusterState, Pod
+from netpol.probes import Probe
+from netpol.semantics import Endpoint, SideVerdict, Verdict, allowed, endpoint, pod_verdicts
+
+
+def resolve_endpoint(state: ClusterState, text: str) -> Pod | Endpoint:
+    """`NS/POD` (a pod) or an IP address (a pod's, a node's or an outside one)."""
+    if "/" in text:
+        pod = state.pod(text)
+        if pod is None:
+            raise UsageError(f"{text}: no such pod in the input")
+        if not pod.takes_part:
+            why = ("uses hostNetwork (give its node's IP instead)" if pod.host_network
+                   else "has no IP or has finished")
+            raise UsageError(f"{text}: pod {why}; it takes no part in NetworkPolicy")
+        return pod
+    try:
+        return endpoint(state, ipaddress.ip_address(text))
+    except ValueError:
+        raise UsageError(f"{text}: expected NAMESPACE/POD or an IP address") from None
+
+
+def _endpoints(end: Pod | Endpoint) -> list[Endpoint]:
+    return [Endpoint(ip, end) for ip in end.ips] if isinstance(end, Pod) else [end]
+
+
+def explain(state: ClusterState, src: Pod | Endpoint, dst: Pod | Endpoint, probe: Probe) -> list[Verdict]:
+    """One verdict per address family the endpoints share."""
+    if isinstance(src, Pod) and isinstance(dst, Pod):
+        verdicts = pod_verdicts(state, src, dst, probe.port, probe.protocol)
+    else:
+        verdicts = [allowed(state, s, d, probe.port, probe.protocol)
+                    for s in _endpoints(src) for d in _endpoints(dst) if s.ip.version == d.ip.version]
+    if not verdicts:
+        raise UsageError("the two endpoints have no address family in common")
+    return verdicts
+
+
+def _side_lines(side: SideVerdict, subject: Endpoint) -> list[str]:
+    title = "egress of the source" if side.direction == "egress" else "ingress of the destination"
+    mark = "allows" if side.allowed else "DENIES"
+    lines = [f"  {title} {subject}: {mark}"]
+    if side.isolated_by:
+        lines.append(f"    isolated by: {', '.join('NetworkPolicy ' + p for p in side.isolated_by)}")
+    if side.admitted_by:
+        lines += [f"    admitted by: {r}" for r in side.admitted_by]
+    elif side.isolated_by:
+        lines.append("    no rule of those policies matches both the peer and the port:")
+        lines += [f"      {c.rule}: peer {'matches' if c.peer_matches else 'does not match'}, "
+                  f"port {'matches' if c.port_matches else 'does not match'}" for c in side.checks]
+        if not side.checks:
+            lines.append(f"      (the policies have no {side.direction} rules: they deny all)")
+    else:
+        lines.append(f"    {side.reason}")
+    return lines
+
+
+def render_text(verdicts: list[Verdict]) -> str:
+    lines: list[str] = []
+    for v in verdicts:
+        c = v.connection
+        lines.append(f"{c}: {'ALLOWED' if v.allowed else 'DENIED'}")
+        if v.egress.reason == v.reason and v.allowed and not v.egress.isolated_by:
+            lines.append(f"  {v.reason}")
+        else:
+            lines += _side_lines(v.egress, c.src)
+            lines += _side_lines(v.ingress, c.dst)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _side_json(side: SideVerdict) -> dict[str, Any]:
+    return {"allowed": side.allowed, "reason": side.reason, "isolated_by": list(side.isolated_by),
+            "admitted_by": [str(r) for r in side.admitted_by],
+            "rules": [{"rule": str(c.rule), "peer_matches": c.peer_matches, "port_matches": c.port_matches}
+                      for c in side.checks]}
+
+
+def render_json(verdicts: list[Verdict]) -> str:
+    out = [{
+        "source": str(v.connection.src), "destination": str(v.connection.dst),
+        "port": v.connection.port, "protocol": v.connection.protocol,
+        "allowed": v.allowed, "reason": v.reason,
+        "egress": _side_json(v.egress), "ingress": _side_json(v.ingress),
+    } for v in verdicts]
+    return json.dumps(out, indent=1) + "\n"
