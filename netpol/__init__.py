@@ -1,1 +1,56 @@
-"""netpol: Kubernetes NetworkPolicy compiler."""
+"""netpol: a Kubernetes NetworkPolicy compiler.
+
+Manifests in (`load_state`), a validated immutable model out; the reference semantics
+(`allowed`), reachability maps (`compute_reach`) and explanations built on them.
+"""
+
+from netpol.errors import InputError, NetpolError, Problem, UsageError
+from netpol.labels import Labels, LabelSelector, Requirement
+from netpol.manifests import load_state
+from netpol.model import (
+    ClusterState,
+    ContainerPort,
+    IPBlock,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    Peer,
+    Pod,
+    PolicyPort,
+    Rule,
+)
+from netpol.probes import Probe, default_probes
+from netpol.reach import ReachMap, compute_reach
+from netpol.semantics import Endpoint, Verdict, allowed, pods_connect
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClusterState",
+    "ContainerPort",
+    "Endpoint",
+    "IPBlock",
+    "InputError",
+    "LabelSelector",
+    "Labels",
+    "Namespace",
+    "NetpolError",
+    "NetworkPolicy",
+    "Node",
+    "Peer",
+    "Pod",
+    "PolicyPort",
+    "Probe",
+    "Problem",
+    "ReachMap",
+    "Requirement",
+    "Rule",
+    "UsageError",
+    "Verdict",
+    "__version__",
+    "allowed",
+    "compute_reach",
+    "default_probes",
+    "load_state",
+    "pods_connect",
+]

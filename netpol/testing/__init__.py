@@ -1,0 +1,65 @@
+"""Public test helpers: Hypothesis strategies for Kubernetes network-policy objects and whole
+clusters, and an oracle that checks any implementation against `netpol.semantics`.
+
+Example — check your own engine (here a toy that allows everything) on 200 random clusters::
+
+    from hypothesis import given, settings
+    from netpol.testing import assert_agrees, clusters
+
+    def my_engine(state, src_pod, dst_pod, probe):   # -> bool: may src connect to dst?
+        return True
+
+    @settings(max_examples=200)
+    @given(clusters())
+    def test_my_engine_agrees(state):
+        assert_agrees(state, my_engine)   # AssertionError explains the first disagreements
+
+A tool that prints a matrix can be checked with `assert_matrix_agrees(state, reach_json)`,
+where `reach_json` has the `netpol reach -o json` shape.
+"""
+
+from netpol.testing.oracle import (
+    Disagreement,
+    Implementation,
+    assert_agrees,
+    assert_matrix_agrees,
+    find_disagreements,
+)
+from netpol.testing.strategies import (
+    clusters,
+    container_ports,
+    invalid_policy_manifests,
+    ip_block_manifests,
+    label_selector_manifests,
+    labels,
+    namespaces,
+    nodes,
+    peer_manifests,
+    pods,
+    policies,
+    policy_manifests,
+    port_manifests,
+    rule_manifests,
+)
+
+__all__ = [
+    "Disagreement",
+    "Implementation",
+    "assert_agrees",
+    "assert_matrix_agrees",
+    "clusters",
+    "container_ports",
+    "find_disagreements",
+    "invalid_policy_manifests",
+    "ip_block_manifests",
+    "label_selector_manifests",
+    "labels",
+    "namespaces",
+    "nodes",
+    "peer_manifests",
+    "pods",
+    "policies",
+    "policy_manifests",
+    "port_manifests",
+    "rule_manifests",
+]
