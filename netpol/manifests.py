@@ -117,6 +117,19 @@ def build_state(objects: Iterable[KubeObject], source: str = "") -> ClusterState
     )
 
 
+def load_text(text: str, source: str = "<text>") -> ClusterState:
+    """Like `load_state`, for manifests already in memory."""
+    objects: list[KubeObject] = []
+    problems: list[Problem] = []
+    for i, doc in enumerate(parse_documents(text, source)):
+        found, bad = decode_document(doc, f"{source} (document {i + 1})")
+        objects += found
+        problems += bad
+    if problems:
+        raise InputError(problems)
+    return build_state(objects)
+
+
 def load_state(paths: Iterable[str]) -> ClusterState:
     """Load and validate every manifest under `paths`; raises InputError listing every problem."""
     objects: list[KubeObject] = []

@@ -28,6 +28,7 @@ from netpol.testing.oracle import (
 from netpol.testing.strategies import (
     clusters,
     container_ports,
+    decode_policy_manifest,
     invalid_policy_manifests,
     ip_block_manifests,
     label_selector_manifests,
@@ -49,6 +50,7 @@ __all__ = [
     "assert_matrix_agrees",
     "clusters",
     "container_ports",
+    "decode_policy_manifest",
     "find_disagreements",
     "invalid_policy_manifests",
     "ip_block_manifests",

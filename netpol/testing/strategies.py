@@ -192,7 +192,7 @@ def policy_manifests(draw: st.DrawFn, namespace_names: tuple[str, ...] = NAMESPA
     }
 
 
-def decode_policy(manifest: dict[str, Any]) -> NetworkPolicy:
+def decode_policy_manifest(manifest: dict[str, Any]) -> NetworkPolicy:
     reader = Reader("<generated>", "NetworkPolicy")
     policy = decode_network_policy(reader, manifest)
     if reader.problems:  # a bug in the strategy, not in the code under test
@@ -202,7 +202,7 @@ def decode_policy(manifest: dict[str, Any]) -> NetworkPolicy:
 
 def policies(namespace_names: tuple[str, ...] = NAMESPACE_NAMES, name: str | None = None
              ) -> st.SearchStrategy[NetworkPolicy]:
-    return policy_manifests(namespace_names, name).map(decode_policy)
+    return policy_manifests(namespace_names, name).map(decode_policy_manifest)
 
 
 @st.composite

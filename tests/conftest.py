@@ -1,0 +1,49 @@
+"""Shared helpers: build clusters from YAML text so tests read like the manifests they test."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from netpol.manifests import load_text
+from netpol.model import ClusterState
+from netpol.semantics import pods_connect
+
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
+
+
+def cluster(text: str) -> ClusterState:
+    return load_text(textwrap.dedent(text), "<test>")
+
+
+def pod_yaml(ns: str, name: str, ip: str, labels: str = "{}", ports: str = "[]", extra: str = "",
+             node: str = "node-a") -> str:
+    """One Pod document; `ip` may be 'a,b' for dual-stack, '' for none."""
+    ips = [i for i in ip.split(",") if i]
+    status = f"podIP: {ips[0]}, podIPs: [{', '.join('{ip: ' + i + '}' for i in ips)}]" if ips else ""
+    return textwrap.dedent(f"""\
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: {name}, namespace: {ns}, labels: {labels}}}
+        spec: {{nodeName: {node}, containers: [{{name: c, ports: {ports}}}] {extra}}}
+        status: {{phase: Running, {status}}}
+        """)
+
+
+def connects(state: ClusterState, src: str, dst: str, port: int | None = 80, protocol: str = "TCP") -> bool:
+    a, b = state.pod(src), state.pod(dst)
+    assert a is not None and b is not None
+    return pods_connect(state, a, b, port, protocol)
+
+
+@pytest.fixture
+def example_path() -> str:
+    from pathlib import Path
+
+    import netpol
+
+    return str(Path(netpol.__file__).parent / "examples" / "shop")
