@@ -48,10 +48,8 @@ def test_a_policy_that_selects_nothing_changes_nothing(state, probe):
 
 @given(clusters())
 def test_policy_order_is_irrelevant(state):
-    names = [p.name for p in state.policies]
-    renamed = [dataclasses.replace(p, name=f"x{len(names) - i}") for i, p in enumerate(state.policies)]
-    reordered = ClusterState.build(state.namespaces, state.pods, state.nodes, renamed)
-    assert [p.name for p in reordered.policies] != names or len(names) < 2
+    reordered = dataclasses.replace(state)
+    object.__setattr__(reordered, "policies", tuple(reversed(state.policies)))  # bypass the sorting
     assert matrix(reordered) == matrix(state)
 
 
