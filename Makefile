@@ -38,7 +38,6 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check netpol || true
 
 typecheck: setup
 	$(BIN)/mypy
@@ -49,7 +48,7 @@ unit: setup
 test: setup lint typecheck unit
 
 bench: setup
-	$(BIN)/python benchmarks/reach_scale.py
+	$(BIN)/python benchmarks/reach_scale.py --vs-nca
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis reach.html
