@@ -124,7 +124,7 @@ def ip_block_manifests(draw: st.DrawFn) -> dict[str, Any]:
         index = draw(st.integers(0, 2 ** (prefix - cidr.prefixlen) - 1))
         size = 2 ** (top - prefix)
         base = int(cidr.network_address) + index * size
-        excepts.add(str(ipaddress.ip_network((base, prefix))))
+        excepts.add(str(type(cidr)((base, prefix))))
     block: dict[str, Any] = {"cidr": str(cidr)}
     if excepts:
         block["except"] = sorted(excepts)
