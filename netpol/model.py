@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 from netpol.labels import Labels, LabelSelector
@@ -200,6 +201,7 @@ class ClusterState:
         ns, _, name = key.partition("/")
         return next((p for p in self.pods if p.namespace == ns and p.name == name), None)
 
+    @cached_property
     def node_addresses(self) -> Mapping[str, frozenset[IPAddress]]:
         """Each node's own addresses: its status addresses and its hostNetwork pods' IPs."""
         found: dict[str, set[IPAddress]] = {n.name: set(n.addresses) for n in self.nodes}

@@ -152,7 +152,7 @@ def judge_side(state: ClusterState, direction: Direction, conn: Connection) -> S
 def _node_of(state: ClusterState, pod: Pod | None) -> frozenset[IPAddress]:
     if pod is None or pod.node_name is None:
         return frozenset()
-    return state.node_addresses().get(pod.node_name, frozenset())
+    return state.node_addresses.get(pod.node_name, frozenset())
 
 
 def endpoint(state: ClusterState, ip: IPAddress) -> Endpoint:
