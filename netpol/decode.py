@@ -84,7 +84,8 @@ class Reader:
         found = self.typed(value, path, dict, "a mapping") or {}
         for key in found:
             if allowed and key not in allowed:
-                self.error(f"{path}.{key}", f"unknown field; expected one of {', '.join(allowed)}")
+                self.error(f"{path}.{key}" if path else str(key),
+                           f"unknown field; expected one of {', '.join(allowed)}")
         return found
 
     def items(self, value: Any, path: str) -> Iterator[tuple[str, Any]]:
@@ -247,9 +248,9 @@ def decode_node(reader: Reader, doc: dict[str, Any]) -> Node:
 
 def _container_ports(reader: Reader, spec: dict[str, Any]) -> tuple[ContainerPort, ...]:
     ports: list[ContainerPort] = []
-    seen_names: dict[str, str] = {}
     for cpath, container in reader.items(spec.get("containers"), "spec.containers"):
         cspec = reader.mapping(container, cpath)
+        seen_names: dict[str, str] = {}  # validateContainerPorts: unique within a container
         for path, item in reader.items(cspec.get("ports"), f"{cpath}.ports"):
             entry = reader.mapping(item, path)
             number = reader.required(reader.integer(entry.get("containerPort"),
@@ -353,9 +354,10 @@ def _ip_block(reader: Reader, value: Any, path: str) -> IPBlock | None:
 
 def _peer(reader: Reader, value: Any, path: str) -> Peer:
     entry = reader.mapping(value, path, ("podSelector", "namespaceSelector", "ipBlock"))
-    pods = entry.get("podSelector", _NOTHING)
-    namespaces = entry.get("namespaceSelector", _NOTHING)
-    block = entry.get("ipBlock", _NOTHING)
+    # A null field is an absent one (Go decodes null into a nil pointer).
+    pods = _NOTHING if entry.get("podSelector") is None else entry["podSelector"]
+    namespaces = _NOTHING if entry.get("namespaceSelector") is None else entry["namespaceSelector"]
+    block = _NOTHING if entry.get("ipBlock") is None else entry["ipBlock"]
     if pods is _NOTHING and namespaces is _NOTHING and block is _NOTHING:
         reader.error(path, "must specify a peer")
     if block is not _NOTHING and (pods is not _NOTHING or namespaces is not _NOTHING):
@@ -395,11 +397,11 @@ def decode_network_policy(reader: Reader, doc: dict[str, Any]) -> NetworkPolicy:
         text = reader.string(item, path)
         if text is not None and text not in ("Ingress", "Egress"):
             reader.error(path, f"{text!r}: supported values: Ingress, Egress")
-        elif text in types:
-            reader.error(path, f"Duplicate value: {text!r}")
-        elif text is not None:
+        elif text is not None and text not in types:
             types.append(cast(PolicyType, text))
-    if spec.get("policyTypes") is None:
+    if isinstance(spec.get("policyTypes"), list) and len(spec["policyTypes"]) > 2:
+        reader.error("spec.policyTypes", "may not specify more than two policyTypes")
+    if not spec.get("policyTypes"):  # SetDefaults_NetworkPolicy: absent and [] alike
         policy_types = default_policy_types(bool(egress))
     else:
         policy_types = tuple(t for t in ("Ingress", "Egress") if t in types)
@@ -414,7 +416,10 @@ DECODERS: dict[str, Callable[[Reader, dict[str, Any]], KubeObject]] = {
 }
 
 
-def decode_document(doc: Any, source: str) -> tuple[list[KubeObject], list[Problem]]:
+MAX_LIST_NESTING = 3  # a List inside a List inside a List; deeper is an alias bomb or garbage
+
+
+def decode_document(doc: Any, source: str, depth: int = 0) -> tuple[list[KubeObject], list[Problem]]:
     """Objects of the kinds we use found in `doc` (an object or a `*List`), and every problem."""
     if doc is None:
         return [], []
@@ -427,7 +432,9 @@ def decode_document(doc: Any, source: str) -> tuple[list[KubeObject], list[Probl
         return [], [Problem(source, what if what != "object <unnamed>" else "", "kind",
                             "Required value: every object needs a kind")]
     if kind.endswith("List") and "items" in doc:
-        return _decode_list(doc, source)
+        if depth >= MAX_LIST_NESTING:
+            return [], [Problem(source, kind, "items", f"Lists nested more than {MAX_LIST_NESTING} deep")]
+        return _decode_list(doc, source, depth + 1)
     if kind not in DECODERS:
         return [], []
     reader = Reader(source, describe_object(doc))
@@ -438,7 +445,7 @@ def decode_document(doc: Any, source: str) -> tuple[list[KubeObject], list[Probl
     return ([], reader.problems) if reader.problems else ([obj], [])
 
 
-def _decode_list(doc: dict[str, Any], source: str) -> tuple[list[KubeObject], list[Problem]]:
+def _decode_list(doc: dict[str, Any], source: str, depth: int) -> tuple[list[KubeObject], list[Problem]]:
     items = doc["items"]
     if items is None:
         return [], []
@@ -447,8 +454,13 @@ def _decode_list(doc: dict[str, Any], source: str) -> tuple[list[KubeObject], li
                             f"must be a list, got {_type_name(items)}")]
     objects: list[KubeObject] = []
     problems: list[Problem] = []
-    for i, item in enumerate(items):
-        found, bad = decode_document(item, f"{source} items[{i}]")
+    item_kind = doc["kind"].removesuffix("List")
+    for i, raw in enumerate(items):
+        item = raw
+        if isinstance(raw, dict) and "kind" not in raw and item_kind in SUPPORTED_KINDS:
+            # The raw API (`GET /api/v1/pods`) leaves kind and apiVersion out of a typed list's items.
+            item = {"kind": item_kind, "apiVersion": SUPPORTED_KINDS[item_kind], **raw}
+        found, bad = decode_document(item, f"{source} items[{i}]", depth)
         objects += found
         problems += bad
     return objects, problems

@@ -28,11 +28,11 @@ def expand_paths(paths: Iterable[str]) -> tuple[list[str], list[Problem]]:
     problems: list[Problem] = []
     for raw in paths:
         path = Path(raw)
-        if raw == "-" or path.is_file():
-            found.append(raw)
-        elif path.is_dir():
+        if path.is_dir():
             found += sorted(str(p) for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES
                             and p.is_file())
+        elif raw == "-" or path.exists():  # regular files, FIFOs, <(process substitution)
+            found.append(raw)
         else:
             problems.append(Problem(raw, "", "", "no such file or directory"))
     return found, problems
@@ -51,64 +51,84 @@ def read_text(source: str) -> str:
                                                   "expected YAML or JSON manifests")]) from None
 
 
-def parse_documents(text: str, source: str) -> list[Any]:
-    """Every document in `text`: JSON if it parses as JSON, else (multi-document) YAML."""
+def parse_documents(text: str, source: str) -> tuple[list[Any], Problem | None]:
+    """The documents in `text` (JSON if it parses as JSON, else multi-document YAML), and the
+    syntax error that stopped parsing, if any: documents before it are still returned."""
     if "\x00" in text:
-        raise InputError([Problem(source, "", "", "binary data (NUL byte): expected YAML or JSON")])
-    stripped = text.lstrip()
-    if stripped.startswith(("{", "[")):
+        return [], Problem(source, "", "", "binary data (NUL byte): expected YAML or JSON")
+    if text.lstrip().startswith(("{", "[")):
         try:
             doc = json.loads(text)
-            return doc if isinstance(doc, list) else [doc]
+            return (doc if isinstance(doc, list) else [doc]), None
         except (ValueError, RecursionError):
             pass  # YAML is a superset of most JSON; let the YAML parser report the error
+    documents: list[Any] = []
     try:
-        return list(yaml.load_all(text, Loader=_YAML_LOADER))
+        for doc in yaml.load_all(text, Loader=_YAML_LOADER):
+            documents.append(doc)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise InputError([Problem(source, "", "", f"invalid YAML: {where}{exc.problem or exc}")]) from None
+        return documents, Problem(source, "", "", f"invalid YAML: {where}{exc.problem or exc}")
     except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise InputError([Problem(source, "", "", f"invalid YAML: {reason}")]) from None
+        return documents, Problem(source, "", "", f"invalid YAML: {reason}")
+    return documents, None
 
 
-def iter_objects(paths: Iterable[str]) -> Iterator[tuple[list[KubeObject], list[Problem]]]:
+Located = tuple[str, KubeObject]  # (where it was read, the object)
+
+
+def decode_text(text: str, source: str) -> tuple[list[Located], list[Problem]]:
+    """Objects and problems of every document in `text`."""
+    documents, syntax_error = parse_documents(text, source)
+    objects: list[Located] = []
+    problems = [syntax_error] if syntax_error else []
+    for i, doc in enumerate(documents):
+        label = f"{source} (document {i + 1})" if len(documents) > 1 or syntax_error else source
+        found, bad = decode_document(doc, label)
+        objects += [(label, obj) for obj in found]
+        problems += bad
+    return objects, problems
+
+
+def iter_objects(paths: Iterable[str]) -> Iterator[tuple[list[Located], list[Problem]]]:
     """Objects and problems of every document of every file, file by file."""
     files, missing = expand_paths(paths)
     if missing:
         yield [], missing
     for source in files:
         try:
-            documents = parse_documents(read_text(source), source)
+            text = read_text(source)
         except InputError as exc:
             yield [], list(exc.problems)
             continue
-        for i, doc in enumerate(documents):
-            label = f"{source} (document {i + 1})" if len(documents) > 1 else source
-            yield decode_document(doc, label)
+        yield decode_text(text, source)
 
 
-def build_state(objects: Iterable[KubeObject], source: str = "") -> ClusterState:
-    """A ClusterState from decoded objects; raises InputError on duplicates and clashing pod IPs."""
+def check_consistency(objects: Iterable[Located]) -> list[Problem]:
+    """Problems between objects: the same object twice, two pods with one address."""
     problems: list[Problem] = []
-    seen: dict[tuple[str, str, str], KubeObject] = {}
-    for obj in objects:
+    seen: dict[tuple[str, str, str], str] = {}
+    owners: dict[object, Pod] = {}
+    for source, obj in objects:
         key = (type(obj).__name__, getattr(obj, "namespace", ""), obj.name)
         if key in seen:
-            problems.append(Problem(source, obj.ref, "metadata.name", "Duplicate value: defined twice"))
-        seen[key] = obj
-    owners: dict[object, Pod] = {}
-    for obj in seen.values():
+            problems.append(Problem(source, obj.ref, "metadata.name",
+                                    f"Duplicate value: also defined in {seen[key]}"))
+        seen[key] = source
         if isinstance(obj, Pod) and obj.takes_part:
             for ip in obj.ips:
-                if ip in owners:
+                if ip in owners and owners[ip].key != obj.key:
                     problems.append(Problem(source, obj.ref, "status.podIPs",
                                             f"{ip} is also the address of {owners[ip].ref}"))
                 owners[ip] = obj
-    if problems:
-        raise InputError(problems)
-    values = list(seen.values())
+    return problems
+
+
+def build_state(objects: Iterable[KubeObject]) -> ClusterState:
+    """A ClusterState from decoded, consistent objects."""
+    values = list(objects)
     return ClusterState.build(
         namespaces=[o for o in values if isinstance(o, Namespace)],
         pods=[o for o in values if isinstance(o, Pod)],
@@ -117,26 +137,23 @@ def build_state(objects: Iterable[KubeObject], source: str = "") -> ClusterState
     )
 
 
-def load_text(text: str, source: str = "<text>") -> ClusterState:
-    """Like `load_state`, for manifests already in memory."""
-    objects: list[KubeObject] = []
+def _state_or_problems(results: Iterable[tuple[list[Located], list[Problem]]]) -> ClusterState:
+    objects: list[Located] = []
     problems: list[Problem] = []
-    for i, doc in enumerate(parse_documents(text, source)):
-        found, bad = decode_document(doc, f"{source} (document {i + 1})")
+    for found, bad in results:
         objects += found
         problems += bad
+    problems += check_consistency(objects)
     if problems:
         raise InputError(problems)
-    return build_state(objects)
+    return build_state(obj for _, obj in objects)
+
+
+def load_text(text: str, source: str = "<text>") -> ClusterState:
+    """Like `load_state`, for manifests already in memory."""
+    return _state_or_problems([decode_text(text, source)])
 
 
 def load_state(paths: Iterable[str]) -> ClusterState:
     """Load and validate every manifest under `paths`; raises InputError listing every problem."""
-    objects: list[KubeObject] = []
-    problems: list[Problem] = []
-    for found, bad in iter_objects(paths):
-        objects += found
-        problems += bad
-    if problems:
-        raise InputError(problems)
-    return build_state(objects)
+    return _state_or_problems(iter_objects(paths))

@@ -2,7 +2,7 @@
 
 Pods that share namespace, labels, container ports and ipBlock memberships behave identically
 under every policy, so we evaluate classes, not pods, and sets of classes are Python ints used
-as bitsets. `tests/test_reach.py` checks every cell against `netpol.semantics`.
+as bitsets. `tests/test_properties.py` checks every cell against `netpol.semantics`.
 """
 
 from __future__ import annotations

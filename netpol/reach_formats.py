@@ -62,8 +62,10 @@ th,td{border:1px solid #ccc;padding:0;text-align:center}
 th.src{text-align:right;padding:0 .5em;white-space:nowrap;font-weight:normal}
 th.dst{height:9em;vertical-align:bottom;white-space:nowrap;font-weight:normal}
 th.dst div{writing-mode:vertical-rl;transform:rotate(180deg);padding:.3em 0}
-td{width:1.4em;height:1.4em}
-td.y{background:#2e9e4f} td.n{background:#d9443a} td.self{background:#9fd3ad}
+td{width:1.5em;height:1.5em;font-size:.85em;color:#fff;font-weight:bold}
+td.y{background:#1b7837} td.n{background:#c51b7d} td.self{background:#d9f0d3;color:#1b7837}
+.probes{display:flex;flex-wrap:wrap;gap:0 2.5em;align-items:flex-start}
+th.corner{font-weight:normal;color:#666;font-size:.8em;vertical-align:bottom;text-align:right}
 .legend span{display:inline-block;width:1em;height:1em;vertical-align:middle;margin:0 .3em 0 1em}
 h2{font-size:1.1em;margin:.5em 0}
 """
@@ -76,24 +78,25 @@ def render_html(reach: ReachMap) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>netpol reachability</title>",
         f"<style>{_STYLE}</style></head><body><h1>Reachability</h1>",
         "<p class='legend'>rows: source, columns: destination"
-        "<span style='background:#2e9e4f'></span>allowed<span style='background:#d9443a'></span>denied"
-        "<span style='background:#9fd3ad'></span>self</p>",
+        "<span style='background:#1b7837'></span>✓ allowed<span style='background:#c51b7d'></span>✗ denied"
+        "<span style='background:#d9f0d3'></span>• the pod itself</p><div class='probes'>",
     ]
     for pi, probe in enumerate(reach.probes):
-        parts.append(f"<h2>{esc(probe.span)}</h2><table><tr><th></th>")
+        parts.append(f"<div><h2>{esc(probe.span)}</h2><table>"
+                     "<tr><th class='corner'>source \\ destination</th>")
         parts += [f"<th class='dst'><div>{esc(p.key)}</div></th>" for p in reach.pods]
         parts.append("</tr>")
         for s, src in enumerate(reach.pods):
             parts.append(f"<tr><th class='src'>{esc(src.key)}</th>")
             for d, dst in enumerate(reach.pods):
                 ok = reach.allowed(pi, s, d)
-                cls = "self" if s == d else ("y" if ok else "n")
+                cls, mark = ("self", "•") if s == d else (("y", "✓") if ok else ("n", "✗"))
                 verdict = "allowed" if ok else "denied"
                 parts.append(f"<td class='{cls}' title='{esc(src.key)} → {esc(dst.key)} "
-                             f"{esc(str(probe))}: {verdict}'></td>")
+                             f"{esc(str(probe))}: {verdict}'>{mark}</td>")
             parts.append("</tr>")
-        parts.append("</table>")
-    parts.append("</body></html>\n")
+        parts.append("</table></div>")
+    parts.append("</div></body></html>\n")
     return "".join(parts)
 
 

@@ -95,7 +95,9 @@ def check_port_number(value: int) -> str | None:
 
 
 def parse_ip(value: str) -> IPAddress | str:
-    """The address, or a message. Leading zeros are rejected as the API server does."""
+    """The address, or a message. Leading zeros and IPv6 zones are rejected as Go's parser does."""
+    if "%" in value:
+        return f"{value!r}: must be a valid IP address without a zone (e.g. 10.9.8.7 or 2001:db8::ffff)"
     if _DECIMAL_OCTETS.match(value) and any(
         len(o) > 1 and o.startswith("0") for o in value.split(".")
     ):

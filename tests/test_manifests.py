@@ -166,3 +166,85 @@ def test_host_bits_in_cidr_are_accepted_like_go_parse_cidr():
 def test_namespaces_are_synthesised_for_pods_and_policies():
     state = load_text(POLICY)
     assert state.namespace("shop").labels == {"kubernetes.io/metadata.name": "shop"}
+
+
+# Found in review: each of these once gave a wrong answer, a refusal of valid input, or a crash.
+
+def test_empty_policy_types_defaults_like_absent():
+    state = load_text(POLICY.replace("spec:\n", "spec:\n  policyTypes: []\n"))
+    assert state.policies[0].policy_types == ("Ingress",)
+
+
+def test_null_peer_fields_are_absent_not_empty():
+    text = POLICY.replace("- ipBlock: {cidr: 10.0.0.0/16, except: [10.0.1.0/24]}",
+                          "- {podSelector: {matchLabels: {app: b}}, namespaceSelector: }")
+    peer = load_text(text).policies[0].ingress[0].peers[0]
+    assert peer.namespace_selector is None  # only the policy's namespace, not all namespaces
+    alone = POLICY.replace("- ipBlock: {cidr: 10.0.0.0/16, except: [10.0.1.0/24]}", "- {podSelector: }")
+    assert any("spec.ingress[0].from[0]: must specify a peer" in p for p in problems_of(alone))
+
+
+def test_port_names_must_be_unique_per_container_only():
+    state = load_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: ["
+                      "{name: a, ports: [{name: metrics, containerPort: 9090}]},"
+                      "{name: b, ports: [{name: metrics, containerPort: 9091}]}]}\n")
+    assert len(state.pods[0].ports) == 2
+
+
+def test_every_problem_is_reported_even_across_checks_and_documents():
+    found = problems_of("""\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: a, namespace: s}
+        spec: {containers: [{ports: [{containerPort: 0}]}]}
+        status: {podIP: 10.0.0.1}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: b, namespace: s}
+        status: {podIP: 10.0.0.9}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: c, namespace: s}
+        status: {podIP: 10.0.0.9}
+        ---
+        kind: [
+        """)
+    assert any("containerPort" in p for p in found)
+    assert any("Pod s/c: status.podIPs: 10.0.0.9 is also the address of Pod s/b" in p for p in found)
+    assert any("invalid YAML" in p for p in found)
+    assert all(p.startswith("in.yaml") for p in found)
+
+
+def test_ipv6_zones_are_rejected_and_duplicate_policy_types_accepted():
+    assert any("zone" in p for p in problems_of(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIP: 'fe80::1%eth0'}\n"))
+    state = load_text(POLICY.replace("spec:\n", "spec:\n  policyTypes: [Ingress, Ingress]\n"))
+    assert state.policies[0].policy_types == ("Ingress",)
+
+
+def test_raw_api_lists_without_item_kinds_load():
+    doc = {"kind": "PodList", "apiVersion": "v1", "items": [
+        {"metadata": {"name": "p", "namespace": "s"}, "status": {"podIP": "10.0.0.1"}}]}
+    assert [p.key for p in load_text(json.dumps(doc)).pods] == ["s/p"]
+
+
+def test_nested_list_alias_bomb_is_refused_quickly():
+    levels = ["a0: &a0 {kind: Pod, apiVersion: v1, metadata: {name: x}}"]
+    for i in range(1, 12):
+        items = ", ".join([f"*a{i - 1}"] * 10)
+        levels.append(f"a{i}: &a{i} {{kind: List, items: [{items}]}}")
+    text = "\n".join(levels) + "\nkind: List\nitems: [*a11]\n"
+    assert any("nested more than" in p for p in problems_of(text))
+
+
+def test_process_substitution_and_fifos_are_read(tmp_path):
+    import os
+    import threading
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(POLICY))
+    writer.start()
+    assert [p.key for p in load_state([str(fifo)]).policies] == ["shop/allow-web"]
+    writer.join()

@@ -181,8 +181,8 @@ def policy_manifests(draw: st.DrawFn, namespace_names: tuple[str, ...] = NAMESPA
         elif shape == "rules":
             spec[direction] = draw(st.lists(rule_manifests(peers_field), min_size=1, max_size=2))
     if draw(st.booleans()):
-        spec["policyTypes"] = draw(st.sampled_from((["Ingress"], ["Egress"], ["Ingress", "Egress"],
-                                                     ["Egress", "Ingress"])))
+        spec["policyTypes"] = draw(st.sampled_from(([], ["Ingress"], ["Egress"], ["Ingress", "Egress"],
+                                                     ["Egress", "Ingress"], ["Ingress", "Ingress"])))
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -248,7 +248,8 @@ _POLICY_DEFECTS: tuple[tuple[str, Any, str], ...] = (
     ("spec.egress", [{"ports": [{"protocol": "ICMP"}]}], "spec.egress[0].ports[0].protocol"),
     ("spec.egress", [{"to": "everyone"}], "spec.egress[0].to"),
     ("spec.policyTypes", ["Ingress", "Sideways"], "spec.policyTypes[1]"),
-    ("spec.policyTypes", ["Ingress", "Ingress"], "spec.policyTypes[1]"),
+    ("spec.policyTypes", ["Ingress", "Egress", "Ingress"], "spec.policyTypes"),
+    ("spec.ingress", [{"from": [{"podSelector": None}]}], "spec.ingress[0].from[0]"),
     ("spec.ingres", [{}], "spec.ingres"),
     ("metadata.name", "Not_Valid", "metadata.name"),
     ("metadata.namespace", "UPPER", "metadata.namespace"),
