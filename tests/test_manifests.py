@@ -13,7 +13,7 @@ from hypothesis import given
 from netpol.decode import decode_document
 from netpol.errors import InputError
 from netpol.manifests import load_state, load_text
-from netpol.testing import invalid_policy_manifests
+from netpol.testing import invalid_manifests, invalid_policy_manifests
 
 POLICY = """\
 apiVersion: networking.k8s.io/v1
@@ -114,6 +114,15 @@ def test_each_planted_defect_is_reported_at_its_field(case):
     assert not objects, "an invalid policy must not be loaded (fail closed)"
     assert any(p.path == path for p in problems), [str(p) for p in problems]
     assert all(p.obj.startswith("NetworkPolicy ") for p in problems)
+
+
+@given(invalid_manifests())
+def test_each_planted_defect_in_any_kind_is_reported_at_its_field(case):
+    manifest, path = case
+    objects, problems = decode_document(manifest, "gen.yaml")
+    assert not objects
+    assert any(p.path == path for p in problems), [str(p) for p in problems]
+    assert all(p.obj.startswith(manifest["kind"] + " ") for p in problems)
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -14,6 +14,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from netpol.decode import Reader, decode_network_policy
+from netpol.encode import encode_namespace, encode_node, encode_pod
 from netpol.labels import OPERATORS, Labels
 from netpol.model import (
     PROTOCOLS,
@@ -256,14 +257,63 @@ _POLICY_DEFECTS: tuple[tuple[str, Any, str], ...] = (
 )
 
 
-@st.composite
-def invalid_policy_manifests(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
-    """A valid policy with one defect planted, and the field path an error must name."""
-    manifest = draw(policy_manifests())
-    field, value, expected_path = draw(st.sampled_from(_POLICY_DEFECTS))
+_POD_DEFECTS: tuple[tuple[str, Any, str], ...] = (
+    ("metadata.name", "Bad_Name", "metadata.name"),
+    ("metadata.labels", {"app": "-x-"}, "metadata.labels.app"),
+    ("metadata.labels", {"enabled": True}, "metadata.labels.enabled"),
+    ("spec.containers", [{"name": "c", "ports": [{"containerPort": 0}]}],
+     "spec.containers[0].ports[0].containerPort"),
+    ("spec.containers", [{"name": "c", "ports": [{"containerPort": 80, "name": "much-too-long-name"}]}],
+     "spec.containers[0].ports[0].name"),
+    ("spec.containers", [{"name": "c", "ports": [{"containerPort": 80, "protocol": "HTTP"}]}],
+     "spec.containers[0].ports[0].protocol"),
+    ("spec.containers", [{"name": "c", "ports": [{"containerPort": 80, "name": "a"},
+                                                 {"containerPort": 81, "name": "a"}]}],
+     "spec.containers[0].ports[1].name"),
+    ("spec.hostNetwork", "yes", "spec.hostNetwork"),
+    ("status", {"podIP": "10.0.0.256"}, "status.podIP"),
+    ("status", {"podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}]}, "status.podIPs"),
+    ("status", {"phase": "Sleeping"}, "status.phase"),
+)
+_NAMESPACE_DEFECTS: tuple[tuple[str, Any, str], ...] = (
+    ("metadata.name", "Shop", "metadata.name"),
+    ("metadata.labels", {"a/b/c": "x"}, "metadata.labels.a/b/c"),
+)
+_NODE_DEFECTS: tuple[tuple[str, Any, str], ...] = (
+    ("status.addresses", [{"type": "InternalIP", "address": "nope"}], "status.addresses[0].address"),
+    ("spec.podCIDRs", ["10.0.0.0/33"], "spec.podCIDRs[0]"),
+    ("metadata.name", "-node", "metadata.name"),
+)
+
+
+def _plant(manifest: dict[str, Any], field: str, value: Any) -> dict[str, Any]:
     *parents, key = field.split(".")
     target = manifest
     for part in parents:
-        target = target[part]
+        target = target.setdefault(part, {})
     target[key] = value
-    return manifest, expected_path
+    return manifest
+
+
+@st.composite
+def invalid_policy_manifests(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
+    """A valid policy with one defect planted, and the field path an error must name."""
+    field, value, expected_path = draw(st.sampled_from(_POLICY_DEFECTS))
+    return _plant(draw(policy_manifests()), field, value), expected_path
+
+
+@st.composite
+def invalid_manifests(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
+    """A valid NetworkPolicy, Pod, Namespace or Node with one defect planted, and the field path
+    an error must name."""
+    kind = draw(st.sampled_from(("NetworkPolicy", "Pod", "Namespace", "Node")))
+    if kind == "NetworkPolicy":
+        return draw(invalid_policy_manifests())
+    if kind == "Pod":
+        base, defects = encode_pod(draw(pods())), _POD_DEFECTS
+    elif kind == "Namespace":
+        base, defects = encode_namespace(draw(namespaces())), _NAMESPACE_DEFECTS
+    else:
+        base, defects = encode_node(draw(nodes())[0]), _NODE_DEFECTS
+    field, value, expected_path = draw(st.sampled_from(defects))
+    return _plant(base, field, value), expected_path
