@@ -55,8 +55,12 @@ def _side_lines(side: SideVerdict, subject: Endpoint) -> list[str]:
         lines += [f"    admitted by: {r}" for r in side.admitted_by]
     elif side.isolated_by:
         lines.append("    no rule of those policies matches both the peer and the port:")
-        lines += [f"      {c.rule}: peer {'matches' if c.peer_matches else 'does not match'}, "
-                  f"port {'matches' if c.port_matches else 'does not match'}" for c in side.checks]
+        for c in side.checks:
+            lines.append(f"      {c.rule}: peer {'matches' if c.peer_matches else 'does not match'}, "
+                         f"port {'matches' if c.port_matches else 'does not match'}")
+            if not c.port_matches and c.unresolved_ports:
+                lines.append(f"        (named port {', '.join(c.unresolved_ports)} is not a container port "
+                             "of the destination)")
         if not side.checks:
             lines.append(f"      (the policies have no {side.direction} rules: they deny all)")
     else:
@@ -69,6 +73,10 @@ def render_text(verdicts: list[Verdict]) -> str:
     for v in verdicts:
         c = v.connection
         lines.append(f"{c}: {'ALLOWED' if v.allowed else 'DENIED'}")
+        for end, other in ((c.src, c.dst), (c.dst, c.src)):
+            if end.node and other.pod and end.node != other.pod.node_name:
+                lines.append(f"  note: {end.ip} is node {end.node}; only a pod's own node "
+                             f"({other.pod.node_name}) is exempt from policy, so only ipBlocks can admit it")
         if v.egress.reason == v.reason and v.allowed and not v.egress.isolated_by:
             lines.append(f"  {v.reason}")
         else:

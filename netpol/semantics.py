@@ -17,9 +17,12 @@ class Endpoint:
 
     ip: IPAddress
     pod: Pod | None = None
+    node: str | None = None  # the node this address belongs to, if it is a node's
 
     def __str__(self) -> str:
-        return f"{self.pod.key} ({self.ip})" if self.pod else str(self.ip)
+        if self.pod:
+            return f"{self.pod.key} ({self.ip})"
+        return f"{self.ip} (node {self.node})" if self.node else str(self.ip)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class RuleCheck:
     rule: RuleRef
     peer_matches: bool
     port_matches: bool
+    unresolved_ports: tuple[str, ...] = ()  # named ports of the rule the destination lacks
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,12 @@ def check_rule(state: ClusterState, policy: NetworkPolicy, index: int, direction
     peer = conn.src if direction == "ingress" else conn.dst
     peer_ok = not rule.peers or any(peer_matches(state, policy, p, peer) for p in rule.peers)
     port_ok = not rule.ports or any(port_matches(p, conn.dst, conn.port, conn.protocol) for p in rule.ports)
-    return RuleCheck(RuleRef(policy.key, direction, index), peer_ok, port_ok)
+    unresolved = tuple(
+        f"{p.port}/{p.protocol}" for p in rule.ports
+        if isinstance(p.port, str) and p.protocol == conn.protocol
+        and (conn.dst.pod is None or conn.dst.pod.resolve_port(p.port, p.protocol) is None)
+    )
+    return RuleCheck(RuleRef(policy.key, direction, index), peer_ok, port_ok, unresolved)
 
 
 def judge_side(state: ClusterState, direction: Direction, conn: Connection) -> SideVerdict:
@@ -158,7 +167,8 @@ def _node_of(state: ClusterState, pod: Pod | None) -> frozenset[IPAddress]:
 def endpoint(state: ClusterState, ip: IPAddress) -> Endpoint:
     """The endpoint for an address: the active, non-hostNetwork pod that owns it, if any."""
     owner = next((p for p in state.pods if p.takes_part and ip in p.ips), None)
-    return Endpoint(ip, owner)
+    node = next((name for name, ips in state.node_addresses.items() if ip in ips), None)
+    return Endpoint(ip, owner, None if owner else node)
 
 
 def allowed(state: ClusterState, src: Endpoint, dst: Endpoint, port: int | None, protocol: str) -> Verdict:

@@ -135,3 +135,12 @@ def test_probe_parsing():
             assert "--port" in str(exc)
         else:
             raise AssertionError(bad)
+
+
+def test_explain_says_why_a_node_or_a_named_port_does_not_count(example_path):
+    _, out, _ = run("explain", "-f", example_path, "--from", "192.168.50.11", "--to", "db/postgres-0",
+                    "--port", "5432/TCP")
+    assert "192.168.50.11 is node node-b; only a pod's own node (node-a) is exempt" in out
+    _, out, _ = run("explain", "-f", example_path, "--from", "monitoring/prometheus-0", "--to", "backend/worker-1",
+                    "--port", "9090/TCP")
+    assert "named port metrics/TCP is not a container port of the destination" in out
