@@ -111,7 +111,7 @@ class Reader:
         return value
 
     def required(self, value: T | None, path: str) -> T | None:
-        if value is None:
+        if value is None and not any(p.path == path for p in self.problems):  # not twice
             self.error(path, "Required value")
         return value
 
@@ -210,7 +210,7 @@ def _metadata(reader: Reader, doc: dict[str, Any], namespaced: bool,
 
 def describe_object(doc: dict[str, Any]) -> str:
     """`Kind ns/name` as well as an unvalidated document allows (for error messages)."""
-    kind = doc.get("kind") if isinstance(doc.get("kind"), str) else "object"
+    kind = doc.get("kind") if isinstance(doc.get("kind"), str) and doc.get("kind") else "object"
     raw_meta = doc.get("metadata")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     name = meta.get("name") if isinstance(meta.get("name"), str) else "<unnamed>"
@@ -353,6 +353,9 @@ def _ip_block(reader: Reader, value: Any, path: str) -> IPBlock | None:
 
 
 def _peer(reader: Reader, value: Any, path: str) -> Peer:
+    if not isinstance(value, dict):
+        reader.mapping(value, path)  # reports the wrong type, once
+        return Peer()
     entry = reader.mapping(value, path, ("podSelector", "namespaceSelector", "ipBlock"))
     # A null field is an absent one (Go decodes null into a nil pointer).
     pods = _NOTHING if entry.get("podSelector") is None else entry["podSelector"]
