@@ -121,6 +121,14 @@ class Resolver:
         return frozenset(dst[1] for _, dst in self.graph.out_edges(("policy", policy_key))
                          if dst[0] == "pod")
 
+    def rule_selected_pods(self, policy_key: str, direction: Direction, index: int) -> frozenset[str]:
+        """Active pods a pod/namespace selector of the rule admits (ipBlocks admit addresses)."""
+        rule = self.policies[policy_key].rules(direction)[index]
+        if not rule.peers:
+            return frozenset(k for k, p in self.pods.items() if p.takes_part)
+        return frozenset(dst[1] for _, dst, via in self.graph.out_edges(
+            _rule_node(policy_key, direction, index), data="via") if via == "selector")
+
     def rule_peers(self, policy_key: str, direction: Direction, index: int) -> frozenset[str]:
         """Active pods the rule's peers admit (selectors, or ipBlocks containing a pod IP)."""
         rule = self.policies[policy_key].rules(direction)[index]
@@ -189,25 +197,28 @@ class Resolver:
         for rule_node in self._local_rules.get(pod.namespace, set()) | self._wide_rules:
             policy = self.policies[rule_node[1]]
             rule = policy.rules(rule_node[2])[int(rule_node[3])]  # type: ignore[arg-type]
-            if self._rule_admits(policy, rule, pod):
-                self.graph.add_edge(rule_node, node, kind="admits")
+            via = self._rule_admits(policy, rule, pod)
+            if via:
+                self.graph.add_edge(rule_node, node, kind="admits", via=via)
                 rules.add(rule_node)
         return rules
 
-    def _rule_admits(self, policy: NetworkPolicy, rule: Rule, pod: Pod) -> bool:
+    def _rule_admits(self, policy: NetworkPolicy, rule: Rule, pod: Pod) -> str | None:
+        """"selector" if a pod/namespace selector admits the pod, "ipblock" if only an ipBlock does."""
         ns_labels = self._namespace_labels(pod.namespace)
+        via = None
         for peer in rule.peers:
             if peer.ip_block is not None:
                 if any(peer.ip_block.contains(ip) for ip in pod.ips):
-                    return True
+                    via = "ipblock"
                 continue
             if peer.namespace_selector is None:
                 in_scope = pod.namespace == policy.namespace
             else:
                 in_scope = peer.namespace_selector.matches(ns_labels)
             if in_scope and (peer.pod_selector is None or peer.pod_selector.matches(pod.labels)):
-                return True
-        return False
+                return "selector"
+        return via
 
     # namespaces
 
@@ -266,8 +277,8 @@ class Resolver:
                 rule_node = _rule_node(policy.key, direction, i)
                 self.graph.add_edge(node, rule_node, kind="has")
                 self._file_rule(policy, rule, rule_node)
-                for key in self._peer_pods(policy, rule):
-                    self.graph.add_edge(rule_node, _pod_node(key), kind="admits")
+                for key, via in self._peer_pods(policy, rule).items():
+                    self.graph.add_edge(rule_node, _pod_node(key), kind="admits", via=via)
         return targets
 
     def _file_rule(self, policy: NetworkPolicy, rule: Rule, rule_node: NodeId) -> None:
@@ -278,13 +289,15 @@ class Resolver:
         else:
             self._wide_rules.add(rule_node)
 
-    def _peer_pods(self, policy: NetworkPolicy, rule: Rule) -> set[str]:
+    def _peer_pods(self, policy: NetworkPolicy, rule: Rule) -> dict[str, str]:
+        """Admitted pods and how: "selector" wins over "ipblock"."""
+        by_block: set[str] = set()
         found: set[str] = set()
         for peer in rule.peers:
             if peer.ip_block is not None:
                 block = peer.ip_block
-                found |= {k for k, p in self.pods.items() if p.takes_part
-                          and any(block.contains(ip) for ip in p.ips)}
+                by_block |= {k for k, p in self.pods.items() if p.takes_part
+                             and any(block.contains(ip) for ip in p.ips)}
                 continue
             if peer.namespace_selector is None:
                 namespaces = [policy.namespace]
@@ -294,7 +307,7 @@ class Resolver:
                 index = self._pod_index.get(ns)
                 if index is not None:
                     found |= index.all if peer.pod_selector is None else index.select(peer.pod_selector)
-        return found
+        return {**dict.fromkeys(by_block, "ipblock"), **dict.fromkeys(found, "selector")}
 
     def _namespace_scope(self, selector: LabelSelector) -> set[str]:
         """Namespaces a selector matches, including namespaces known only through their pods."""

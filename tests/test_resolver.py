@@ -34,6 +34,15 @@ def expected_peers(state: ClusterState, policy: NetworkPolicy, direction, index:
     )
 
 
+def expected_selected(state: ClusterState, policy: NetworkPolicy, direction, index: int) -> frozenset[str]:
+    rule = policy.rules(direction)[index]
+    selectors = [peer for peer in rule.peers if peer.ip_block is None]
+    return frozenset(
+        q.key for q in state.active_pods
+        if not rule.peers or any(peer_matches(state, policy, peer, Endpoint(q.ips[0], q)) for peer in selectors)
+    )
+
+
 def program(state: ClusterState, pod: Pod) -> object:
     """Everything a node's ruleset encodes about `pod`, computed from scratch."""
     if not pod.takes_part:
@@ -183,6 +192,7 @@ class ResolverMachine(RuleBasedStateMachine):
                 for d in DIRECTIONS:
                     for i in range(len(policy.rules(d))):
                         assert resolver.rule_peers(policy.key, d, i) == expected_peers(state, policy, d, i)
+                        assert resolver.rule_selected_pods(policy.key, d, i) == expected_selected(state, policy, d, i)
 
 
 ResolverMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=25, deadline=None)

@@ -1,0 +1,202 @@
+"""The backend-neutral per-node program (IR): for every pod on a node, its ingress and egress
+decisions over named, deduplicated peer sets and resolved ports.
+
+Peer sets hold address intervals per family: pod IPs the rule's selectors admit, and ipBlock
+`cidr` minus its `except`s, subtracted per peer (PITFALLS 1), never as a chain-level return.
+Named ports are resolved per destination pod (PITFALLS 2): on ingress against the local pod, on
+egress into (address, protocol, port) elements of every admitted destination pod.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+
+from netpol.model import ClusterState, Direction, IPAddress, IPBlock, NetworkPolicy, Pod, Rule
+from netpol.resolver import DIRECTIONS, Resolver
+
+Interval = tuple[int, int]  # first and last address, inclusive, as integers
+
+
+@dataclass(frozen=True)
+class PeerSet:
+    """Addresses a rule admits, per family, as merged intervals; named by content."""
+
+    name: str
+    v4: tuple[Interval, ...]
+    v6: tuple[Interval, ...]
+
+    def contains(self, ip: IPAddress) -> bool:
+        value = int(ip)
+        return any(a <= value <= b for a, b in (self.v4 if ip.version == 4 else self.v6))
+
+
+@dataclass(frozen=True)
+class PortMatch:
+    """A protocol and a port range; `first is None` means every port of the protocol."""
+
+    protocol: str
+    first: int | None = None
+    last: int | None = None
+
+    def matches(self, protocol: str, port: int | None) -> bool:
+        if protocol != self.protocol:
+            return False
+        if self.first is None:
+            return True
+        return port is not None and self.first <= port <= (self.last or self.first)
+
+
+NamedElement = tuple[IPAddress, str, int]  # destination address, protocol, port
+
+
+@dataclass(frozen=True)
+class Allow:
+    """One rule of one policy, applied to one pod: peers (None: any address) AND ports
+    (None: any protocol and port; else numeric matches OR a named (dst, proto, port) element)."""
+
+    origin: str
+    peers: PeerSet | None
+    ports: tuple[PortMatch, ...] | None
+    named: frozenset[NamedElement] = frozenset()
+
+
+@dataclass(frozen=True)
+class DirectionProgram:
+    isolated_by: tuple[str, ...] = ()
+    allows: tuple[Allow, ...] = ()
+
+    @property
+    def isolated(self) -> bool:
+        return bool(self.isolated_by)
+
+
+@dataclass(frozen=True)
+class PodProgram:
+    pod: str
+    ips: tuple[IPAddress, ...]
+    ingress: DirectionProgram
+    egress: DirectionProgram
+
+    def side(self, direction: Direction) -> DirectionProgram:
+        return self.ingress if direction == "ingress" else self.egress
+
+
+@dataclass(frozen=True)
+class NodeProgram:
+    node: str
+    node_addresses: tuple[IPAddress, ...]
+    pods: tuple[PodProgram, ...]
+    peer_sets: tuple[PeerSet, ...]
+
+
+def _merge(intervals: list[Interval]) -> tuple[Interval, ...]:
+    merged: list[Interval] = []
+    for a, b in sorted(intervals):
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return tuple(merged)
+
+
+def block_intervals(block: IPBlock) -> list[Interval]:
+    """`cidr` minus every `except`, as intervals."""
+    remaining = [block.cidr]
+    for hole in block.except_:
+        nxt: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for net in remaining:
+            if hole.version == net.version and hole.subnet_of(net):  # type: ignore[arg-type]
+                nxt += list(net.address_exclude(hole))  # type: ignore[arg-type]
+            else:
+                nxt.append(net)
+        remaining = nxt
+    return [(int(n.network_address), int(n.broadcast_address)) for n in remaining]
+
+
+def _peer_set(intervals4: list[Interval], intervals6: list[Interval]) -> PeerSet:
+    v4, v6 = _merge(intervals4), _merge(intervals6)
+    digest = hashlib.sha256(repr((v4, v6)).encode()).hexdigest()[:8]
+    return PeerSet(f"peers-{digest}", v4, v6)
+
+
+class _Compiler:
+    def __init__(self, state: ClusterState, resolver: Resolver) -> None:
+        self.state, self.resolver = state, resolver
+        self.sets: dict[str, PeerSet] = {}
+
+    def rule_peers(self, policy: NetworkPolicy, direction: Direction, index: int) -> PeerSet | None:
+        rule = policy.rules(direction)[index]
+        if not rule.peers:
+            return None  # §2: absent/empty from/to = everything, outside addresses included
+        found: dict[int, list[Interval]] = {4: [], 6: []}
+        for key in self.resolver.rule_selected_pods(policy.key, direction, index):
+            for ip in self.resolver.pods[key].ips:  # ipBlocks admit addresses, below, not pods
+                found[ip.version].append((int(ip), int(ip)))
+        for peer in rule.peers:
+            if peer.ip_block is not None:
+                found[peer.ip_block.cidr.version] += block_intervals(peer.ip_block)
+        peer_set = _peer_set(found[4], found[6])
+        return self.sets.setdefault(peer_set.name, peer_set)
+
+    def allow(self, policy: NetworkPolicy, direction: Direction, index: int, pod: Pod) -> Allow:
+        rule = policy.rules(direction)[index]
+        origin = f"NetworkPolicy {policy.key} spec.{direction}[{index}]"
+        peers = self.rule_peers(policy, direction, index)
+        if not rule.ports:
+            return Allow(origin, peers, None)
+        numeric: list[PortMatch] = []
+        named: set[NamedElement] = set()
+        for entry in rule.ports:
+            if not isinstance(entry.port, str):
+                numeric.append(PortMatch(entry.protocol, entry.port, entry.end_port or entry.port))
+            elif direction == "ingress":  # the destination is this pod
+                number = pod.resolve_port(entry.port, entry.protocol)
+                if number is not None:
+                    numeric.append(PortMatch(entry.protocol, number, number))
+            else:  # every admitted destination pod, each with its own number
+                named |= self._named_elements(policy, index, rule, entry.port, entry.protocol)
+        return Allow(origin, peers, tuple(numeric), frozenset(named))
+
+    def _named_elements(self, policy: NetworkPolicy, index: int, rule: Rule, name: str,
+                        protocol: str) -> set[NamedElement]:
+        if rule.peers:
+            keys = self.resolver.rule_peers(policy.key, "egress", index)
+        else:
+            keys = frozenset(k for k, p in self.resolver.pods.items() if p.takes_part)
+        elements = set()
+        for key in keys:
+            dst = self.resolver.pods[key]
+            number = dst.resolve_port(name, protocol)
+            if number is not None:
+                elements |= {(ip, protocol, number) for ip in dst.ips}
+        return elements
+
+    def pod_program(self, pod: Pod) -> PodProgram:
+        sides = []
+        for direction in DIRECTIONS:
+            keys = self.resolver.selecting_policies(pod.key, direction)
+            policies = [self.resolver.policies[k] for k in keys]
+            allows = tuple(self.allow(p, direction, i, pod)
+                           for p in policies for i in range(len(p.rules(direction))))
+            sides.append(DirectionProgram(tuple(p.key for p in policies), allows))
+        return PodProgram(pod.key, pod.ips, sides[0], sides[1])
+
+
+def compile_node(state: ClusterState, node: str, resolver: Resolver | None = None) -> NodeProgram:
+    """The program of every active pod on `node`."""
+    resolver = resolver or Resolver.from_state(state)
+    compiler = _Compiler(state, resolver)
+    local = [p for p in state.active_pods if p.node_name == node]
+    programs = tuple(compiler.pod_program(p) for p in local)
+    own = state.node_addresses.get(node, frozenset())
+    addresses = tuple(sorted(own, key=lambda ip: (ip.version, int(ip))))
+    return NodeProgram(node, addresses, programs, tuple(sorted(compiler.sets.values(), key=lambda s: s.name)))
+
+
+def compile_cluster(state: ClusterState) -> dict[str, NodeProgram]:
+    """Every node's program: nodes named by Node objects or by pods' `spec.nodeName`."""
+    resolver = Resolver.from_state(state)
+    names = {n.name for n in state.nodes} | {p.node_name for p in state.pods if p.node_name}
+    return {name: compile_node(state, name, resolver) for name in sorted(names)}

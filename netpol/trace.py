@@ -1,0 +1,70 @@
+"""Tracing a packet through compiled node programs: the data plane's decision, computed from
+the IR alone, for fast differential tests against `netpol.semantics`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from netpol.ir import DirectionProgram, NodeProgram, PodProgram
+from netpol.model import Direction, IPAddress
+
+
+@dataclass(frozen=True)
+class Packet:
+    """The first packet of a connection (replies ride on conntrack)."""
+
+    src: IPAddress
+    dst: IPAddress
+    protocol: str
+    port: int | None
+
+
+@dataclass(frozen=True)
+class Trace:
+    allowed: bool
+    steps: tuple[str, ...]
+
+
+def _side_allows(program: DirectionProgram, direction: Direction, packet: Packet) -> str | None:
+    """The origin of the first allow that matches, 'not isolated', or None (dropped)."""
+    if not program.isolated:
+        return "not isolated"
+    peer = packet.src if direction == "ingress" else packet.dst
+    for allow in program.allows:
+        if allow.peers is not None and not allow.peers.contains(peer):
+            continue
+        if allow.ports is None or any(m.matches(packet.protocol, packet.port) for m in allow.ports):
+            return allow.origin
+        if packet.port is not None and (packet.dst, packet.protocol, packet.port) in allow.named:
+            return allow.origin
+    return None
+
+
+def _local(programs: Mapping[str, NodeProgram], ip: IPAddress) -> tuple[NodeProgram, PodProgram] | None:
+    for node in programs.values():
+        for pod in node.pods:
+            if ip in pod.ips:
+                return node, pod
+    return None
+
+
+def trace(programs: Mapping[str, NodeProgram], packet: Packet) -> Trace:
+    """Egress on the source pod's node, then ingress on the destination pod's node."""
+    src, dst = _local(programs, packet.src), _local(programs, packet.dst)
+    if src and dst and src[1].pod == dst[1].pod:
+        return Trace(True, ("a pod talking to itself never leaves its namespace",))
+    steps = []
+    for direction, end, other_ip in (("egress", src, packet.dst), ("ingress", dst, packet.src)):
+        if end is None:
+            steps.append(f"{direction}: not a local pod on any node")
+            continue
+        node, pod = end
+        if other_ip in node.node_addresses:
+            steps.append(f"{direction}: {pod.pod} and its own node {node.node}: accepted")
+            continue
+        verdict = _side_allows(pod.side(direction), direction, packet)  # type: ignore[arg-type]
+        steps.append(f"{direction} of {pod.pod} on {node.node}: {verdict or 'dropped'}")
+        if verdict is None:
+            return Trace(False, tuple(steps))
+    return Trace(True, tuple(steps))
