@@ -13,10 +13,9 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
+from netpol.intervals import Interval, merge_intervals
 from netpol.model import ClusterState, Direction, IPAddress, IPBlock, NetworkPolicy, Pod, Rule
 from netpol.resolver import DIRECTIONS, Resolver
-
-Interval = tuple[int, int]  # first and last address, inclusive, as integers
 
 
 @dataclass(frozen=True)
@@ -91,16 +90,6 @@ class NodeProgram:
     peer_sets: tuple[PeerSet, ...]
 
 
-def _merge(intervals: list[Interval]) -> tuple[Interval, ...]:
-    merged: list[Interval] = []
-    for a, b in sorted(intervals):
-        if merged and a <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
-        else:
-            merged.append((a, b))
-    return tuple(merged)
-
-
 def block_intervals(block: IPBlock) -> list[Interval]:
     """`cidr` minus every `except`, as intervals."""
     remaining = [block.cidr]
@@ -116,7 +105,7 @@ def block_intervals(block: IPBlock) -> list[Interval]:
 
 
 def _peer_set(intervals4: list[Interval], intervals6: list[Interval]) -> PeerSet:
-    v4, v6 = _merge(intervals4), _merge(intervals6)
+    v4, v6 = tuple(merge_intervals(intervals4)), tuple(merge_intervals(intervals6))
     digest = hashlib.sha256(repr((v4, v6)).encode()).hexdigest()[:8]
     return PeerSet(f"peers-{digest}", v4, v6)
 

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from netpol.errors import UsageError
+from netpol.intervals import merge_intervals
 from netpol.model import PROTOCOLS, ClusterState
 
 PORTLESS_PROTOCOLS = ("ICMP", "ICMPv6")
@@ -85,22 +86,12 @@ def named_ranges(state: ClusterState) -> dict[str, list[tuple[int, int]]]:
     return ranges
 
 
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for a, b in sorted(ranges):
-        if merged and a <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
-        else:
-            merged.append((a, b))
-    return merged
-
-
 def default_probes(state: ClusterState) -> tuple[Probe, ...]:
     """One probe per elementary interval of the named ports, per protocol; 80/TCP if none."""
     probes: list[Probe] = []
     for protocol, ranges in sorted(named_ranges(state).items()):
         cuts = sorted({a for a, _ in ranges} | {b + 1 for _, b in ranges})
-        union = _merge(ranges)
+        union = merge_intervals(ranges)
         starts = [a for a, _ in union]
         for start, stop in itertools.pairwise(cuts):
             i = bisect.bisect_right(starts, start) - 1
