@@ -8,7 +8,7 @@ EXAMPLE := netpol/examples/shop
 APT_PACKAGES := python3 python3-venv python3-pip iproute2 nftables
 PYTEST_ARGS ?=
 
-.PHONY: setup apt demo test lint typecheck unit bench clean
+.PHONY: setup apt demo test lint typecheck unit bench rulesets clean
 
 setup: apt $(VENV)/.installed
 
@@ -35,6 +35,9 @@ demo: setup
 	$(BIN)/netpol explain -f $(EXAMPLE) --from monitoring/prometheus-0 --to db/postgres-1 --port 9187/TCP
 	$(BIN)/netpol reach -f $(EXAMPLE) -o html > reach.html
 	@echo "wrote reach.html (colour matrix, one table per port)"
+	@echo "== netpol compile: node-a's nftables ruleset (excerpt; full file in rulesets/shop/node-a.nft) =="
+	$(BIN)/netpol compile -f $(EXAMPLE) --node node-a -o node-a.nft
+	@grep -A9 -E 'map ingress-v4|chain forward|chain ingress-.*postgres-0' node-a.nft | head -40
 
 lint: setup
 	$(BIN)/ruff check .
@@ -47,8 +50,12 @@ unit: setup
 
 test: setup lint typecheck unit
 
+rulesets: setup
+	for d in netpol/examples/*/; do \
+	  $(BIN)/netpol compile -f $$d --all-nodes --out-dir rulesets/$$(basename $$d); done
+
 bench: setup
 	$(BIN)/python benchmarks/reach_scale.py --vs-nca
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis reach.html
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis reach.html node-a.nft

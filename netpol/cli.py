@@ -8,9 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from netpol import explain as explaining
+from netpol.backends.nftables import render as render_nftables
 from netpol.errors import InputError, UsageError
+from netpol.ir import compile_cluster
 from netpol.manifests import load_state
 from netpol.probes import Probe, default_probes, parse_probe
 from netpol.reach import compute_reach, participants
@@ -50,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only this address family (default: a cell is allowed over any family)")
     reach.set_defaults(run=run_reach)
 
+    compile_ = commands.add_parser("compile", help="a node's complete ruleset (nftables)")
+    _add_inputs(compile_)
+    target = compile_.add_mutually_exclusive_group(required=True)
+    target.add_argument("--node", help="the node whose ruleset to write")
+    target.add_argument("--all-nodes", action="store_true", help="one file per node, in --out-dir")
+    compile_.add_argument("--backend", choices=("nftables",), default="nftables")
+    compile_.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout (--node)")
+    compile_.add_argument("--out-dir", metavar="DIR", help="directory for --all-nodes (NODE.nft each)")
+    compile_.set_defaults(run=run_compile)
+
     explain = commands.add_parser("explain", help="verdict for one connection and the rules deciding it")
     _add_inputs(explain)
     explain.add_argument("--from", dest="source", required=True, metavar="NS/POD|IP")
@@ -74,6 +87,29 @@ def run_reach(args: argparse.Namespace) -> int:
     if not participants(state, args.family):
         print("netpol: no pods with an IP address in the input", file=sys.stderr)
     sys.stdout.write(RENDERERS[args.output](reach))
+    return EXIT_OK
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    if args.all_nodes and not args.out_dir:
+        raise UsageError("--all-nodes needs --out-dir DIR")
+    state = load_state(args.paths)
+    programs = compile_cluster(state)
+    if args.all_nodes:
+        out_dir = Path(args.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, program in programs.items():
+            (out_dir / f"{name}.nft").write_text(render_nftables(program))
+        print(f"wrote {len(programs)} rulesets to {out_dir}", file=sys.stderr)
+        return EXIT_OK
+    if args.node not in programs:
+        known = ", ".join(programs) or "none"
+        raise UsageError(f"--node {args.node}: no such node in the input (nodes: {known})")
+    text = render_nftables(programs[args.node])
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
     return EXIT_OK
 
 
