@@ -42,7 +42,6 @@ SUPPORTED_KINDS = {
     "NetworkPolicy": "networking.k8s.io/v1",
 }
 POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
-_NOTHING = object()
 
 
 def _type_name(value: object) -> str:
@@ -358,18 +357,16 @@ def _peer(reader: Reader, value: Any, path: str) -> Peer:
         return Peer()
     entry = reader.mapping(value, path, ("podSelector", "namespaceSelector", "ipBlock"))
     # A null field is an absent one (Go decodes null into a nil pointer).
-    pods = _NOTHING if entry.get("podSelector") is None else entry["podSelector"]
-    namespaces = _NOTHING if entry.get("namespaceSelector") is None else entry["namespaceSelector"]
-    block = _NOTHING if entry.get("ipBlock") is None else entry["ipBlock"]
-    if pods is _NOTHING and namespaces is _NOTHING and block is _NOTHING:
+    pods, namespaces, block = entry.get("podSelector"), entry.get("namespaceSelector"), entry.get("ipBlock")
+    if pods is None and namespaces is None and block is None:
         reader.error(path, "must specify a peer")
-    if block is not _NOTHING and (pods is not _NOTHING or namespaces is not _NOTHING):
+    if block is not None and (pods is not None or namespaces is not None):
         reader.error(path, "may not specify more than 1 peer type: ipBlock excludes the selectors")
     return Peer(
-        pod_selector=None if pods is _NOTHING else reader.selector(pods, f"{path}.podSelector"),
-        namespace_selector=(None if namespaces is _NOTHING
+        pod_selector=None if pods is None else reader.selector(pods, f"{path}.podSelector"),
+        namespace_selector=(None if namespaces is None
                             else reader.selector(namespaces, f"{path}.namespaceSelector")),
-        ip_block=None if block is _NOTHING else _ip_block(reader, block, f"{path}.ipBlock"),
+        ip_block=None if block is None else _ip_block(reader, block, f"{path}.ipBlock"),
     )
 
 

@@ -55,7 +55,9 @@ def trace(programs: Mapping[str, NodeProgram], packet: Packet) -> Trace:
     if src and dst and src[1].pod == dst[1].pod:
         return Trace(True, ("a pod talking to itself never leaves its namespace",))
     steps = []
-    for direction, end, other_ip in (("egress", src, packet.dst), ("ingress", dst, packet.src)):
+    hops: tuple[tuple[Direction, tuple[NodeProgram, PodProgram] | None, IPAddress], ...] = (
+        ("egress", src, packet.dst), ("ingress", dst, packet.src))
+    for direction, end, other_ip in hops:
         if end is None:
             steps.append(f"{direction}: not a local pod on any node")
             continue
@@ -63,7 +65,7 @@ def trace(programs: Mapping[str, NodeProgram], packet: Packet) -> Trace:
         if other_ip in node.node_addresses:
             steps.append(f"{direction}: {pod.pod} and its own node {node.node}: accepted")
             continue
-        verdict = _side_allows(pod.side(direction), direction, packet)  # type: ignore[arg-type]
+        verdict = _side_allows(pod.side(direction), direction, packet)
         steps.append(f"{direction} of {pod.pod} on {node.node}: {verdict or 'dropped'}")
         if verdict is None:
             return Trace(False, tuple(steps))

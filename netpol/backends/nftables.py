@@ -45,15 +45,19 @@ def _intervals(version: int, intervals: Iterable[tuple[int, int]]) -> str:
                      for a, b in intervals)
 
 
+def _declare(kind: str, name: str, spec: str, elements: Iterable[str]) -> str:
+    """`set`/`map` NAME { SPEC elements = { … }; } — nft refuses an empty element list."""
+    listed = ", ".join(elements)
+    return f"\t{kind} {name} {{ {spec}" + (f" elements = {{ {listed} }};" if listed else "") + " }"
+
+
 def _peer_sets(peer_sets: Iterable[PeerSet]) -> list[str]:
     lines = []
     for ps in peer_sets:
         for version, intervals in ((4, ps.v4), (6, ps.v6)):
-            _, addr_type = FAMILIES[version]
-            body = f"type {addr_type}; flags interval;"
-            if intervals:
-                body += f" elements = {{ {_intervals(version, intervals)} }};"
-            lines.append(f"\tset {ps.name}-v{version} {{ {body} }}")
+            spec = f"type {FAMILIES[version][1]}; flags interval;"
+            lines.append(_declare("set", f"{ps.name}-v{version}", spec, [_intervals(version, intervals)]
+                                  if intervals else []))
     return lines
 
 
@@ -65,18 +69,15 @@ def _named_sets(programs: Iterable[PodProgram]) -> list[str]:
     lines, seen = [], set()
     for pod in programs:
         for allow in pod.egress.allows:
-            name = _named_set_name(allow)
-            if not allow.named or name in seen:
+            if not allow.named or (name := _named_set_name(allow)) in seen:
                 continue
             seen.add(name)
             for version, (_, addr_type) in FAMILIES.items():
                 elements = sorted((e for e in allow.named if e[0].version == version),
                                   key=lambda e: (int(e[0]), e[1], e[2]))
-                body = f"type {addr_type} . inet_proto . inet_service; comment {quote(allow.origin)};"
-                if elements:
-                    body += " elements = { " + ", ".join(f"{ip} . {proto.lower()} . {port}"
-                                                          for ip, proto, port in elements) + " };"
-                lines.append(f"\tset {name}-v{version} {{ {body} }}")
+                spec = f"type {addr_type} . inet_proto . inet_service; comment {quote(allow.origin)};"
+                lines.append(_declare("set", f"{name}-v{version}", spec,
+                                      (f"{ip} . {proto.lower()} . {port}" for ip, proto, port in elements)))
     return lines
 
 
@@ -133,13 +134,10 @@ def _dispatch_maps(programs: Iterable[PodProgram]) -> list[str]:
     programs = list(programs)
     for direction in DISPATCH_ORDER:
         for version, (_, addr_type) in FAMILIES.items():
-            elements = [f"{ip} : jump {chain_name(direction, pod.pod)}"
+            elements = (f"{ip} : jump {chain_name(direction, pod.pod)}"
                         for pod in programs if pod.side(direction).isolated
-                        for ip in pod.ips if ip.version == version]
-            body = f"type {addr_type} : verdict;"
-            if elements:
-                body += f" elements = {{ {', '.join(elements)} }};"
-            lines.append(f"\tmap {direction}-v{version} {{ {body} }}")
+                        for ip in pod.ips if ip.version == version)
+            lines.append(_declare("map", f"{direction}-v{version}", f"type {addr_type} : verdict;", elements))
     return lines
 
 
