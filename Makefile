@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := netpol/examples/shop
-APT_PACKAGES := python3 python3-venv python3-pip iproute2 nftables
+APT_PACKAGES := python3 python3-venv python3-pip iproute2 nftables libnftables1
 PYTEST_ARGS ?=
 
 .PHONY: setup apt demo test lint typecheck unit bench rulesets clean

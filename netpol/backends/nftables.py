@@ -1,4 +1,5 @@
-"""IR → an `nft -f` script: one `table inet netpol`, replaced atomically in one transaction.
+"""IR → one `table inet netpol`, as an `nft -f` script or as libnftables JSON, replaced atomically
+in one transaction.
 
 Layout (DESIGN §3): conntrack replies first; dispatch by pod address through verdict maps
 (`egress-v4`, `ingress-v6`, …) into one chain per pod and direction; rules match named peer
@@ -11,20 +12,38 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Iterable
+from typing import Any
 
-from netpol.ir import Allow, NodeProgram, PeerSet, PodProgram
+from netpol.backends.nft_document import (
+    BaseHook,
+    Chain,
+    Concat,
+    Ct,
+    Element,
+    InFlags,
+    InNamedSet,
+    InValues,
+    Meta,
+    NamedSet,
+    Payload,
+    Rule,
+    Statement,
+    Table,
+    Verdict,
+    VerdictMap,
+    VerdictMapLookup,
+    document,
+    script,
+)
+from netpol.ir import Allow, NodeProgram, PodProgram
 from netpol.model import Direction
 
 TABLE = "netpol"
 FAMILIES = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
-# ICMPv6 neighbour discovery must pass for isolated pods or IPv6 breaks (PITFALLS 20).
 DISPATCH_ORDER: tuple[Direction, ...] = ("egress", "ingress")  # the source's egress, then ingress
-ND_TYPES = "nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert"
-
-
-def quote(text: str) -> str:
-    """A comment as an nft string; names and labels are never pasted unquoted."""
-    return '"' + text.replace("\\", "").replace('"', "'")[:120] + '"'
+# ICMPv6 neighbour discovery must pass for isolated pods or IPv6 breaks (PITFALLS 20).
+ND_TYPES = ("nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-solicit", "nd-router-advert")
+VERDICTS = {"egress": Verdict("return"), "ingress": Verdict("accept")}  # egress passes on to ingress
 
 
 def _hash(text: str) -> str:
@@ -40,128 +59,141 @@ def _address(version: int, value: int) -> str:
     return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
 
 
-def _intervals(version: int, intervals: Iterable[tuple[int, int]]) -> str:
-    return ", ".join(_address(version, a) if a == b else f"{_address(version, a)}-{_address(version, b)}"
-                     for a, b in intervals)
+def _interval_elements(version: int, intervals: Iterable[tuple[int, int]]) -> tuple[Element, ...]:
+    return tuple(_address(version, a) if a == b else (_address(version, a), _address(version, b))
+                 for a, b in intervals)
 
 
-def _declare(kind: str, name: str, spec: str, elements: Iterable[str]) -> str:
-    """`set`/`map` NAME { SPEC elements = { … }; } — nft refuses an empty element list."""
-    listed = ", ".join(elements)
-    return f"\t{kind} {name} {{ {spec}" + (f" elements = {{ {listed} }};" if listed else "") + " }"
+def _summary(origins: list[str]) -> str:
+    more = f" (+{len(origins) - 1} more)" if len(origins) > 1 else ""
+    return f"peers of {origins[0]}{more}"
 
 
-def _peer_sets(peer_sets: Iterable[PeerSet]) -> list[str]:
-    lines = []
-    for ps in peer_sets:
+def _peer_sets(program: NodeProgram) -> list[NamedSet]:
+    origins: dict[str, list[str]] = {}
+    for pod in program.pods:
+        for direction in DISPATCH_ORDER:
+            for allow in pod.side(direction).allows:
+                if allow.peers is not None and allow.origin not in origins.setdefault(allow.peers.name, []):
+                    origins[allow.peers.name].append(allow.origin)
+    sets = []
+    for ps in program.peer_sets:
+        comment = _summary(sorted(origins[ps.name])) if origins.get(ps.name) else None
         for version, intervals in ((4, ps.v4), (6, ps.v6)):
-            spec = f"type {FAMILIES[version][1]}; flags interval;"
-            lines.append(_declare("set", f"{ps.name}-v{version}", spec, [_intervals(version, intervals)]
-                                  if intervals else []))
-    return lines
+            sets.append(NamedSet(f"{ps.name}-v{version}", (FAMILIES[version][1],),
+                                 _interval_elements(version, intervals), interval=True, comment=comment))
+    return sets
 
 
 def _named_set_name(allow: Allow) -> str:
     return f"named-{_hash(allow.origin + repr(sorted(map(str, allow.named))))}"
 
 
-def _named_sets(programs: Iterable[PodProgram]) -> list[str]:
-    lines, seen = [], set()
+def _named_sets(programs: Iterable[PodProgram]) -> list[NamedSet]:
+    sets: dict[str, NamedSet] = {}
     for pod in programs:
         for allow in pod.egress.allows:
-            if not allow.named or (name := _named_set_name(allow)) in seen:
+            if not allow.named or (name := _named_set_name(allow)) + "-v4" in sets:
                 continue
-            seen.add(name)
             for version, (_, addr_type) in FAMILIES.items():
                 elements = sorted((e for e in allow.named if e[0].version == version),
                                   key=lambda e: (int(e[0]), e[1], e[2]))
-                spec = f"type {addr_type} . inet_proto . inet_service; comment {quote(allow.origin)};"
-                lines.append(_declare("set", f"{name}-v{version}", spec,
-                                      (f"{ip} . {proto.lower()} . {port}" for ip, proto, port in elements)))
-    return lines
+                sets[f"{name}-v{version}"] = NamedSet(
+                    f"{name}-v{version}", (addr_type, "inet_proto", "inet_service"),
+                    tuple((str(ip), proto.lower(), port) for ip, proto, port in elements),
+                    comment=allow.origin)
+    return list(sets.values())
 
 
-def _allow_rules(allow: Allow, direction: Direction, verdict: str) -> list[str]:
-    """nft rules (one per family and protocol) that give `verdict` when `allow` matches."""
+def _port_values(allow: Allow) -> dict[str, list[Element] | None]:
+    """Per protocol: the port elements, or None for every port of the protocol."""
+    by_protocol: dict[str, list[Element] | None] = {}
+    for m in allow.ports or ():
+        if m.first is None:
+            by_protocol[m.protocol] = None
+        elif (ports := by_protocol.setdefault(m.protocol, [])) is not None:
+            value: Element = m.first if m.first == m.last else (m.first, m.last or m.first)
+            if value not in ports:
+                ports.append(value)
+    return by_protocol
+
+
+def _first_port(value: Element) -> Any:
+    return value[0] if isinstance(value, tuple) else value
+
+
+def _allow_rules(allow: Allow, direction: Direction) -> list[Rule]:
+    """Rules (one per family and protocol) that give the direction's verdict when `allow` matches."""
     rules = []
+    verdict = VERDICTS[direction]
     for version, (proto_kw, _) in FAMILIES.items():
-        peer_field = "saddr" if direction == "ingress" else "daddr"
         if allow.peers is not None and not (allow.peers.v4 if version == 4 else allow.peers.v6):
             continue  # this rule admits no address of this family
-        peer = f"{proto_kw} {peer_field} @{allow.peers.name}-v{version} " if allow.peers else \
-            f"meta nfproto ipv{version} "
-        comment = f" comment {quote(allow.origin)}"
+        peer_field = "saddr" if direction == "ingress" else "daddr"
+        peer: Statement = InNamedSet(Payload(proto_kw, peer_field), f"{allow.peers.name}-v{version}") \
+            if allow.peers else InValues(Meta("nfproto"), (f"ipv{version}",), braced=False)
         if allow.ports is None:
-            rules.append(f"{peer}{verdict}{comment}")
+            rules.append(Rule((peer, verdict), allow.origin))
             continue
-        by_protocol: dict[str, list[str]] = {}
-        for m in allow.ports:
-            ports = by_protocol.setdefault(m.protocol, [])
-            if m.first is None:
-                ports.append("*")
-            else:
-                ports.append(str(m.first) if m.first == m.last else f"{m.first}-{m.last}")
-        for protocol, ports in sorted(by_protocol.items()):
-            match = f"meta l4proto {protocol.lower()}"
-            if "*" not in ports:
-                match += f" th dport {{ {', '.join(sorted(set(ports)))} }}"
-            rules.append(f"{peer}{match} {verdict}{comment}")
-        if allow.named and any(e[0].version == version for e in allow.named):
-            named = f"@{_named_set_name(allow)}-v{version}"
-            rules.append(f"{peer}{proto_kw} daddr . meta l4proto . th dport {named} {verdict}{comment}")
+        for protocol, ports in sorted(_port_values(allow).items()):
+            match: list[Statement] = [peer, InValues(Meta("l4proto"), (protocol.lower(),), braced=False)]
+            if ports is not None:
+                match.append(InValues(Payload("th", "dport"), tuple(sorted(ports, key=_first_port))))
+            rules.append(Rule((*match, verdict), allow.origin))
+        if any(e[0].version == version for e in allow.named):
+            key = Concat((Payload(proto_kw, "daddr"), Meta("l4proto"), Payload("th", "dport")))
+            rules.append(Rule((peer, InNamedSet(key, f"{_named_set_name(allow)}-v{version}"), verdict),
+                              allow.origin))
     return rules
 
 
-def _pod_chains(pod: PodProgram) -> list[str]:
-    lines = []
+def _pod_chains(pod: PodProgram) -> list[Chain]:
+    chains = []
     for direction in DISPATCH_ORDER:
         side = pod.side(direction)
         if not side.isolated:
             continue
-        verdict = "return" if direction == "egress" else "accept"  # egress passes on to ingress
-        why = f"{pod.pod} {direction}, isolated by " + ", ".join(side.isolated_by)
-        lines.append(f"\tchain {chain_name(direction, pod.pod)} {{")
-        lines.append(f"\t\tcomment {quote(why)}")
-        for allow in side.allows:
-            lines += [f"\t\t{rule}" for rule in _allow_rules(allow, direction, verdict)]
-        lines.append(f"\t\tdrop comment {quote('no rule of ' + ', '.join(side.isolated_by) + ' admits it')}")
-        lines.append("\t}")
-    return lines
+        policies = ", ".join(side.isolated_by)
+        rules = [rule for allow in side.allows for rule in _allow_rules(allow, direction)]
+        rules.append(Rule((Verdict("drop"),), f"no rule of {policies} admits it"))
+        chains.append(Chain(chain_name(direction, pod.pod), tuple(rules),
+                            f"{pod.pod} {direction}, isolated by {policies}"))
+    return chains
 
 
-def _dispatch_maps(programs: Iterable[PodProgram]) -> list[str]:
-    lines = []
-    programs = list(programs)
-    for direction in DISPATCH_ORDER:
-        for version, (_, addr_type) in FAMILIES.items():
-            elements = (f"{ip} : jump {chain_name(direction, pod.pod)}"
-                        for pod in programs if pod.side(direction).isolated
-                        for ip in pod.ips if ip.version == version)
-            lines.append(_declare("map", f"{direction}-v{version}", f"type {addr_type} : verdict;", elements))
-    return lines
+def _dispatch_maps(programs: list[PodProgram]) -> list[VerdictMap]:
+    return [VerdictMap(f"{direction}-v{version}", addr_type,
+                       tuple((str(ip), Verdict("jump", chain_name(direction, pod.pod)))
+                             for pod in programs if pod.side(direction).isolated
+                             for ip in pod.ips if ip.version == version))
+            for direction in DISPATCH_ORDER for version, (_, addr_type) in FAMILIES.items()]
+
+
+FORWARD = Chain("forward", (
+    Rule((InFlags(Ct("state"), ("established", "related")), Verdict("accept")),
+         "replies of allowed connections"),
+    Rule((InValues(Payload("icmpv6", "type"), ND_TYPES), Verdict("accept")), "IPv6 neighbour discovery"),
+    *(Rule((VerdictMapLookup(Payload(proto_kw, field), f"{direction}-v{version}"),))
+      for direction, field in (("egress", "saddr"), ("ingress", "daddr"))
+      for version, (proto_kw, _) in FAMILIES.items()),
+), "pod traffic: routed, and bridged through br_netfilter", BaseHook("filter", "forward", "filter", "accept"))
+
+
+def build_table(program: NodeProgram) -> Table:
+    """The node's table: sets, dispatch maps, the forward hook and one chain per isolated pod side."""
+    pods = list(program.pods)
+    return Table("inet", TABLE, f"netpol: Kubernetes NetworkPolicy for node {program.node}",
+                 sets=(*_peer_sets(program), *_named_sets(pods)),
+                 maps=tuple(_dispatch_maps(pods)),
+                 chains=(FORWARD, *(chain for pod in pods for chain in _pod_chains(pod))))
 
 
 def render(program: NodeProgram) -> str:
     """The complete ruleset of one node, as an `nft -f` script that replaces the previous one."""
-    lines = [
-        f"# netpol ruleset for node {program.node}: `nft -f` replaces table inet {TABLE} atomically",
-        f"table inet {TABLE} {{}}",
-        f"delete table inet {TABLE}",
-        f"table inet {TABLE} {{",
-        f"\tcomment {quote('netpol: Kubernetes NetworkPolicy for node ' + program.node)}",
-        *_peer_sets(program.peer_sets),
-        *_named_sets(program.pods),
-        *_dispatch_maps(program.pods),
-        "\tchain forward {",
-        "\t\ttype filter hook forward priority filter; policy accept;",
-        "\t\tct state established,related accept comment \"replies of allowed connections\"",
-        f"\t\ticmpv6 type {{ {ND_TYPES} }} accept comment \"IPv6 neighbour discovery\"",
-        "\t\tip saddr vmap @egress-v4",
-        "\t\tip6 saddr vmap @egress-v6",
-        "\t\tip daddr vmap @ingress-v4",
-        "\t\tip6 daddr vmap @ingress-v6",
-        "\t}",
-        *(line for pod in program.pods for line in _pod_chains(pod)),
-        "}",
-    ]
-    return "\n".join(lines) + "\n"
+    header = f"netpol ruleset for node {program.node}: `nft -f` replaces table inet {TABLE} atomically"
+    return script(build_table(program), header)
+
+
+def render_json(program: NodeProgram) -> dict[str, Any]:
+    """The same ruleset as libnftables JSON (`nft -j -f`), one transaction."""
+    return document(build_table(program))

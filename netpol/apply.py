@@ -1,0 +1,184 @@
+"""Loading a compiled ruleset into the kernel through libnftables (the `nftables` Python binding,
+PyPI `pip-nftables`, over Debian's libnftables1).
+
+Every apply is: a check pass (libnftables dry run: parsed and evaluated, nothing committed), then
+the same input as one transaction. The script itself starts with `table inet netpol {}` and
+`delete table inet netpol`, so the kernel swaps our whole table atomically or not at all: a
+failure leaves the last good ruleset in place, and `ApplyError` carries nft's own messages with
+the offending line of our input. Other tables in the namespace are never touched.
+
+`Applier(netns="NAME")` works in a named network namespace (`ip netns add NAME`) from a worker
+thread that entered it with setns(2), so tests and `netpol verify` never load anything into the
+namespace the process runs in. Without `netns`, it loads into the current namespace (the agent's
+case: it runs inside the node's namespace).
+
+Errors: `ApplyError` (a `NetpolError`) when nft rejects the input or libnftables is missing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from netpol.errors import NetpolError
+
+try:
+    import nftables  # PyPI pip-nftables: the binding Debian ships as python3-nftables
+except ImportError:  # pragma: no cover - reported by Applier as an ApplyError
+    nftables = None
+
+LIBRARY = "libnftables.so.1"
+CLONE_NEWNET = 0x40000000
+NFT_LOCATION = re.compile(r"^(?P<file>[^:]*):(?P<line>\d+):(?P<first>\d+)-(?P<last>\d+): Error: (?P<msg>.*)$")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NftMessage:
+    """One error nft reported; `line` is 1-based in our input, 0 when nft gave no location."""
+
+    message: str
+    line: int = 0
+    text: str = ""
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        shown = f"\n    {self.text.strip()}" if self.text else ""
+        return f"{where}{self.message}{shown}"
+
+
+class ApplyError(NetpolError):
+    """nft refused a ruleset (check pass or commit); the previous ruleset is still in force."""
+
+    def __init__(self, stage: str, messages: list[NftMessage]) -> None:
+        self.stage, self.messages = stage, messages
+        listed = "\n  ".join(str(m) for m in messages) or "no message from libnftables"
+        super().__init__(f"nft rejected the ruleset ({stage}); "
+                         f"the last good ruleset stays in force:\n  {listed}")
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    changed: bool  # False: identical to what this applier loaded last, nothing sent to the kernel
+    seconds: float
+
+
+def parse_messages(stderr: str, source: list[str]) -> list[NftMessage]:
+    """nft's error text → messages, with the offending line taken from our own input."""
+    messages = []
+    for raw in stderr.splitlines():
+        found = NFT_LOCATION.match(raw)
+        if found:
+            line = int(found["line"])
+            text = source[line - 1] if 0 < line <= len(source) else ""
+            messages.append(NftMessage(found["msg"], line if source else 0, text))
+        elif raw.startswith("Error:"):
+            messages.append(NftMessage(raw.removeprefix("Error:").strip()))
+    return messages
+
+
+class _Libnftables:
+    """One libnftables context; buffer output; text input read as a file so errors name lines."""
+
+    def __init__(self) -> None:
+        if nftables is None:
+            raise ApplyError("load libnftables", [NftMessage("the nftables binding is missing: pip install "
+                                                             "pip-nftables (and apt install nftables)")])
+        try:
+            self.binding = nftables.Nftables(sofile=LIBRARY)
+            self.lib = ctypes.CDLL(LIBRARY)
+        except OSError as exc:
+            raise ApplyError("load libnftables", [NftMessage(f"{exc} (apt install nftables)")]) from None
+        self.ctx = self.binding._Nftables__ctx  # the binding keeps its context private
+        self.lib.nft_ctx_set_dry_run.argtypes = [ctypes.c_void_p, ctypes.c_bool]
+        self.lib.nft_run_cmd_from_filename.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        self.lib.nft_run_cmd_from_filename.restype = ctypes.c_int
+        self.lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        self.lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+
+    def run(self, ruleset: str | dict[str, Any], dry_run: bool) -> tuple[int, str]:
+        self.lib.nft_ctx_set_dry_run(self.ctx, dry_run)
+        try:
+            if isinstance(ruleset, dict):
+                rc, _, error = self.binding.json_cmd(ruleset)
+                return rc, error
+            fd = os.memfd_create("netpol.nft")
+            try:
+                os.write(fd, ruleset.encode())
+                rc = self.lib.nft_run_cmd_from_filename(self.ctx, f"/proc/self/fd/{fd}".encode())
+            finally:
+                os.close(fd)
+            return rc, (self.lib.nft_ctx_get_error_buffer(self.ctx) or b"").decode()
+        finally:
+            self.lib.nft_ctx_set_dry_run(self.ctx, False)
+
+    def command(self, text: str) -> tuple[int, str, str]:
+        rc, out, err = self.binding.cmd(text)
+        return int(rc), str(out), str(err)
+
+
+def _runner(ruleset: str | dict[str, Any], dry_run: bool) -> Callable[[_Libnftables], tuple[int, str]]:
+    return lambda nft: nft.run(ruleset, dry_run)
+
+
+def _enter_netns(name: str) -> None:
+    """setns(2) for the calling thread only (network namespaces are per thread)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into network namespace {name}")
+    finally:
+        os.close(fd)
+
+
+class Applier:
+    """Loads rulesets into one network namespace and remembers the last good one."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+        self.last_good: str | dict[str, Any] | None = None
+        initializer: Callable[[], None] = (lambda: _enter_netns(netns)) if netns else (lambda: None)
+        self._worker = ThreadPoolExecutor(max_workers=1, initializer=initializer,
+                                          thread_name_prefix=f"nft-{netns or 'self'}")
+        self._nft: _Libnftables | None = None
+
+    def _call(self, fn: Callable[[_Libnftables], T]) -> T:
+        def run() -> T:
+            if self._nft is None:
+                self._nft = _Libnftables()  # created inside the namespace's thread
+            return fn(self._nft)
+        return self._worker.submit(run).result()
+
+    def apply(self, ruleset: str | dict[str, Any], force: bool = False) -> ApplyOutcome:
+        """Check, then load in one transaction; raises ApplyError and keeps the last good one."""
+        started = time.perf_counter()
+        if ruleset == self.last_good and not force:
+            return ApplyOutcome(False, time.perf_counter() - started)
+        source = ruleset.splitlines() if isinstance(ruleset, str) else []
+        for stage, dry_run in (("check", True), ("commit", False)):
+            rc, error = self._call(_runner(ruleset, dry_run))
+            if rc != 0:
+                raise ApplyError(stage, parse_messages(error, source) or [NftMessage(error.strip())])
+        self.last_good = ruleset
+        return ApplyOutcome(True, time.perf_counter() - started)
+
+    def list_table(self, family: str = "inet", name: str = "netpol") -> str:
+        """Our table as the kernel holds it ('' if absent)."""
+        rc, out, _ = self._call(lambda nft: nft.command(f"list table {family} {name}"))
+        return out if rc == 0 else ""
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True)
+
+    def __enter__(self) -> Applier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

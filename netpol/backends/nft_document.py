@@ -1,0 +1,313 @@
+"""A small object model of one nftables table, printed two ways: as an `nft -f` script and as
+libnftables JSON (`nft -j -f`). The nftables backend builds it from the IR; both printers see the
+same objects, so the two forms cannot drift apart (a kernel test loads both and compares).
+
+Only what netpol emits is modelled: payload/meta/ct expressions, concatenations, matches against
+named sets or anonymous sets, verdict maps, and the verdicts accept/drop/return/jump.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+def quote(text: str) -> str:
+    """Any text as an nft string literal; names and labels are never pasted unquoted."""
+    return '"' + text.replace("\\", "").replace('"', "'")[:120] + '"'
+
+
+def clean_comment(text: str) -> str:
+    """The comment as the kernel will store it, identical in both printed forms."""
+    return text.replace("\\", "").replace('"', "'")[:120]
+
+
+@dataclass(frozen=True)
+class Payload:
+    protocol: str  # ip, ip6, th, icmpv6
+    field: str
+
+    def text(self) -> str:
+        return f"{self.protocol} {self.field}"
+
+    def json(self) -> JSON:
+        return {"payload": {"protocol": self.protocol, "field": self.field}}
+
+
+@dataclass(frozen=True)
+class Meta:
+    key: str
+
+    def text(self) -> str:
+        return f"meta {self.key}"
+
+    def json(self) -> JSON:
+        return {"meta": {"key": self.key}}
+
+
+@dataclass(frozen=True)
+class Ct:
+    key: str
+
+    def text(self) -> str:
+        return f"ct {self.key}"
+
+    def json(self) -> JSON:
+        return {"ct": {"key": self.key}}
+
+
+@dataclass(frozen=True)
+class Concat:
+    parts: tuple[Payload | Meta, ...]
+
+    def text(self) -> str:
+        return " . ".join(p.text() for p in self.parts)
+
+    def json(self) -> JSON:
+        return {"concat": [p.json() for p in self.parts]}
+
+
+Expression = Payload | Meta | Ct | Concat
+Scalar = str | int
+Range = tuple[Scalar, Scalar]
+Element = Scalar | Range | tuple[Scalar, ...]  # concatenations are tuples of 3 or more
+
+
+def _element_text(element: Element) -> str:
+    if isinstance(element, tuple):
+        if len(element) == 2:
+            return f"{element[0]}-{element[1]}"
+        return " . ".join(str(part) for part in element)
+    return str(element)
+
+
+def _element_json(element: Element) -> Any:
+    if isinstance(element, tuple):
+        if len(element) == 2:
+            return {"range": list(element)}
+        return {"concat": list(element)}
+    return element
+
+
+@dataclass(frozen=True)
+class InNamedSet:
+    """`LEFT @set` — membership in a named set."""
+
+    left: Expression
+    set_name: str
+
+    def text(self) -> str:
+        return f"{self.left.text()} @{self.set_name}"
+
+    def json(self) -> JSON:
+        return {"match": {"op": "==", "left": self.left.json(), "right": f"@{self.set_name}"}}
+
+
+@dataclass(frozen=True)
+class InValues:
+    """`LEFT value` or `LEFT { a, b-c }` (always braced when `braced`)."""
+
+    left: Expression
+    values: tuple[Element, ...]
+    braced: bool = True
+
+    def text(self) -> str:
+        if not self.braced and len(self.values) == 1:
+            return f"{self.left.text()} {_element_text(self.values[0])}"
+        return f"{self.left.text()} {{ {', '.join(_element_text(v) for v in self.values)} }}"
+
+    def json(self) -> JSON:
+        if not self.braced and len(self.values) == 1:
+            right = _element_json(self.values[0])
+        else:
+            right = {"set": [_element_json(v) for v in self.values]}
+        return {"match": {"op": "==", "left": self.left.json(), "right": right}}
+
+
+@dataclass(frozen=True)
+class InFlags:
+    """`ct state established,related` — a bitmask match."""
+
+    left: Expression
+    flags: tuple[str, ...]
+
+    def text(self) -> str:
+        return f"{self.left.text()} {','.join(self.flags)}"
+
+    def json(self) -> JSON:
+        return {"match": {"op": "in", "left": self.left.json(), "right": list(self.flags)}}
+
+
+@dataclass(frozen=True)
+class VerdictMapLookup:
+    """`LEFT vmap @map`."""
+
+    left: Expression
+    map_name: str
+
+    def text(self) -> str:
+        return f"{self.left.text()} vmap @{self.map_name}"
+
+    def json(self) -> JSON:
+        return {"vmap": {"key": self.left.json(), "data": f"@{self.map_name}"}}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # accept, drop, return, jump
+    target: str | None = None
+
+    def text(self) -> str:
+        return f"{self.kind} {self.target}" if self.target else self.kind
+
+    def json(self) -> JSON:
+        return {self.kind: {"target": self.target} if self.target else None}
+
+
+Statement = InNamedSet | InValues | InFlags | VerdictMapLookup | Verdict
+
+
+@dataclass(frozen=True)
+class Rule:
+    statements: tuple[Statement, ...]
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class NamedSet:
+    name: str
+    key_types: tuple[str, ...]
+    elements: tuple[Element, ...]
+    interval: bool = False
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class VerdictMap:
+    name: str
+    key_type: str
+    elements: tuple[tuple[Scalar, Verdict], ...]
+
+
+@dataclass(frozen=True)
+class BaseHook:
+    type: str
+    hook: str
+    priority: str
+    policy: str
+
+
+PRIORITIES = {"filter": 0}
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    rules: tuple[Rule, ...]
+    comment: str | None = None
+    base: BaseHook | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    family: str
+    name: str
+    comment: str
+    sets: tuple[NamedSet, ...] = ()
+    maps: tuple[VerdictMap, ...] = ()
+    chains: tuple[Chain, ...] = field(default_factory=tuple)
+
+
+# --- the `nft -f` script ---------------------------------------------------------------------
+
+def _declare(kind: str, name: str, spec: str, elements: list[str]) -> str:
+    """`set`/`map` NAME { SPEC elements = { … }; } — nft refuses an empty element list."""
+    listed = ", ".join(elements)
+    return f"\t{kind} {name} {{ {spec}" + (f" elements = {{ {listed} }};" if listed else "") + " }"
+
+
+def _rule_text(rule: Rule) -> str:
+    body = " ".join(s.text() for s in rule.statements)
+    return body + (f" comment {quote(rule.comment)}" if rule.comment else "")
+
+
+def _set_text(s: NamedSet) -> str:
+    spec = f"type {' . '.join(s.key_types)};" + (" flags interval;" if s.interval else "")
+    if s.comment:
+        spec += f" comment {quote(s.comment)};"
+    return _declare("set", s.name, spec, [_element_text(e) for e in s.elements])
+
+
+def _chain_text(chain: Chain) -> Iterator[str]:
+    yield f"\tchain {chain.name} {{"
+    if chain.base:
+        b = chain.base
+        yield f"\t\ttype {b.type} hook {b.hook} priority {b.priority}; policy {b.policy};"
+    if chain.comment:
+        yield f"\t\tcomment {quote(chain.comment)}"
+    yield from (f"\t\t{_rule_text(rule)}" for rule in chain.rules)
+    yield "\t}"
+
+
+def script(table: Table, header: str) -> str:
+    """The table as an `nft -f` script that replaces its previous version in one transaction."""
+    lines = [
+        f"# {header}",
+        f"table {table.family} {table.name} {{}}",
+        f"delete table {table.family} {table.name}",
+        f"table {table.family} {table.name} {{",
+        f"\tcomment {quote(table.comment)}",
+        *(_set_text(s) for s in table.sets),
+        *(_declare("map", m.name, f"type {m.key_type} : verdict;",
+                   [f"{key} : {verdict.text()}" for key, verdict in m.elements]) for m in table.maps),
+        *(line for chain in table.chains for line in _chain_text(chain)),
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- libnftables JSON ------------------------------------------------------------------------
+
+def _with_comment(obj: JSON, comment: str | None) -> JSON:
+    if comment:
+        obj["comment"] = clean_comment(comment)
+    return obj
+
+
+def document(table: Table) -> JSON:
+    """The same transaction as `script`, as libnftables JSON commands."""
+    ids = {"family": table.family, "table": table.name}
+    commands: list[JSON] = [
+        {"metainfo": {"json_schema_version": 1}},
+        {"add": {"table": {"family": table.family, "name": table.name}}},
+        {"delete": {"table": {"family": table.family, "name": table.name}}},
+        {"add": {"table": _with_comment({"family": table.family, "name": table.name}, table.comment)}},
+    ]
+    for chain in table.chains:  # before the maps whose verdicts jump to them
+        obj: JSON = {**ids, "name": chain.name}
+        if chain.base:
+            obj |= {"type": chain.base.type, "hook": chain.base.hook,
+                    "prio": PRIORITIES[chain.base.priority], "policy": chain.base.policy}
+        commands.append({"add": {"chain": _with_comment(obj, chain.comment)}})
+    for s in table.sets:
+        key: Any = s.key_types[0] if len(s.key_types) == 1 else list(s.key_types)
+        obj = {**ids, "name": s.name, "type": key}
+        if s.interval:
+            obj["flags"] = ["interval"]
+        if s.elements:
+            obj["elem"] = [_element_json(e) for e in s.elements]
+        commands.append({"add": {"set": _with_comment(obj, s.comment)}})
+    for m in table.maps:
+        obj = {**ids, "name": m.name, "type": m.key_type, "map": "verdict"}
+        if m.elements:
+            obj["elem"] = [[key, verdict.json()] for key, verdict in m.elements]
+        commands.append({"add": {"map": obj}})
+    for chain in table.chains:
+        for rule in chain.rules:
+            expr = [s.json() for s in rule.statements]
+            commands.append({"add": {"rule": _with_comment({**ids, "chain": chain.name, "expr": expr},
+                                                           rule.comment)}})
+    return {"nftables": commands}
