@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
+import uuid
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -47,3 +50,13 @@ def example_path() -> str:
     import netpol
 
     return str(Path(netpol.__file__).parent / "examples" / "shop")
+
+
+def fresh_netns(prefix: str = "netpol-test") -> Iterator[str]:
+    """A network namespace created for one test (or module) and always deleted."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)

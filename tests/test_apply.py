@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
 
 import pytest
+from conftest import fresh_netns
 from hypothesis import HealthCheck, given, settings
 
 from netpol.apply import Applier, ApplyError, parse_messages
@@ -25,17 +24,8 @@ needs_kernel = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is No
                                   reason="needs root and nft (make test installs nftables)")
 
 
-def _netns() -> Iterator[str]:
-    name = f"netpol-apply-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
-
-
-netns = pytest.fixture(_netns)
-other_netns = pytest.fixture(_netns)
+netns = pytest.fixture(fresh_netns)
+other_netns = pytest.fixture(fresh_netns)
 
 
 def nft(ns: str, *args: str) -> subprocess.CompletedProcess[str]:

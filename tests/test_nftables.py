@@ -8,10 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
 
 import pytest
+from conftest import fresh_netns
 from hypothesis import given, settings
 
 from netpol.backends.nftables import render
@@ -23,14 +22,7 @@ needs_kernel = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is No
                                   reason="needs root and nft (make test installs nftables)")
 
 
-@pytest.fixture(scope="module")
-def netns() -> Iterator[str]:
-    name = f"netpol-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
+netns = pytest.fixture(fresh_netns, scope="module")
 
 
 def nft(netns: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
