@@ -1,6 +1,7 @@
 """The `netpol` command line: argument parsing, exit codes (DESIGN §3), and nothing else.
 
-Exit codes: 0 ok, 1 invalid input, 2 usage error, 3 verification found a mismatch.
+Exit codes: 0 ok, 1 invalid input (or `verify` cannot build its lab), 2 usage error, 3 verification
+found a mismatch (or the kernel refused a compiled ruleset).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from pathlib import Path
 
 from netpol import explain as explaining
 from netpol.backends.nftables import render as render_nftables
-from netpol.errors import InputError, UsageError
+from netpol.errors import InputError, LabError, RulesetRejected, UsageError
 from netpol.ir import compile_cluster
 from netpol.manifests import load_state
 from netpol.probes import Probe, default_probes, parse_probe
 from netpol.reach import compute_reach, participants
 from netpol.reach_formats import RENDERERS
+from netpol.verify import format_report, verify
 
 EXIT_OK, EXIT_INVALID_INPUT, EXIT_USAGE, EXIT_MISMATCH, EXIT_INTERNAL = 0, 1, 2, 3, 70
 
@@ -70,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--port", dest="probe", required=True, type=_probe, metavar="PORT/PROTO")
     explain.add_argument("-o", "--output", choices=("text", "json"), default="text")
     explain.set_defaults(run=run_explain)
+
+    verify_ = commands.add_parser("verify", help="build the cluster in network namespaces, load the "
+                                  "compiled rulesets, probe with real packets, compare with the semantics")
+    _add_inputs(verify_)
+    verify_.add_argument("--node", help="only pairs with the source or the destination on this node")
+    verify_.add_argument("--port", dest="probes", action="append", type=_probe, metavar="PORT/PROTO",
+                         help="probe this port (repeatable); default: every port a policy or "
+                              "container port names")
+    verify_.set_defaults(run=run_verify)
     return parser
 
 
@@ -123,6 +134,13 @@ def run_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_verify(args: argparse.Namespace) -> int:
+    state = load_state(args.paths)
+    report = verify(state, args.probes, args.node, render=render_nftables)
+    sys.stdout.write(format_report(report))
+    return EXIT_MISMATCH if report.mismatches else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
@@ -137,6 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"netpol: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except LabError as exc:
+        print(f"netpol: verify: {exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    except RulesetRejected as exc:
+        print(f"netpol: verify: {exc}", file=sys.stderr)
+        return EXIT_MISMATCH
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (`| head`); not an error
         return EXIT_OK

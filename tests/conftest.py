@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import tempfile
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -60,3 +63,29 @@ def fresh_netns(prefix: str = "netpol-test") -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+
+LAB_LOCK = os.path.join(tempfile.gettempdir(), "netpol-tests-lab.lock")
+# Every namespace `netpol verify` (netpol.lab) and test_nftables_packets create; other tests'
+# `netpol-test-*` and benchmarks' `np-dp-*` namespaces come and go concurrently and are not ours.
+LAB_NAME = re.compile(r"^np-[0-9a-f]{6}-(fab|node|n\d+|p\d+)$")
+
+
+def lab_namespaces() -> list[str]:
+    """`ip netns list` (names only), restricted to lab namespaces."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return sorted(name for line in listed.splitlines() if LAB_NAME.match(name := line.split()[0]))
+
+
+@pytest.fixture
+def netns_guard() -> Iterator[None]:
+    """Lab tests one at a time across xdist workers (a file lock), and `ip netns list` after the
+    test exactly as before it: nothing a lab created may outlive the test, even when it fails."""
+    import fcntl
+
+    with open(LAB_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = lab_namespaces()
+        yield
+        assert lab_namespaces() == before, "network namespaces leaked"

@@ -21,8 +21,9 @@ from netpol.manifests import load_text
 from netpol.model import ClusterState
 from netpol.semantics import pods_connect
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None,
-                                reason="needs root and nft (make test installs nftables)")
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None,
+                                 reason="needs root and nft (make test installs nftables)"),
+              pytest.mark.usefixtures("netns_guard")]  # not alongside test_verify's labs
 
 CLUSTER = """
 apiVersion: v1

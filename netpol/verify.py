@@ -1,0 +1,216 @@
+"""`netpol verify`: real packets through the compiled rulesets, every cell checked against the
+reference semantics.
+
+`netpol.lab` builds the cluster in network namespaces. This module decides the cells and what
+the semantics expect of each (`plan_cells`, pure), loads every node's ruleset, runs one server
+per pod and one concurrent prober per source pod (`verify`, I/O), compares (`compare`, pure)
+and writes the report (`format_report`, pure). A cell is (source pod, destination pod, port and
+protocol, address family both pods have); a mismatch is probed once more, patiently, before it
+is reported, so a slow machine is not mistaken for a wrong ruleset.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from netpol import lab_traffic
+from netpol.backends.nftables import render as render_nftables
+from netpol.errors import LabError, UsageError
+from netpol.ir import NodeProgram, compile_cluster
+from netpol.lab import Lab, lab_pods, open_lab
+from netpol.model import ClusterState, IPAddress, Pod
+from netpol.probes import Probe, default_probes
+from netpol.semantics import Endpoint, allowed
+
+Renderer = Callable[[NodeProgram], str]
+PROBE_TIMEOUT = 0.4  # seconds a blocked cell costs; an open one answers within microseconds
+CONFIRM_TIMEOUT = 2.0  # seconds a mismatch gets on its second try, before it is reported
+PROBED_PROTOCOLS = ("TCP", "UDP")
+TRAFFIC_SCRIPT = str(Path(lab_traffic.__file__).resolve())
+PROCESS_SLACK = 30.0  # seconds on top of the probing itself before a prober counts as hung
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One question: can `src` open (`port`, `protocol`) on `dst` over this address family?"""
+
+    src: str
+    dst: str
+    src_ip: IPAddress
+    dst_ip: IPAddress
+    port: int
+    protocol: str
+    expected: bool  # the semantics' answer
+
+    @property
+    def family(self) -> int:
+        return self.dst_ip.version
+
+    def __str__(self) -> str:
+        return f"{self.src} -> {self.dst} {self.port}/{self.protocol} (IPv{self.family})"
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """A cell and what the kernel did: `open`, `blocked`, `refused` or `error: …`."""
+
+    cell: Cell
+    outcome: str
+
+    @property
+    def kernel_open(self) -> bool:
+        return self.outcome == "open"
+
+    @property
+    def mismatch(self) -> bool:
+        return self.kernel_open != self.cell.expected
+
+    def __str__(self) -> str:
+        expected = "open" if self.cell.expected else "blocked"
+        return f"{self.cell}: kernel={self.outcome} semantics={expected}"
+
+
+@dataclass(frozen=True)
+class Report:
+    results: tuple[CellResult, ...]
+    notes: tuple[str, ...]
+    nodes: int
+    pods: int
+    probes: int
+    seconds: float
+
+    @property
+    def mismatches(self) -> tuple[CellResult, ...]:
+        return tuple(r for r in self.results if r.mismatch)
+
+
+# ── pure: cells, comparison, report ─────────────────────────────────────────────────────────
+
+
+def split_probes(probes: Iterable[Probe]) -> tuple[tuple[Probe, ...], tuple[str, ...]]:
+    """The probes verify sends (TCP, UDP), and a note for those it cannot (SCTP, ICMP)."""
+    usable = tuple(p for p in probes if p.protocol in PROBED_PROTOCOLS and p.port is not None)
+    skipped = [str(p) for p in probes if p not in usable]
+    note = (f"skipped {len(skipped)} probe(s) verify cannot send (only TCP and UDP): {', '.join(skipped)}",)
+    return usable, note if skipped else ()
+
+
+def _pair_cells(state: ClusterState, src: Pod, dst: Pod, probe: Probe) -> Iterator[Cell]:
+    assert probe.port is not None  # split_probes keeps only probes with ports
+    for s in src.ips:
+        for d in dst.ips:
+            if s.version == d.version:
+                verdict = allowed(state, Endpoint(s, src), Endpoint(d, dst), probe.port, probe.protocol)
+                yield Cell(src.key, dst.key, s, d, probe.port, probe.protocol, verdict.allowed)
+
+
+def plan_cells(state: ClusterState, probes: Sequence[Probe],
+               only_node: str | None = None) -> tuple[Cell, ...]:
+    """Every (source pod, destination pod, probe, shared family) the lab can send, with the
+    semantics' verdict; with `only_node`, only pairs with an end on that node."""
+    pods = lab_pods(state)
+    return tuple(
+        cell
+        for src in pods for dst in pods
+        if only_node is None or only_node in (src.node_name, dst.node_name)
+        for probe in probes
+        for cell in _pair_cells(state, src, dst, probe)
+    )
+
+
+def compare(cells: Sequence[Cell], outcomes: Mapping[int, str]) -> tuple[CellResult, ...]:
+    """Each cell with the kernel's outcome (`outcomes` is keyed by the cell's index)."""
+    return tuple(CellResult(cell, outcomes.get(i, "error: not probed")) for i, cell in enumerate(cells))
+
+
+def format_report(report: Report) -> str:
+    lines = [f"note: {note}" for note in report.notes]
+    lines += [str(r) for r in report.mismatches]
+    lines.append(f"{len(report.results)} cells probed, {len(report.mismatches)} mismatches ({report.nodes} "
+                 f"nodes, {report.pods} pods, {report.probes} probes, {report.seconds:.1f} s)")
+    return "\n".join(lines) + "\n"
+
+
+# ── I/O: servers, probers, the run ──────────────────────────────────────────────────────────
+
+
+def start_servers(lab: Lab, state: ClusterState, probes: Sequence[Probe]) -> None:
+    """One server per pod on every probed port, both protocols; returns once all are bound."""
+    ports = {proto: ",".join(sorted({str(p.port) for p in probes if p.protocol == proto}))
+             for proto in PROBED_PROTOCOLS}
+    servers = []
+    for pod in lab_pods(state):
+        argv = [sys.executable, TRAFFIC_SCRIPT, "serve", f"--ips={','.join(map(str, pod.ips))}",
+                f"--tcp={ports['TCP']}", f"--udp={ports['UDP']}"]
+        servers.append((pod.key, lab.spawn(lab.pod_netns[pod.key], argv)))
+    for key, proc in servers:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            raise LabError(f"the server in pod {key} did not start: {proc.communicate()[1].strip()}")
+
+
+def _collect(proc: subprocess.Popen[str], netns: str, targets: list[list[str | int]],
+             timeout: float) -> dict[str, str]:
+    """Hand one prober its targets; its answers, keyed by cell index (as text)."""
+    request = json.dumps({"timeout": timeout, "targets": targets})
+    budget = timeout * (1 + len(targets) / lab_traffic.MAX_IN_FLIGHT) + PROCESS_SLACK
+    try:
+        out, err = proc.communicate(request, timeout=budget)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"the prober in {netns} did not finish within {budget:.0f} s") from None
+    if proc.returncode != 0:
+        raise LabError(f"the prober in {netns} failed: {err.strip() or proc.returncode}")
+    result: dict[str, str] = json.loads(out)
+    return result
+
+
+def probe_cells(lab: Lab, cells: Sequence[Cell], indexes: Iterable[int], timeout: float) -> dict[int, str]:
+    """Probe the cells at `indexes`: one prober per source pod, all at once."""
+    by_source: dict[str, list[list[str | int]]] = {}
+    for i in indexes:
+        cell = cells[i]
+        by_source.setdefault(cell.src, []).append([str(i), str(cell.dst_ip), cell.port, cell.protocol])
+    prober = [sys.executable, TRAFFIC_SCRIPT, "probe"]
+    probers = {src: lab.spawn(lab.pod_netns[src], prober) for src in by_source}
+    with ThreadPoolExecutor(max_workers=max(1, len(probers))) as pool:
+        futures = [pool.submit(_collect, probers[src], lab.pod_netns[src], targets, timeout)
+                   for src, targets in by_source.items()]
+        try:
+            return {int(k): v for f in futures for k, v in f.result().items()}
+        except BaseException:
+            for proc in probers.values():  # Ctrl-C or a failed prober: the others stop now, so
+                proc.kill()                # leaving the pool does not wait for them to finish
+            raise
+
+
+def _check_node(state: ClusterState, programs: Mapping[str, NodeProgram], node: str | None) -> None:
+    if node is not None and node not in programs:
+        raise UsageError(f"--node {node}: no such node in the input (nodes: {', '.join(programs) or 'none'})")
+
+
+def verify(state: ClusterState, probes: Sequence[Probe] | None = None, only_node: str | None = None,
+           render: Renderer = render_nftables) -> Report:
+    """Build the cluster, load `render(program)` on every node, probe every cell, compare."""
+    started = time.monotonic()
+    usable, notes = split_probes(probes or default_probes(state))
+    programs = compile_cluster(state)
+    _check_node(state, programs, only_node)
+    cells = plan_cells(state, usable, only_node)
+    with open_lab(state) as lab:
+        for node in lab.node_netns:
+            lab.load_ruleset(node, render(programs[node]))
+        start_servers(lab, state, usable)
+        results = compare(cells, probe_cells(lab, cells, range(len(cells)), PROBE_TIMEOUT))
+        suspects = [i for i, r in enumerate(results) if r.mismatch]
+        retried = probe_cells(lab, cells, suspects, CONFIRM_TIMEOUT)
+        results = tuple(replace(r, outcome=retried.get(i, r.outcome)) for i, r in enumerate(results))
+        return Report(results, lab.plan.notes + notes, len(lab.node_netns), len(lab.pod_netns),
+                      len(usable), time.monotonic() - started)
