@@ -1,0 +1,672 @@
+"""Compiler scale on kube-burner-shaped clusters: manifest loading (JSON, YAML), compiling one node
+and every node, ruleset sizes, incremental event → new ruleset latency, and the kernel's load time.
+
+    python benchmarks/compile_scale.py [--sizes 1k,10k] [--targets] [--events 200] [--out results.json] [--no-kernel]
+
+A size is PODS[/POLICIES[/NODES]] with `k` for thousands (`10k`, `10k/10k/40`); policies default to
+pods/10, nodes to pods/250. `--targets` adds the issue's 10k/10k/40 and 100k/10k/400. Every
+measurement runs in a fresh child process, so its peak RSS is that measurement's own (see
+run_process for why that is VmHWM, not plain wait4); one JSON object per measurement on stdout,
+summary tables on stderr. Clusters are cached in
+benchmarks/.cache/. One stage can be run, and profiled, on its own:
+
+    python -m cProfile -s cumtime benchmarks/compile_scale.py --child compile-all --cluster FILE.json
+
+The kernel stage loads the largest ruleset with `nft -f` inside a network namespace it creates
+(`np-bench-*`) and always deletes; nothing runs in the root namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import random
+import re
+import resource
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+import kube_burner
+
+from netpol.backends.nftables import render
+from netpol.decode import KubeObject, decode_document
+from netpol.ir import compile_cluster, compile_node
+from netpol.labels import Labels
+from netpol.manifests import build_state, check_consistency, load_state, parse_documents, read_text
+from netpol.model import ClusterState, NetworkPolicy, Pod
+from netpol.resolver import EventType, Resolver
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+CACHE = HERE / ".cache"
+TARGETS = ("10k/10k/40", "100k/10k/400")
+RESOLVER_STAGES = ("compile-all", "events")  # both start with the Resolver.from_state of compile-node
+Row = dict[str, Any]
+
+
+# == shared helpers ==========================================================================
+
+
+def parse_size(text: str, seed: int = 1) -> kube_burner.Shape:
+    """`10k` → 10,000 pods; `10k/10k/40` → pods/policies/nodes."""
+    def number(part: str) -> int:
+        part = part.strip().lower()
+        return int(float(part[:-1]) * 1000) if part.endswith("k") else int(part)
+
+    parts: list[int | None] = [number(p) for p in text.split("/")]
+    if not 1 <= len(parts) <= 3:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PODS[/POLICIES[/NODES]]")
+    pods, policies, nodes = [*parts, None, None][:3]
+    return kube_burner.Shape.of(pods or 0, policies, nodes, seed)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@contextmanager
+def timed(into: dict[str, float], key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    into[key] = round(time.perf_counter() - start, 4)
+
+
+def ruleset_stats(text: str) -> dict[str, int]:
+    """Counted from the `nft -f` text: sets, maps, their elements, chains, rules in chains."""
+    stats = {"bytes": len(text.encode()), "lines": text.count("\n"), "sets": 0, "maps": 0,
+             "elements": 0, "chains": 0, "rules": 0}
+    for body in re.findall(r"elements\s*=\s*\{([^}]*)\}", text):
+        stats["elements"] += len([e for e in body.split(",") if e.strip()])
+    in_chain = False
+    for line in text.splitlines():
+        word = line.strip()
+        if re.match(r"(set|map)\s+\S+\s*\{", word):
+            stats["sets" if word.startswith("set") else "maps"] += 1
+        elif re.match(r"chain\s+\S+\s*\{", word):
+            stats["chains"] += 1
+            in_chain = not word.endswith("}")
+        elif in_chain and word == "}":
+            in_chain = False
+        elif in_chain and word and not word.startswith(("comment ", "type ", "policy ", "#")):
+            stats["rules"] += 1
+    return stats
+
+
+# == child stages: each runs in a fresh process and prints one JSON object ====================
+
+
+def stage_generate(args: argparse.Namespace) -> Row:
+    shape = parse_size(args.size, args.seed)
+    items = kube_burner.generate(shape)
+    out: Row = {"objects": kube_burner.summary(items)}
+    with timed(out, "json_write_s"):
+        kube_burner.write_json(items, args.cluster)
+    if args.yaml_path:
+        with timed(out, "yaml_write_s"):
+            kube_burner.write_yaml(items, args.yaml_path)
+    return out
+
+
+def stage_import(args: argparse.Namespace) -> Row:
+    """Nothing: the interpreter and netpol's imports alone, the floor of every other stage."""
+    return {}
+
+
+def stage_load(args: argparse.Namespace) -> Row:
+    """What `load_state` does, step by step: read, parse (json.loads / YAML), decode+validate,
+    cross-object checks + ClusterState."""
+    source = str(args.cluster)
+    out: Row = {"format": "yaml" if source.endswith((".yaml", ".yml")) else "json"}
+    with timed(out, "read_s"):
+        text = read_text(source)
+    with timed(out, "parse_s"):
+        documents, syntax_error = parse_documents(text, source)
+    del text
+    located: list[tuple[str, KubeObject]] = []
+    problems = [syntax_error] if syntax_error else []
+    with timed(out, "decode_s"):
+        for i, doc in enumerate(documents):
+            label = f"{source} (document {i + 1})" if len(documents) > 1 else source
+            found, bad = decode_document(doc, label)
+            located += [(label, obj) for obj in found]
+            problems += bad
+    del documents
+    with timed(out, "build_s"):
+        problems += check_consistency(located)
+        state = build_state(obj for _, obj in located)
+    out["total_s"] = round(out["read_s"] + out["parse_s"] + out["decode_s"] + out["build_s"], 4)
+    out.update(problems=len(problems), pods=len(state.pods), policies=len(state.policies))
+    return out
+
+
+def typical_and_worst_nodes(state: ClusterState) -> dict[str, str]:
+    """The last node (workload pods only), and the node of Prometheus (cluster-wide named-port egress)."""
+    nodes = {"typical": state.nodes[-1].name}
+    prometheus = next((p.node_name for p in state.pods if p.key == "monitoring/prometheus-k8s-0"), None)
+    if prometheus:
+        nodes["prometheus"] = prometheus
+    return nodes
+
+
+def stage_compile_node(args: argparse.Namespace) -> Row:
+    """Load, build the resolver, compile + render one typical node, then the Prometheus node."""
+    out: Row = {}
+    with timed(out, "load_s"):
+        state = load_state([str(args.cluster)])
+    with timed(out, "resolver_s"):
+        resolver = Resolver.from_state(state)
+    for role, node in typical_and_worst_nodes(state).items():
+        part: Row = {"node": node}
+        with timed(part, "compile_s"):
+            program = compile_node(state, node, resolver)
+        with timed(part, "render_s"):
+            text = render(program)
+        part.update(pods=len(program.pods), **ruleset_stats(text))
+        out[role] = part
+    typical = out["typical"]
+    out["end_to_end_s"] = round(out["load_s"] + out["resolver_s"] + typical["compile_s"] + typical["render_s"], 4)
+    return out
+
+
+def stage_compile_all(args: argparse.Namespace) -> Row:
+    """Load, `compile_cluster`, render every node; keep the largest ruleset for the kernel stage."""
+    out: Row = {}
+    with timed(out, "load_s"):
+        state = load_state([str(args.cluster)])
+    with timed(out, "compile_s"):
+        programs = compile_cluster(state)
+    largest, largest_text, total_bytes, total_lines = "", "", 0, 0
+    with timed(out, "render_s"):
+        for name, program in programs.items():
+            text = render(program)
+            total_bytes += len(text)
+            total_lines += text.count("\n")
+            if len(text) > len(largest_text):
+                largest, largest_text = name, text
+    if args.out_nft:
+        args.out_nft.write_text(largest_text)
+    out["end_to_end_s"] = round(out["load_s"] + out["compile_s"] + out["render_s"], 4)
+    out.update(rulesets=len(programs), total_bytes=total_bytes, total_lines=total_lines,
+               largest_node=largest, largest=ruleset_stats(largest_text))
+    return out
+
+
+# -- incremental events ----------------------------------------------------------------------
+
+EVENT_KINDS = ("relabel-pod", "add-pod", "delete-pod", "add-policy", "update-policy")
+EVENT_WEIGHTS = (30, 20, 20, 15, 15)
+
+
+@dataclasses.dataclass
+class Churn:
+    """Random watch events against the resolver's current objects, as model objects (decoded
+    before the clock starts: the agent's informer hands it decoded objects)."""
+
+    resolver: Resolver
+    rng: random.Random
+    workload: list[str]  # namespaces kube-burner generated
+    counter: int = 0
+
+    def next(self) -> tuple[str, EventType, KubeObject]:
+        self.counter += 1
+        kind = self.rng.choices(EVENT_KINDS, EVENT_WEIGHTS)[0]
+        maker: Callable[[], tuple[EventType, KubeObject]] = getattr(self, kind.replace("-", "_"))
+        return (kind, *maker())
+
+    def _workload_pod(self) -> Pod:
+        prefix = kube_burner.NS_PREFIX
+        keys = [k for k in self.resolver.pods if k.startswith(prefix)]
+        return self.resolver.pods[self.rng.choice(keys)]
+
+    def relabel_pod(self) -> tuple[EventType, KubeObject]:
+        pod = self._workload_pod()
+        labels = dict(pod.labels)
+        labels["version"] = "v2" if labels.get("version") == "v1" else "v1"
+        if self.rng.random() < 0.5:
+            labels["num"] = str(self.rng.randint(1, 50))
+        if self.rng.random() < 0.3:
+            labels["tier"] = self.rng.choice(kube_burner.TIERS)
+        return "MODIFIED", dataclasses.replace(pod, labels=Labels(labels))
+
+    def add_pod(self) -> tuple[EventType, KubeObject]:
+        template = self._workload_pod()
+        node = self.rng.choice(sorted(self.resolver.nodes))
+        used = {ip for p in self.resolver.pods.values() if p.node_name == node for ip in p.ips}
+        cidr = self.resolver.nodes[node].pod_cidrs[0]
+        ip = next(a for a in cidr.hosts() if a not in used and a != cidr.network_address + 1)
+        return "ADDED", dataclasses.replace(template, name=f"{template.name}-churn-{self.counter}",
+                                            ips=(ip,), node_name=node)
+
+    def delete_pod(self) -> tuple[EventType, KubeObject]:
+        return "DELETED", self._workload_pod()
+
+    def _policy(self, namespace: str, name: str) -> NetworkPolicy:
+        index = int(namespace.rsplit("-", 1)[1])
+        plan = kube_burner.NamespacePlan(namespace, index, "", "", 0)
+        direction = self.rng.choice(("ingress", "egress"))
+        doc = kube_burner.kube_burner_policy(direction, plan, self.rng.randint(0, 40), len(self.workload), name)
+        objects, problems = decode_document(doc, "event")
+        if problems or not isinstance(objects[0], NetworkPolicy):
+            raise ValueError(f"generated policy does not decode: {problems}")
+        return objects[0]
+
+    def add_policy(self) -> tuple[EventType, KubeObject]:
+        return "ADDED", self._policy(self.rng.choice(self.workload), f"churn-{self.counter}")
+
+    def update_policy(self) -> tuple[EventType, KubeObject]:
+        keys = sorted(k for k in self.resolver.policies if k.startswith(kube_burner.NS_PREFIX))
+        namespace, name = self.rng.choice(keys).split("/")
+        return "MODIFIED", self._policy(namespace, name)
+
+
+class NodeViews:
+    """Pods by node, kept current as events arrive: `compile_node` takes a node's pods from the
+    state it is given, so each recompile gets a ClusterState of that node's pods only."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+        self.by_node: dict[str, set[str]] = {}
+        for key, pod in resolver.pods.items():
+            self.by_node.setdefault(pod.node_name or "", set()).add(key)
+
+    def record(self, event: EventType, obj: KubeObject, old: Pod | None) -> None:
+        if not isinstance(obj, Pod):
+            return
+        if old is not None:
+            self.by_node.get(old.node_name or "", set()).discard(old.key)
+        if event != "DELETED":
+            self.by_node.setdefault(obj.node_name or "", set()).add(obj.key)
+
+    def state(self, node: str) -> ClusterState:
+        found = self.resolver.nodes.get(node)
+        pods = [self.resolver.pods[k] for k in self.by_node.get(node, ())]
+        return ClusterState(pods=tuple(pods), nodes=(found,) if found else ())
+
+
+def full_state(resolver: Resolver) -> ClusterState:
+    return ClusterState.build(resolver.namespaces.values(), resolver.pods.values(),
+                              resolver.nodes.values(), resolver.policies.values())
+
+
+def apply_event(resolver: Resolver, views: NodeViews, event: EventType, obj: KubeObject) -> tuple[Row, dict[str, str]]:
+    """One event: resolver.apply, then recompile + render the nodes the Change names. Timed."""
+    old = resolver.pods.get(obj.key) if isinstance(obj, Pod) else None
+    start = time.perf_counter()
+    change = resolver.apply(event, obj)
+    applied = time.perf_counter()
+    views.record(event, obj, old)
+    texts = {node: render(compile_node(views.state(node), node, resolver)) for node in sorted(change.nodes)}
+    done = time.perf_counter()
+    return {"apply_ms": (applied - start) * 1000, "compile_render_ms": (done - applied) * 1000,
+            "total_ms": (done - start) * 1000, "nodes": len(change.nodes), "pods": len(change.pods),
+            "changed_pods_ms": changed_pods_only(resolver, change.pods) * 1000}, texts
+
+
+def changed_pods_only(resolver: Resolver, pods: frozenset[str]) -> float:
+    """Seconds to compile + render just the programs of the pods the Change names (node by node):
+    what a per-pod incremental compiler would at least pay. Not part of `total_ms`."""
+    by_node: dict[str, list[Pod]] = {}
+    for key in pods:
+        if (pod := resolver.pods.get(key)) is not None and pod.node_name:
+            by_node.setdefault(pod.node_name, []).append(pod)
+    start = time.perf_counter()
+    for node, local in by_node.items():
+        render(compile_node(ClusterState(pods=tuple(local)), node, resolver))
+    return time.perf_counter() - start
+
+
+def check_against_rebuild(resolver: Resolver, texts: dict[str, str], limit: int = 2) -> Row:
+    """The incremental rulesets of the last event's nodes equal a from-scratch compile."""
+    nodes = sorted(texts)[:limit]
+    state = full_state(resolver)
+    fresh = Resolver.from_state(state)
+    differ = [n for n in nodes if render(compile_node(state, n, fresh)) != texts[n]]
+    return {"checked_nodes": nodes, "differing_nodes": differ}
+
+
+def summarize_events(samples: list[Row]) -> Row:
+    def stats(rows: list[Row]) -> Row:
+        total = [r["total_ms"] for r in rows]
+        return {"count": len(rows), "p50_ms": round(percentile(total, 50), 2),
+                "p99_ms": round(percentile(total, 99), 2), "max_ms": round(max(total), 2),
+                "apply_p50_ms": round(percentile([r["apply_ms"] for r in rows], 50), 3),
+                "changed_pods_p50_ms": round(percentile([r["changed_pods_ms"] for r in rows], 50), 2),
+                "pods_mean": round(statistics.fmean(r["pods"] for r in rows), 1),
+                "nodes_mean": round(statistics.fmean(r["nodes"] for r in rows), 1)}
+
+    out: Row = stats(samples) if samples else {"count": 0}
+    out["by_kind"] = {k: stats(rows) for k in EVENT_KINDS if (rows := [s for s in samples if s["kind"] == k])}
+    return out
+
+
+def stage_events(args: argparse.Namespace) -> Row:
+    """Build the resolver once, then `--events` random events; stop early after `--event-budget` s,
+    or in time to finish (and check) before the parent's `--stage-timeout`."""
+    started = time.perf_counter()
+    out: Row = {}
+    with timed(out, "load_s"):
+        state = load_state([str(args.cluster)])
+    with timed(out, "resolver_s"):
+        resolver = Resolver.from_state(state)
+    del state
+    views = NodeViews(resolver)
+    workload = sorted(n for n in resolver.namespaces if n.startswith(kube_burner.NS_PREFIX))
+    churn = Churn(resolver, random.Random(args.seed), workload)
+    samples: list[Row] = []
+    texts: dict[str, str] = {}
+    check_cost = 0.0 if args.no_check else 1.5 * (out["load_s"] + out["resolver_s"])
+    deadline = min(time.perf_counter() + args.event_budget,
+                   started + 0.9 * args.stage_timeout - check_cost)
+    while len(samples) < args.events and time.perf_counter() < deadline:
+        kind, event, obj = churn.next()
+        sample, new_texts = apply_event(resolver, views, event, obj)
+        samples.append({"kind": kind, **sample})
+        texts = new_texts or texts
+    out["events"] = summarize_events(samples)
+    out["stopped_early"] = len(samples) < args.events
+    if texts and not args.no_check and time.perf_counter() + check_cost < started + 0.95 * args.stage_timeout:
+        with timed(out, "check_s"):
+            out["check"] = check_against_rebuild(resolver, texts)
+    return out
+
+
+STAGES: dict[str, Callable[[argparse.Namespace], Row]] = {
+    "generate": stage_generate, "import": stage_import, "load": stage_load,
+    "compile-node": stage_compile_node, "compile-all": stage_compile_all, "events": stage_events,
+}
+
+
+def own_peak_rss_mb() -> float | None:
+    """VmHWM: this process's own high-water mark since exec (wait4's ru_maxrss is not: see
+    run_process)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return round(int(found.group(1)) / 1024, 1) if found else None
+
+
+EXIT_MEMORY_LIMIT = 3
+
+
+def child_main(args: argparse.Namespace) -> int:
+    if args.memory_limit_gb:  # a MemoryError here beats the OOM killer picking a neighbour's process
+        limit = int(args.memory_limit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        result = STAGES[args.child](args)
+    except MemoryError:
+        os.write(2, f"memory limit: over {args.memory_limit_gb} GB of address space\n".encode())
+        os._exit(EXIT_MEMORY_LIMIT)
+    result["vm_hwm_mb"] = own_peak_rss_mb()
+    sys.stdout.write("\n" + json.dumps(result) + "\n")  # the last line is the result
+    sys.stdout.flush()
+    if sys.getprofile() is None:  # under cProfile, let it print its report
+        os._exit(0)  # skip tearing down millions of objects: not part of any measurement
+    return 0
+
+
+# == parent: fresh processes, timeouts, the kernel stage, tables ==============================
+
+
+def run_process(argv: list[str], timeout: float, log: Path) -> tuple[Row, str]:
+    """Run `argv`: wall seconds and ru_maxrss from os.wait4, or a timeout.
+
+    Linux carries the spawning process's RSS high-water mark into the child's ru_maxrss at exec
+    (exec_mmap → setmax_mm_hiwater_rss), so ru_maxrss is at least this parent's RSS (~36 MB):
+    our Python children report their own VmHWM as well, and `peak_rss_mb` is that when present."""
+    load = round(os.getloadavg()[0], 2)  # the machine may be shared: say how busy it was
+    start = time.perf_counter()
+    with log.open("wb") as out, log.with_suffix(".stderr").open("wb") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - start > timeout:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                return {"status": "timeout", "wall_s": timeout, "loadavg_1m": load}, ""
+            time.sleep(0.01)
+    row: Row = {"status": "ok", "wall_s": round(time.perf_counter() - start, 3),
+                "wait4_maxrss_mb": round(usage.ru_maxrss / 1024, 1), "loadavg_1m": load}
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = log.with_suffix(".stderr").read_text(errors="replace")[-1500:]
+        row["status"] = f"exit {code}: {tail}"
+        if "memory limit:" in tail:
+            row["status"] = tail[tail.index("memory limit:"):].strip()
+    return row, log.read_text(errors="replace")
+
+
+def run_stage(stage: str, cluster: Path, opts: argparse.Namespace, work: Path, *extra: str) -> Row:
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", stage, "--cluster", str(cluster),
+            "--memory-limit-gb", str(opts.memory_limit_gb), *extra]
+    row, stdout = run_process(argv, opts.timeout, work / f"{stage}-{cluster.stem}.log")
+    if row["status"] == "ok":
+        lines = [line for line in stdout.splitlines() if line.startswith("{")]
+        row.update(json.loads(lines[-1]))
+        row["peak_rss_mb"] = row.pop("vm_hwm_mb", None) or row["wait4_maxrss_mb"]
+    return row
+
+
+def ensure_cluster(shape: kube_burner.Shape, label: str, yaml_too: bool, opts: argparse.Namespace,
+                   work: Path) -> tuple[Path, Path | None, Row | None]:
+    """The cached JSON (and YAML) of this shape, generated in a child process if missing."""
+    json_path = CACHE / f"{shape.name}.json"
+    yaml_path = CACHE / f"{shape.name}.yaml" if yaml_too else None
+    missing = not json_path.exists() or (yaml_path is not None and not yaml_path.exists())
+    if not missing:
+        return json_path, yaml_path, None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    extra = ["--size", label, "--seed", str(shape.seed)]
+    if yaml_path is not None:
+        extra += ["--yaml-path", str(yaml_path)]
+    row = run_stage("generate", json_path, opts, work, *extra)
+    return json_path, yaml_path, row
+
+
+def run_nft(argv: list[str], timeout: float, log: Path) -> Row:
+    """`argv` under GNU time when present: nft is then a grandchild of this process, and its
+    ru_maxrss carries time's ~1 MB high-water mark instead of ours."""
+    gnu_time = Path("/usr/bin/time")
+    if not gnu_time.exists():
+        return run_process(argv, timeout, log)[0]
+    row, _ = run_process([str(gnu_time), "-f", "nft_maxrss_kb=%M", *argv], timeout, log)
+    stderr = log.with_suffix(".stderr").read_text(errors="replace") if log.with_suffix(".stderr").exists() else ""
+    if found := re.search(r"nft_maxrss_kb=(\d+)", stderr):
+        row["peak_rss_mb"] = round(int(found.group(1)) / 1024, 1)
+    return row
+
+
+def nft_load(ruleset: Path, timeout: float, work: Path) -> Row:
+    """`nft -f` twice (create, then atomic replace) in a fresh network namespace, deleted after."""
+    namespace = f"np-bench-{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    try:
+        argv = ["ip", "netns", "exec", namespace, "nft", "-f", str(ruleset)]
+        first = run_nft(argv, timeout, work / "nft-first.log")
+        again = run_nft(argv, timeout, work / "nft-again.log") if first["status"] == "ok" else {}
+        return {"status": first["status"], "namespace": namespace, "first_load": first, "replace": again}
+    finally:
+        subprocess.run(["ip", "netns", "delete", namespace], check=False)
+
+
+def measure_size(shape: kube_burner.Shape, label: str, opts: argparse.Namespace, emit: Callable[[Row], None]) -> None:
+    """Every stage for one cluster shape, each row emitted as soon as it is measured."""
+    work = CACHE / "runs" / shape.name
+    work.mkdir(parents=True, exist_ok=True)
+    base: Row = {"benchmark": "compile_scale", "size": label, "pods": shape.pods,
+                 "policies": shape.policies, "nodes": shape.nodes}
+    yaml_too = shape.pods <= opts.yaml_max_pods
+    json_path, yaml_path, generated = ensure_cluster(shape, label, yaml_too, opts, work)
+    if generated is not None:
+        emit({**base, "stage": "generate", **generated})
+    largest = work / "largest.nft"
+    largest.unlink(missing_ok=True)
+    stages: list[tuple[str, str, Path, list[str]]] = [
+        ("load-json", "load", json_path, []),
+        *([("load-yaml", "load", yaml_path, [])] if yaml_path else []),
+        ("compile-node", "compile-node", json_path, []),
+        ("compile-all", "compile-all", json_path, ["--out-nft", str(largest)]),
+        ("events", "events", json_path, ["--events", str(opts.events), "--event-budget", str(opts.event_budget),
+                                         "--seed", str(opts.seed), "--stage-timeout", str(opts.timeout)]),
+    ]
+    resolver_failed = ""
+    for name, stage, path, extra in stages:
+        if resolver_failed and stage in RESOLVER_STAGES:  # each would build the same resolver first
+            emit({**base, "stage": name, "status": f"skipped: {resolver_failed}"})
+            continue
+        row = run_stage(stage, path, opts, work, *extra)
+        emit({**base, "stage": name, **row})
+        if stage == "compile-node" and row["status"] != "ok":  # the least any of them needs
+            resolver_failed = f"{name} did not finish ({row['status'].split(chr(10))[0]})"
+    if not opts.no_kernel and largest.exists():
+        emit({**base, "stage": "kernel-load", "file_bytes": largest.stat().st_size,
+              **nft_load(largest, opts.timeout, work)})
+
+
+def source_digest() -> Row:
+    """Which compiler was measured: HEAD and a digest of netpol/ as it is on disk now."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "netpol").rglob("*.py")):
+        digest.update(path.read_bytes())
+
+    def git(*cmd: str) -> str:
+        done = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {"git_head": git("rev-parse", "--short", "HEAD"), "netpol_sha256": digest.hexdigest()[:12],
+            "netpol_dirty": bool(git("status", "--porcelain", "netpol"))}
+
+
+def environment() -> Row:
+    nft = subprocess.run(["nft", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "kernel": platform.release(), "nft": nft, **source_digest()}
+
+
+# -- tables ----------------------------------------------------------------------------------
+
+
+def _get(row: Row | None, *path: str) -> Any:
+    value: Any = row
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return "-"
+        value = value[key]
+    return value
+
+
+def _ok(row: Row | None) -> str | None:
+    """The row's status when it is not ok (shown instead of numbers)."""
+    if row is None:
+        return "-"
+    status = str(row.get("status", "ok"))
+    return None if status == "ok" else status.split(":", maxsplit=1)[0]
+
+
+def print_tables(rows: list[Row]) -> None:
+    rows = [r for r in rows if "size" in r]
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    by = {(r["size"], r["stage"]): r for r in rows}
+    out = sys.stderr
+    print(f"\n{'size':>14} {'pods':>7} {'pol':>6} {'nodes':>5} | {'JSON load s':>11} {'parse':>6} {'decode':>6} "
+          f"{'MB':>6} | {'YAML s':>7} | {'1 node s':>8} {'MB':>6} | {'all nodes s':>11} {'MB':>6}", file=out)
+    for size in sizes:
+        lj, ly, one, every = (by.get((size, s)) for s in ("load-json", "load-yaml", "compile-node", "compile-all"))
+        head = next(r for r in rows if r["size"] == size)
+        print(f"{size:>14} {head['pods']:>7} {head['policies']:>6} {head['nodes']:>5} | "
+              f"{_ok(lj) or _get(lj, 'total_s'):>11} {_get(lj, 'parse_s'):>6} {_get(lj, 'decode_s'):>6} "
+              f"{_get(lj, 'peak_rss_mb'):>6} | {_ok(ly) or _get(ly, 'total_s'):>7} | "
+              f"{_ok(one) or _get(one, 'end_to_end_s'):>8} {_get(one, 'peak_rss_mb'):>6} | "
+              f"{_ok(every) or _get(every, 'end_to_end_s'):>11} {_get(every, 'peak_rss_mb'):>6}", file=out)
+    print(f"\n{'size':>14} | {'largest KB':>10} {'lines':>7} {'sets':>5} {'elems':>7} {'chains':>6} {'rules':>6} | "
+          f"{'events':>6} {'p50 ms':>8} {'p99 ms':>8} {'MB':>6} | {'nft -f s':>8} {'replace s':>9} {'MB':>6}", file=out)
+    for size in sizes:
+        every, ev, k = (by.get((size, s)) for s in ("compile-all", "events", "kernel-load"))
+        big = _get(every, "largest")
+        kb = round(big["bytes"] / 1024) if isinstance(big, dict) else "-"
+        print(f"{size:>14} | {kb:>10} {_get(big, 'lines'):>7} {_get(big, 'sets'):>5} {_get(big, 'elements'):>7} "
+              f"{_get(big, 'chains'):>6} {_get(big, 'rules'):>6} | {_get(ev, 'events', 'count'):>6} "
+              f"{_ok(ev) or _get(ev, 'events', 'p50_ms'):>8} {_get(ev, 'events', 'p99_ms'):>8} "
+              f"{_get(ev, 'peak_rss_mb'):>6} | {_ok(k) or _get(k, 'first_load', 'wall_s'):>8} "
+              f"{_get(k, 'replace', 'wall_s'):>9} {_get(k, 'first_load', 'peak_rss_mb'):>6}", file=out)
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1k,10k", help="PODS[/POLICIES[/NODES]],… (default %(default)s)")
+    parser.add_argument("--targets", action="store_true", help=f"also the issue's targets: {', '.join(TARGETS)}")
+    parser.add_argument("--events", type=int, default=200, help="incremental events per size")
+    parser.add_argument("--event-budget", type=float, default=300.0, help="stop the events after this many s")
+    parser.add_argument("--out", type=Path, help="also write every row (and the environment) as one JSON file")
+    parser.add_argument("--no-kernel", action="store_true", help="skip loading the ruleset with nft")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a measurement is stopped")
+    parser.add_argument("--yaml-max-pods", type=int, default=10_000, help="measure YAML loading up to this size")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--memory-limit-gb", type=float, default=12.0,
+                        help="address-space limit of each measurement (0: none); over it, it fails cleanly")
+    child = parser.add_argument_group("one stage in this process (used by the parent; for profiling)")
+    child.add_argument("--child", choices=sorted(STAGES))
+    child.add_argument("--cluster", type=Path, help="the cluster manifest file")
+    child.add_argument("--size", help="generate: the shape")
+    child.add_argument("--yaml-path", type=Path, help="generate: also write YAML here")
+    child.add_argument("--out-nft", type=Path, help="compile-all: write the largest ruleset here")
+    child.add_argument("--no-check", action="store_true", help="events: skip the from-scratch comparison")
+    child.add_argument("--stage-timeout", type=float, default=float("inf"),
+                       help="events: the parent's timeout; stop the events in time to report")
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    if args.child:
+        return child_main(args)
+    labels = [s for s in args.sizes.split(",") if s] + (list(TARGETS) if args.targets else [])
+    shapes = [(label, parse_size(label, args.seed)) for label in labels]
+    rows: list[Row] = []
+    meta = environment()
+    print(json.dumps({"benchmark": "compile_scale", "environment": meta}), flush=True)
+
+    def emit(row: Row) -> None:
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        if args.out:
+            args.out.write_text(json.dumps({"environment": meta, "rows": rows}, indent=1))
+
+    try:
+        floor = run_stage("import", Path(os.devnull), args, CACHE)
+        emit({"benchmark": "compile_scale", "stage": "import", **floor})
+        for label, shape in shapes:
+            measure_size(shape, label, args, emit)
+    finally:
+        print_tables(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
