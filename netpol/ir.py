@@ -114,8 +114,17 @@ class _Compiler:
     def __init__(self, state: ClusterState, resolver: Resolver) -> None:
         self.state, self.resolver = state, resolver
         self.sets: dict[str, PeerSet] = {}
+        # A rule's peers and named-port elements do not depend on the pod it applies to.
+        self._peers: dict[tuple[str, Direction, int], PeerSet | None] = {}
+        self._named: dict[tuple[str, int, str, str], frozenset[NamedElement]] = {}
 
     def rule_peers(self, policy: NetworkPolicy, direction: Direction, index: int) -> PeerSet | None:
+        key = (policy.key, direction, index)
+        if key not in self._peers:
+            self._peers[key] = self._resolve_peers(policy, direction, index)
+        return self._peers[key]
+
+    def _resolve_peers(self, policy: NetworkPolicy, direction: Direction, index: int) -> PeerSet | None:
         rule = policy.rules(direction)[index]
         if not rule.peers:
             return None  # §2: absent/empty from/to = everything, outside addresses included
@@ -145,11 +154,14 @@ class _Compiler:
                 if number is not None:
                     numeric.append(PortMatch(entry.protocol, number, number))
             else:  # every admitted destination pod, each with its own number
-                named |= self._named_elements(policy, index, rule, entry.port, entry.protocol)
+                key = (policy.key, index, entry.port, entry.protocol)
+                if key not in self._named:
+                    self._named[key] = self._named_elements(policy, index, rule, entry.port, entry.protocol)
+                named |= self._named[key]
         return Allow(origin, peers, tuple(numeric), frozenset(named))
 
     def _named_elements(self, policy: NetworkPolicy, index: int, rule: Rule, name: str,
-                        protocol: str) -> set[NamedElement]:
+                        protocol: str) -> frozenset[NamedElement]:
         if rule.peers:
             keys = self.resolver.rule_peers(policy.key, "egress", index)
         else:
@@ -160,7 +172,7 @@ class _Compiler:
             number = dst.resolve_port(name, protocol)
             if number is not None:
                 elements |= {(ip, protocol, number) for ip in dst.ips}
-        return elements
+        return frozenset(elements)
 
     def pod_program(self, pod: Pod) -> PodProgram:
         sides = []
@@ -173,19 +185,38 @@ class _Compiler:
         return PodProgram(pod.key, pod.ips, sides[0], sides[1])
 
 
+def _used_peer_sets(programs: tuple[PodProgram, ...]) -> tuple[PeerSet, ...]:
+    used = {allow.peers.name: allow.peers for pod in programs for side in (pod.ingress, pod.egress)
+            for allow in side.allows if allow.peers is not None}
+    return tuple(sorted(used.values(), key=lambda s: s.name))
+
+
+class NodeCompiler:
+    """Compiles nodes of one cluster state, sharing rule peers and pods-by-node across nodes."""
+
+    def __init__(self, state: ClusterState, resolver: Resolver | None = None) -> None:
+        self.state = state
+        self._compiler = _Compiler(state, resolver or Resolver.from_state(state))
+        self._by_node: dict[str, list[Pod]] = {}
+        for pod in state.active_pods:
+            if pod.node_name:
+                self._by_node.setdefault(pod.node_name, []).append(pod)
+
+    def compile(self, node: str) -> NodeProgram:
+        """The program of every active pod on `node`."""
+        programs = tuple(self._compiler.pod_program(p) for p in self._by_node.get(node, []))
+        own = self.state.node_addresses.get(node, frozenset())
+        addresses = tuple(sorted(own, key=lambda ip: (ip.version, int(ip))))
+        return NodeProgram(node, addresses, programs, _used_peer_sets(programs))
+
+
 def compile_node(state: ClusterState, node: str, resolver: Resolver | None = None) -> NodeProgram:
     """The program of every active pod on `node`."""
-    resolver = resolver or Resolver.from_state(state)
-    compiler = _Compiler(state, resolver)
-    local = [p for p in state.active_pods if p.node_name == node]
-    programs = tuple(compiler.pod_program(p) for p in local)
-    own = state.node_addresses.get(node, frozenset())
-    addresses = tuple(sorted(own, key=lambda ip: (ip.version, int(ip))))
-    return NodeProgram(node, addresses, programs, tuple(sorted(compiler.sets.values(), key=lambda s: s.name)))
+    return NodeCompiler(state, resolver).compile(node)
 
 
 def compile_cluster(state: ClusterState) -> dict[str, NodeProgram]:
     """Every node's program: nodes named by Node objects or by pods' `spec.nodeName`."""
-    resolver = Resolver.from_state(state)
+    compiler = NodeCompiler(state)
     names = {n.name for n in state.nodes} | {p.node_name for p in state.pods if p.node_name}
-    return {name: compile_node(state, name, resolver) for name in sorted(names)}
+    return {name: compiler.compile(name) for name in sorted(names)}

@@ -8,6 +8,7 @@ Label indexes per namespace keep selector evaluation from scanning every pod.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -15,7 +16,7 @@ from typing import Literal
 import networkx as nx
 
 from netpol.labels import Labels, LabelSelector
-from netpol.model import ClusterState, Direction, Namespace, NetworkPolicy, Node, Pod, Rule
+from netpol.model import ClusterState, Direction, IPBlock, Namespace, NetworkPolicy, Node, Pod, Rule
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
@@ -94,6 +95,8 @@ class Resolver:
     _local_rules: dict[str, set[NodeId]] = field(default_factory=dict)
     _wide_rules: set[NodeId] = field(default_factory=set)
     _admit_all_rules: set[NodeId] = field(default_factory=set)
+    # Active pods' addresses as sorted (version, integer, pod key): ipBlocks bisect, never scan.
+    _addresses: list[tuple[int, int, str]] | None = None
 
     @classmethod
     def from_state(cls, state: ClusterState) -> Resolver:
@@ -134,7 +137,9 @@ class Resolver:
         rule = self.policies[policy_key].rules(direction)[index]
         if not rule.peers:
             return frozenset(k for k, p in self.pods.items() if p.takes_part)
-        return frozenset(dst[1] for _, dst in self.graph.out_edges(_rule_node(policy_key, direction, index)))
+        selected = self.rule_selected_pods(policy_key, direction, index)
+        blocks = [self._pods_in_block(p.ip_block) for p in rule.peers if p.ip_block is not None]
+        return selected.union(*blocks)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -176,7 +181,10 @@ class Resolver:
 
     def _unlink_pod(self, pod: Pod) -> set[NodeId]:
         node = _pod_node(pod.key)
+        self._addresses = None
         rules = {src for src, _ in self.graph.in_edges(node) if src[0] == "rule"}
+        if pod.takes_part:
+            rules |= self._block_rules(pod)
         if node in self.graph:
             self.graph.remove_node(node)
         if pod.takes_part:
@@ -186,6 +194,7 @@ class Resolver:
 
     def _link_pod(self, pod: Pod) -> set[NodeId]:
         node = _pod_node(pod.key)
+        self._addresses = None
         self.graph.add_edge(("namespace", pod.namespace), node, kind="contains")
         if not pod.takes_part:
             return set()
@@ -198,10 +207,21 @@ class Resolver:
             policy = self.policies[rule_node[1]]
             rule = policy.rules(rule_node[2])[int(rule_node[3])]  # type: ignore[arg-type]
             via = self._rule_admits(policy, rule, pod)
-            if via:
+            if via == "selector":  # ipBlocks admit addresses: no edge, bisected on demand
                 self.graph.add_edge(rule_node, node, kind="admits", via=via)
+            if via == "selector" or (via and _named_egress(rule_node, rule)):
                 rules.add(rule_node)
         return rules
+
+    def _block_rules(self, pod: Pod) -> set[NodeId]:
+        """Rules whose named egress ports reach the pod only through an ipBlock."""
+        found = set()
+        for rule_node in self._wide_rules:
+            policy = self.policies[rule_node[1]]
+            rule = policy.rules(rule_node[2])[int(rule_node[3])]  # type: ignore[arg-type]
+            if _named_egress(rule_node, rule) and self._rule_admits(policy, rule, pod) == "ipblock":
+                found.add(rule_node)
+        return found
 
     def _rule_admits(self, policy: NetworkPolicy, rule: Rule, pod: Pod) -> str | None:
         """"selector" if a pod/namespace selector admits the pod, "ipblock" if only an ipBlock does."""
@@ -277,8 +297,8 @@ class Resolver:
                 rule_node = _rule_node(policy.key, direction, i)
                 self.graph.add_edge(node, rule_node, kind="has")
                 self._file_rule(policy, rule, rule_node)
-                for key, via in self._peer_pods(policy, rule).items():
-                    self.graph.add_edge(rule_node, _pod_node(key), kind="admits", via=via)
+                for key in self._peer_pods(policy, rule):
+                    self.graph.add_edge(rule_node, _pod_node(key), kind="admits", via="selector")
         return targets
 
     def _file_rule(self, policy: NetworkPolicy, rule: Rule, rule_node: NodeId) -> None:
@@ -289,15 +309,11 @@ class Resolver:
         else:
             self._wide_rules.add(rule_node)
 
-    def _peer_pods(self, policy: NetworkPolicy, rule: Rule) -> dict[str, str]:
-        """Admitted pods and how: "selector" wins over "ipblock"."""
-        by_block: set[str] = set()
+    def _peer_pods(self, policy: NetworkPolicy, rule: Rule) -> set[str]:
+        """Pods the rule's pod/namespace selectors admit (ipBlocks are bisected on demand)."""
         found: set[str] = set()
         for peer in rule.peers:
             if peer.ip_block is not None:
-                block = peer.ip_block
-                by_block |= {k for k, p in self.pods.items() if p.takes_part
-                             and any(block.contains(ip) for ip in p.ips)}
                 continue
             if peer.namespace_selector is None:
                 namespaces = [policy.namespace]
@@ -307,7 +323,19 @@ class Resolver:
                 index = self._pod_index.get(ns)
                 if index is not None:
                     found |= index.all if peer.pod_selector is None else index.select(peer.pod_selector)
-        return {**dict.fromkeys(by_block, "ipblock"), **dict.fromkeys(found, "selector")}
+        return found
+
+    def _pods_in_block(self, block: IPBlock) -> set[str]:
+        """Active pods with an address in `cidr` and outside every `except`."""
+        if self._addresses is None:
+            self._addresses = sorted((ip.version, int(ip), k) for k, p in self.pods.items()
+                                     if p.takes_part for ip in p.ips)
+        net, found = block.cidr, self._addresses
+        first = bisect_left(found, (net.version, int(net.network_address), ""))
+        last = bisect_right(found, (net.version, int(net.broadcast_address), "\U0010ffff"))
+        holes = [(int(e.network_address), int(e.broadcast_address)) for e in block.except_
+                 if e.version == net.version]
+        return {key for _, value, key in found[first:last] if not any(a <= value <= b for a, b in holes)}
 
     def _namespace_scope(self, selector: LabelSelector) -> set[str]:
         """Namespaces a selector matches, including namespaces known only through their pods."""
@@ -321,6 +349,11 @@ class Resolver:
     def _targets_of_rules(self, rules: Iterable[NodeId]) -> set[str]:
         policies = {r[1] for r in rules}
         return set().union(*(self.policy_targets(p) for p in policies if p in self.policies))
+
+
+def _named_egress(rule_node: NodeId, rule: Rule) -> bool:
+    """Egress named ports resolve per admitted pod, so ipBlock membership shapes the ruleset."""
+    return rule_node[2] == "egress" and any(isinstance(p.port, str) for p in rule.ports)
 
 
 def _addressing_changed(old: Pod, new: Pod | None) -> bool:

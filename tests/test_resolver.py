@@ -53,7 +53,11 @@ def program(state: ClusterState, pod: Pod) -> object:
         for key in expected_selectors(state, pod, d):
             policy = next(p for p in state.policies if p.key == key)
             for i, r in enumerate(policy.rules(d)):
-                peers = sorted((k, state.pod(k).ips, state.pod(k).ports) for k in expected_peers(state, policy, d, i))
+                # ipBlocks compile to address intervals; the pods inside one matter only where
+                # egress named ports resolve per destination pod.
+                named_egress = d == "egress" and any(isinstance(p.port, str) for p in r.ports)
+                admitted = (expected_peers if named_egress else expected_selected)(state, policy, d, i)
+                peers = sorted((k, state.pod(k).ips, state.pod(k).ports) for k in admitted)
                 rules.append((key, i, r, tuple(peers)))
         sides.append(tuple(rules))
     return (pod.ips, pod.ports, pod.node_name, tuple(sides))

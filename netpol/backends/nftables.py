@@ -9,8 +9,10 @@ policies selecting that one pod, whatever the number of policies in the cluster.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -56,10 +58,13 @@ def chain_name(direction: Direction, pod: str) -> str:
 
 
 def _address(version: int, value: int) -> str:
-    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
+    if version == 4:
+        return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
+    return str(ipaddress.IPv6Address(value))
 
 
-def _interval_elements(version: int, intervals: Iterable[tuple[int, int]]) -> tuple[Element, ...]:
+@functools.lru_cache(maxsize=65536)  # the same peer sets recur in every node's ruleset
+def _interval_elements(version: int, intervals: tuple[tuple[int, int], ...]) -> tuple[Element, ...]:
     return tuple(_address(version, a) if a == b else (_address(version, a), _address(version, b))
                  for a, b in intervals)
 
