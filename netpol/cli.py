@@ -7,20 +7,26 @@ found a mismatch (or the kernel refused a compiled ruleset).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from netpol import explain as explaining
 from netpol.backends.nftables import render as render_nftables
+from netpol.backends.nftables import render_json as render_nftables_json
 from netpol.errors import InputError, LabError, RulesetRejected, UsageError
-from netpol.ir import compile_cluster
+from netpol.ir import NodeCompiler, NodeProgram, compile_cluster
 from netpol.manifests import load_state
 from netpol.probes import Probe, default_probes, parse_probe
 from netpol.reach import compute_reach, participants
 from netpol.reach_formats import RENDERERS
 from netpol.verify import format_report, verify
 
+RULESET_FORMATS: dict[str, tuple[Callable[[NodeProgram], str], str]] = {
+    "nft": (render_nftables, ".nft"),
+    "json": (lambda program: json.dumps(render_nftables_json(program), indent=1) + "\n", ".json"),
+}
 EXIT_OK, EXIT_INVALID_INPUT, EXIT_USAGE, EXIT_MISMATCH, EXIT_INTERNAL = 0, 1, 2, 3, 70
 
 
@@ -61,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--node", help="the node whose ruleset to write")
     target.add_argument("--all-nodes", action="store_true", help="one file per node, in --out-dir")
     compile_.add_argument("--backend", choices=("nftables",), default="nftables")
+    compile_.add_argument("--format", choices=("nft", "json"), default="nft",
+                          help="an `nft -f` script (default) or the same transaction as libnftables JSON")
     compile_.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout (--node)")
     compile_.add_argument("--out-dir", metavar="DIR", help="directory for --all-nodes (NODE.nft each)")
     compile_.set_defaults(run=run_compile)
@@ -105,18 +113,20 @@ def run_compile(args: argparse.Namespace) -> int:
     if args.all_nodes and not args.out_dir:
         raise UsageError("--all-nodes needs --out-dir DIR")
     state = load_state(args.paths)
-    programs = compile_cluster(state)
+    render, suffix = RULESET_FORMATS[args.format]
     if args.all_nodes:
+        programs = compile_cluster(state)
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, program in programs.items():
-            (out_dir / f"{name}.nft").write_text(render_nftables(program))
+            (out_dir / f"{name}{suffix}").write_text(render(program))
         print(f"wrote {len(programs)} rulesets to {out_dir}", file=sys.stderr)
         return EXIT_OK
-    if args.node not in programs:
-        known = ", ".join(programs) or "none"
+    nodes = {n.name for n in state.nodes} | {p.node_name for p in state.pods if p.node_name}
+    if args.node not in nodes:
+        known = ", ".join(sorted(nodes)) or "none"
         raise UsageError(f"--node {args.node}: no such node in the input (nodes: {known})")
-    text = render_nftables(programs[args.node])
+    text = render(NodeCompiler(state).compile(args.node))
     if args.output:
         Path(args.output).write_text(text)
     else:

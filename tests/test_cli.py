@@ -144,3 +144,18 @@ def test_explain_says_why_a_node_or_a_named_port_does_not_count(example_path):
     _, out, _ = run("explain", "-f", example_path, "--from", "monitoring/prometheus-0", "--to", "backend/worker-1",
                     "--port", "9090/TCP")
     assert "named port metrics/TCP is not a container port of the destination" in out
+
+
+def test_compile_writes_the_script_or_its_json_form(example_path, tmp_path):
+    from netpol.backends.nftables import render, render_json
+    from netpol.ir import compile_cluster
+
+    programs = compile_cluster(load_state([example_path]))
+    code, out, _ = run("compile", "-f", example_path, "--node", "node-b")
+    assert code == 0 and out == render(programs["node-b"])
+    code, out, _ = run("compile", "-f", example_path, "--node", "node-b", "--format", "json")
+    assert code == 0 and json.loads(out) == render_json(programs["node-b"])
+    code, _, err = run("compile", "-f", example_path, "--all-nodes", "--out-dir", str(tmp_path), "--format", "json")
+    assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["node-a.json", "node-b.json"]
+    code, _, err = run("compile", "-f", example_path, "--node", "node-z")
+    assert code == 2 and "node-z" in err and "node-a, node-b" in err
