@@ -38,6 +38,8 @@ demo: setup
 	@echo "== netpol compile: node-a's nftables ruleset (excerpt; full file in rulesets/shop/node-a.nft) =="
 	$(BIN)/netpol compile -f $(EXAMPLE) --node node-a -o node-a.nft
 	@grep -A9 -E 'map ingress-v4|chain forward|chain ingress-.*postgres-0' node-a.nft | head -40
+	@echo "== netpol verify: both nodes built in network namespaces, rulesets loaded, every cell probed =="
+	$(BIN)/netpol verify -f $(EXAMPLE)
 
 lint: setup
 	$(BIN)/ruff check .
