@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from netpol.intervals import Interval, merge_intervals
 from netpol.model import ClusterState, Direction, IPAddress, IPBlock, NetworkPolicy, Pod, Rule
-from netpol.resolver import DIRECTIONS, Resolver
+from netpol.resolver import DIRECTIONS, NodeId, Resolver
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,8 @@ class _Compiler:
         # A rule's peers and named-port elements do not depend on the pod it applies to.
         self._peers: dict[tuple[str, Direction, int], PeerSet | None] = {}
         self._named: dict[tuple[str, int, str, str], frozenset[NamedElement]] = {}
+        self._by_composition: dict[tuple[tuple[NodeId, ...], tuple[IPBlock, ...]], PeerSet] = {}
+        self._groups: dict[NodeId, dict[int, list[Interval]]] = {}
 
     def rule_peers(self, policy: NetworkPolicy, direction: Direction, index: int) -> PeerSet | None:
         key = (policy.key, direction, index)
@@ -128,15 +130,29 @@ class _Compiler:
         rule = policy.rules(direction)[index]
         if not rule.peers:
             return None  # §2: absent/empty from/to = everything, outside addresses included
-        found: dict[int, list[Interval]] = {4: [], 6: []}
-        for key in self.resolver.rule_selected_pods(policy.key, direction, index):
-            for ip in self.resolver.pods[key].ips:  # ipBlocks admit addresses, below, not pods
-                found[ip.version].append((int(ip), int(ip)))
-        for peer in rule.peers:
-            if peer.ip_block is not None:
-                found[peer.ip_block.cidr.version] += block_intervals(peer.ip_block)
-        peer_set = _peer_set(found[4], found[6])
-        return self.sets.setdefault(peer_set.name, peer_set)
+        groups = self.resolver.rule_peer_groups(policy.key, direction, index)
+        blocks = tuple(p.ip_block for p in rule.peers if p.ip_block is not None)
+        composition = (groups, blocks)  # rules spelling the same peers share one set
+        if composition not in self._by_composition:
+            found: dict[int, list[Interval]] = {4: [], 6: []}
+            for group in groups:
+                for version, intervals in self._group_intervals(group).items():
+                    found[version] += intervals
+            for block in blocks:  # ipBlocks admit addresses, not pods
+                found[block.cidr.version] += block_intervals(block)
+            peer_set = _peer_set(found[4], found[6])
+            self._by_composition[composition] = self.sets.setdefault(peer_set.name, peer_set)
+        return self._by_composition[composition]
+
+    def _group_intervals(self, group: NodeId) -> dict[int, list[Interval]]:
+        """The merged addresses of one shared peer group's pods."""
+        if group not in self._groups:
+            found: dict[int, list[Interval]] = {4: [], 6: []}
+            for key in self.resolver.peer_group_pods(group):
+                for ip in self.resolver.pods[key].ips:
+                    found[ip.version].append((int(ip), int(ip)))
+            self._groups[group] = {v: merge_intervals(found[v]) for v in found}
+        return self._groups[group]
 
     def allow(self, policy: NetworkPolicy, direction: Direction, index: int, pod: Pod) -> Allow:
         rule = policy.rules(direction)[index]

@@ -1,9 +1,12 @@
 """The graph-based label resolver: which policies select each pod, which pods each rule admits,
 and, after every event, which pods' and nodes' rulesets changed. Incremental.
 
-The graph (networkx) has namespace, pod, policy and rule nodes; edges say `contains`
-(namespace → pod), `selects` (policy → pod), `has` (policy → rule) and `admits` (rule → pod).
-Label indexes per namespace keep selector evaluation from scanning every pod.
+The graph (networkx) has namespace, pod, policy, rule and peer nodes; edges say `contains`
+(namespace → pod), `selects` (policy → pod), `has` (policy → rule), `uses` (rule → peer) and
+`admits` (peer → pod). A peer node is one (namespace scope, pod selector) pair, shared by every
+rule that spells the same peer, so the pods it admits are linked once however many policies
+repeat it. ipBlocks admit addresses: they are bisected over the sorted pod addresses on demand,
+not linked. Label indexes per namespace keep selector evaluation from scanning every pod.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Literal
 import networkx as nx
 
 from netpol.labels import Labels, LabelSelector
-from netpol.model import ClusterState, Direction, IPBlock, Namespace, NetworkPolicy, Node, Pod, Rule
+from netpol.model import ClusterState, Direction, IPBlock, Namespace, NetworkPolicy, Node, Peer, Pod, Rule
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
@@ -80,6 +83,30 @@ def _rule_node(policy: str, direction: Direction, index: int) -> NodeId:
     return ("rule", policy, direction, str(index))
 
 
+def _selector_text(selector: LabelSelector | None) -> str:
+    if selector is None:
+        return "*"
+    requirements = sorted((r.key, r.operator, tuple(sorted(r.values))) for r in selector.match_expressions)
+    return repr((sorted(selector.match_labels.items()), requirements))
+
+
+def _peer_node(policy: NetworkPolicy, peer: Peer) -> NodeId:
+    """Same scope and selectors → same node, whichever policy wrote them."""
+    scope = f"ns={policy.namespace}" if peer.namespace_selector is None else \
+        f"nss={_selector_text(peer.namespace_selector)}"
+    return ("peer", scope, _selector_text(peer.pod_selector))
+
+
+@dataclass(frozen=True)
+class _PeerScope:
+    """What a peer node admits: pods of `namespace` (or of namespaces matching the selector)
+    whose labels match `pod_selector` (None: all)."""
+
+    namespace: str | None
+    namespace_selector: LabelSelector | None
+    pod_selector: LabelSelector | None
+
+
 @dataclass
 class Resolver:
     """Incremental resolver state; feed it events with `apply`, ask it with the query methods."""
@@ -92,8 +119,10 @@ class Resolver:
     _pod_index: dict[str, LabelIndex] = field(default_factory=dict)  # namespace → active pods
     _namespace_index: LabelIndex = field(default_factory=LabelIndex)
     # Rules by the pods they could admit: peers scoped to one namespace, others, and "everyone".
-    _local_rules: dict[str, set[NodeId]] = field(default_factory=dict)
-    _wide_rules: set[NodeId] = field(default_factory=set)
+    _peer_scopes: dict[NodeId, _PeerScope] = field(default_factory=dict)
+    _local_peers: dict[str, set[NodeId]] = field(default_factory=dict)  # by namespace
+    _wide_peers: set[NodeId] = field(default_factory=set)  # namespace selectors
+    _block_rules: set[NodeId] = field(default_factory=set)  # rules with an ipBlock peer
     _admit_all_rules: set[NodeId] = field(default_factory=set)
     # Active pods' addresses as sorted (version, integer, pod key): ipBlocks bisect, never scan.
     _addresses: list[tuple[int, int, str]] | None = None
@@ -129,8 +158,15 @@ class Resolver:
         rule = self.policies[policy_key].rules(direction)[index]
         if not rule.peers:
             return frozenset(k for k, p in self.pods.items() if p.takes_part)
-        return frozenset(dst[1] for _, dst, via in self.graph.out_edges(
-            _rule_node(policy_key, direction, index), data="via") if via == "selector")
+        peers = self.graph.successors(_rule_node(policy_key, direction, index))
+        return frozenset(pod[1] for peer in peers for pod in self.graph.successors(peer))
+
+    def rule_peer_groups(self, policy_key: str, direction: Direction, index: int) -> tuple[NodeId, ...]:
+        """The shared peer nodes (namespace scope + pod selector) of a rule, sorted."""
+        return tuple(sorted(self.graph.successors(_rule_node(policy_key, direction, index))))
+
+    def peer_group_pods(self, group: NodeId) -> frozenset[str]:
+        return frozenset(pod[1] for pod in self.graph.successors(group))
 
     def rule_peers(self, policy_key: str, direction: Direction, index: int) -> frozenset[str]:
         """Active pods the rule's peers admit (selectors, or ipBlocks containing a pod IP)."""
@@ -182,9 +218,11 @@ class Resolver:
     def _unlink_pod(self, pod: Pod) -> set[NodeId]:
         node = _pod_node(pod.key)
         self._addresses = None
-        rules = {src for src, _ in self.graph.in_edges(node) if src[0] == "rule"}
+        known = node in self.graph
+        peers = [src for src in self.graph.predecessors(node) if src[0] == "peer"] if known else []
+        rules = {rule for peer in peers for rule in self.graph.predecessors(peer)}
         if pod.takes_part:
-            rules |= self._block_rules(pod)
+            rules |= self._named_block_rules(pod)
         if node in self.graph:
             self.graph.remove_node(node)
         if pod.takes_part:
@@ -202,43 +240,31 @@ class Resolver:
         for policy in self.policies.values():
             if policy.namespace == pod.namespace and policy.pod_selector.matches(pod.labels):
                 self.graph.add_edge(("policy", policy.key), node, kind="selects")
-        rules = set()
-        for rule_node in self._local_rules.get(pod.namespace, set()) | self._wide_rules:
-            policy = self.policies[rule_node[1]]
-            rule = policy.rules(rule_node[2])[int(rule_node[3])]  # type: ignore[arg-type]
-            via = self._rule_admits(policy, rule, pod)
-            if via == "selector":  # ipBlocks admit addresses: no edge, bisected on demand
-                self.graph.add_edge(rule_node, node, kind="admits", via=via)
-            if via == "selector" or (via and _named_egress(rule_node, rule)):
-                rules.add(rule_node)
-        return rules
+        rules: set[NodeId] = set()
+        ns_labels = self._namespace_labels(pod.namespace)
+        for peer in self._local_peers.get(pod.namespace, set()) | self._wide_peers:
+            if self._scope_admits(self._peer_scopes[peer], pod, ns_labels):
+                self.graph.add_edge(peer, node, kind="admits")
+                rules.update(self.graph.predecessors(peer))
+        return rules | self._named_block_rules(pod)
 
-    def _block_rules(self, pod: Pod) -> set[NodeId]:
-        """Rules whose named egress ports reach the pod only through an ipBlock."""
+    def _named_block_rules(self, pod: Pod) -> set[NodeId]:
+        """Rules whose named egress ports reach the pod through an ipBlock."""
         found = set()
-        for rule_node in self._wide_rules:
-            policy = self.policies[rule_node[1]]
-            rule = policy.rules(rule_node[2])[int(rule_node[3])]  # type: ignore[arg-type]
-            if _named_egress(rule_node, rule) and self._rule_admits(policy, rule, pod) == "ipblock":
+        for rule_node in self._block_rules:
+            rule = self.policies[rule_node[1]].rules(rule_node[2])[int(rule_node[3])]  # type: ignore[arg-type]
+            if _named_egress(rule_node, rule) and any(
+                    p.ip_block is not None and p.ip_block.contains(ip) for p in rule.peers for ip in pod.ips):
                 found.add(rule_node)
         return found
 
-    def _rule_admits(self, policy: NetworkPolicy, rule: Rule, pod: Pod) -> str | None:
-        """"selector" if a pod/namespace selector admits the pod, "ipblock" if only an ipBlock does."""
-        ns_labels = self._namespace_labels(pod.namespace)
-        via = None
-        for peer in rule.peers:
-            if peer.ip_block is not None:
-                if any(peer.ip_block.contains(ip) for ip in pod.ips):
-                    via = "ipblock"
-                continue
-            if peer.namespace_selector is None:
-                in_scope = pod.namespace == policy.namespace
-            else:
-                in_scope = peer.namespace_selector.matches(ns_labels)
-            if in_scope and (peer.pod_selector is None or peer.pod_selector.matches(pod.labels)):
-                return "selector"
-        return via
+    @staticmethod
+    def _scope_admits(scope: _PeerScope, pod: Pod, ns_labels: Labels) -> bool:
+        if scope.namespace_selector is None:
+            in_scope = pod.namespace == scope.namespace
+        else:
+            in_scope = scope.namespace_selector.matches(ns_labels)
+        return in_scope and (scope.pod_selector is None or scope.pod_selector.matches(pod.labels))
 
     # namespaces
 
@@ -275,10 +301,13 @@ class Resolver:
             for direction in DIRECTIONS:
                 for i in range(len(old.rules(direction))):
                     rule_node = _rule_node(old.key, direction, i)
+                    peers = list(self.graph.successors(rule_node))
                     self.graph.remove_node(rule_node)
-                    self._local_rules.get(old.namespace, set()).discard(rule_node)
-                    self._wide_rules.discard(rule_node)
+                    self._block_rules.discard(rule_node)
                     self._admit_all_rules.discard(rule_node)
+                    for peer in peers:
+                        if not any(True for _ in self.graph.predecessors(peer)):
+                            self._drop_peer(peer)
             self.graph.remove_node(("policy", old.key))
         if event != "DELETED":
             self.policies[policy.key] = policy
@@ -296,34 +325,43 @@ class Resolver:
             for i, rule in enumerate(policy.rules(direction)):
                 rule_node = _rule_node(policy.key, direction, i)
                 self.graph.add_edge(node, rule_node, kind="has")
-                self._file_rule(policy, rule, rule_node)
-                for key in self._peer_pods(policy, rule):
-                    self.graph.add_edge(rule_node, _pod_node(key), kind="admits", via="selector")
+                if not rule.peers:
+                    self._admit_all_rules.add(rule_node)
+                if any(p.ip_block is not None for p in rule.peers):
+                    self._block_rules.add(rule_node)
+                for peer in rule.peers:
+                    if peer.ip_block is None:
+                        self.graph.add_edge(rule_node, self._ensure_peer(policy, peer), kind="uses")
         return targets
 
-    def _file_rule(self, policy: NetworkPolicy, rule: Rule, rule_node: NodeId) -> None:
-        if not rule.peers:
-            self._admit_all_rules.add(rule_node)
-        elif all(p.namespace_selector is None and p.ip_block is None for p in rule.peers):
-            self._local_rules.setdefault(policy.namespace, set()).add(rule_node)
+    def _ensure_peer(self, policy: NetworkPolicy, peer: Peer) -> NodeId:
+        """The shared peer node, linked to the pods it admits when first seen."""
+        node = _peer_node(policy, peer)
+        if node in self._peer_scopes:
+            return node
+        local = peer.namespace_selector is None
+        scope = _PeerScope(policy.namespace if local else None, peer.namespace_selector, peer.pod_selector)
+        self._peer_scopes[node] = scope
+        if local:
+            self._local_peers.setdefault(policy.namespace, set()).add(node)
+            namespaces = [policy.namespace]
         else:
-            self._wide_rules.add(rule_node)
+            self._wide_peers.add(node)
+            namespaces = sorted(self._namespace_scope(peer.namespace_selector))  # type: ignore[arg-type]
+        self.graph.add_node(node)
+        for ns in namespaces:
+            index = self._pod_index.get(ns)
+            if index is not None:
+                found = index.all if peer.pod_selector is None else index.select(peer.pod_selector)
+                self.graph.add_edges_from(((node, _pod_node(k)) for k in found), kind="admits")
+        return node
 
-    def _peer_pods(self, policy: NetworkPolicy, rule: Rule) -> set[str]:
-        """Pods the rule's pod/namespace selectors admit (ipBlocks are bisected on demand)."""
-        found: set[str] = set()
-        for peer in rule.peers:
-            if peer.ip_block is not None:
-                continue
-            if peer.namespace_selector is None:
-                namespaces = [policy.namespace]
-            else:
-                namespaces = sorted(self._namespace_scope(peer.namespace_selector))
-            for ns in namespaces:
-                index = self._pod_index.get(ns)
-                if index is not None:
-                    found |= index.all if peer.pod_selector is None else index.select(peer.pod_selector)
-        return found
+    def _drop_peer(self, node: NodeId) -> None:
+        scope = self._peer_scopes.pop(node)
+        if scope.namespace is not None:
+            self._local_peers.get(scope.namespace, set()).discard(node)
+        self._wide_peers.discard(node)
+        self.graph.remove_node(node)
 
     def _pods_in_block(self, block: IPBlock) -> set[str]:
         """Active pods with an address in `cidr` and outside every `except`."""

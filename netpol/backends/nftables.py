@@ -37,7 +37,7 @@ from netpol.backends.nft_document import (
     document,
     script,
 )
-from netpol.ir import Allow, NodeProgram, PodProgram
+from netpol.ir import Allow, NamedElement, NodeProgram, PodProgram
 from netpol.model import Direction
 
 TABLE = "netpol"
@@ -91,7 +91,13 @@ def _peer_sets(program: NodeProgram) -> list[NamedSet]:
 
 
 def _named_set_name(allow: Allow) -> str:
-    return f"named-{_hash(allow.origin + repr(sorted(map(str, allow.named))))}"
+    return _named_digest(allow.origin, allow.named)
+
+
+@functools.lru_cache(maxsize=65536)  # the same rule's elements recur for every pod it selects
+def _named_digest(origin: str, named: frozenset[NamedElement]) -> str:
+    content = sorted((ip.version, int(ip), protocol, port) for ip, protocol, port in named)
+    return f"named-{_hash(origin + repr(content))}"
 
 
 def _named_sets(programs: Iterable[PodProgram]) -> list[NamedSet]:
