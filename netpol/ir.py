@@ -26,6 +26,9 @@ class PeerSet:
     v4: tuple[Interval, ...]
     v6: tuple[Interval, ...]
 
+    def __hash__(self) -> int:  # the name is a digest of the content: hash it, not the intervals
+        return hash(self.name)
+
     def contains(self, ip: IPAddress) -> bool:
         value = int(ip)
         return any(a <= value <= b for a, b in (self.v4 if ip.version == 4 else self.v6))

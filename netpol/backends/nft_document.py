@@ -8,6 +8,7 @@ named sets or anonymous sets, verdict maps, and the verdicts accept/drop/return/
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,9 +224,9 @@ class Table:
 
 # --- the `nft -f` script ---------------------------------------------------------------------
 
-def _declare(kind: str, name: str, spec: str, elements: list[str]) -> str:
+def _declare(kind: str, name: str, spec: str, elements: list[str] | str) -> str:
     """`set`/`map` NAME { SPEC elements = { … }; } — nft refuses an empty element list."""
-    listed = ", ".join(elements)
+    listed = elements if isinstance(elements, str) else ", ".join(elements)
     return f"\t{kind} {name} {{ {spec}" + (f" elements = {{ {listed} }};" if listed else "") + " }"
 
 
@@ -238,7 +239,12 @@ def _set_text(s: NamedSet) -> str:
     spec = f"type {' . '.join(s.key_types)};" + (" flags interval;" if s.interval else "")
     if s.comment:
         spec += f" comment {quote(s.comment)};"
-    return _declare("set", s.name, spec, [_element_text(e) for e in s.elements])
+    return _declare("set", s.name, spec, _elements_text(s.elements))
+
+
+@functools.lru_cache(maxsize=16384)  # one cluster's nodes print the same sets again and again
+def _elements_text(elements: tuple[Element, ...]) -> str:
+    return ", ".join(_element_text(e) for e in elements)
 
 
 def _chain_text(chain: Chain) -> Iterator[str]:

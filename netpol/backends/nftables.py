@@ -133,7 +133,8 @@ def _first_port(value: Element) -> Any:
     return value[0] if isinstance(value, tuple) else value
 
 
-def _allow_rules(allow: Allow, direction: Direction) -> list[Rule]:
+@functools.lru_cache(maxsize=65536)  # a rule applied to many pods renders the same each time
+def _allow_rules(allow: Allow, direction: Direction) -> tuple[Rule, ...]:
     """Rules (one per family and protocol) that give the direction's verdict when `allow` matches."""
     rules = []
     verdict = VERDICTS[direction]
@@ -155,7 +156,7 @@ def _allow_rules(allow: Allow, direction: Direction) -> list[Rule]:
             key = Concat((Payload(proto_kw, "daddr"), Meta("l4proto"), Payload("th", "dport")))
             rules.append(Rule((peer, InNamedSet(key, f"{_named_set_name(allow)}-v{version}"), verdict),
                               allow.origin))
-    return rules
+    return tuple(rules)
 
 
 def _pod_chains(pod: PodProgram) -> list[Chain]:
