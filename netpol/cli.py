@@ -16,7 +16,7 @@ from netpol import explain as explaining
 from netpol.backends.nftables import render as render_nftables
 from netpol.backends.nftables import render_json as render_nftables_json
 from netpol.errors import InputError, LabError, RulesetRejected, UsageError
-from netpol.ir import NodeCompiler, NodeProgram, compile_cluster
+from netpol.ir import NodeCompiler, NodeProgram, compile_cluster, node_names
 from netpol.manifests import load_state
 from netpol.probes import Probe, default_probes, parse_probe
 from netpol.reach import compute_reach, participants
@@ -122,9 +122,9 @@ def run_compile(args: argparse.Namespace) -> int:
             (out_dir / f"{name}{suffix}").write_text(render(program))
         print(f"wrote {len(programs)} rulesets to {out_dir}", file=sys.stderr)
         return EXIT_OK
-    nodes = {n.name for n in state.nodes} | {p.node_name for p in state.pods if p.node_name}
+    nodes = node_names(state)
     if args.node not in nodes:
-        known = ", ".join(sorted(nodes)) or "none"
+        known = ", ".join(nodes) or "none"
         raise UsageError(f"--node {args.node}: no such node in the input (nodes: {known})")
     text = render(NodeCompiler(state).compile(args.node))
     if args.output:

@@ -234,8 +234,12 @@ def compile_node(state: ClusterState, node: str, resolver: Resolver | None = Non
     return NodeCompiler(state, resolver).compile(node)
 
 
+def node_names(state: ClusterState) -> list[str]:
+    """Nodes named by Node objects or by pods' `spec.nodeName`, sorted."""
+    return sorted({n.name for n in state.nodes} | {p.node_name for p in state.pods if p.node_name})
+
+
 def compile_cluster(state: ClusterState) -> dict[str, NodeProgram]:
-    """Every node's program: nodes named by Node objects or by pods' `spec.nodeName`."""
+    """Every node's program."""
     compiler = NodeCompiler(state)
-    names = {n.name for n in state.nodes} | {p.node_name for p in state.pods if p.node_name}
-    return {name: compiler.compile(name) for name in sorted(names)}
+    return {name: compiler.compile(name) for name in node_names(state)}
