@@ -29,7 +29,7 @@ from netpol.errors import RulesetRejected
 from netpol.ir import NodeProgram
 from netpol.lab import derive_subnets, lab_pods, plan_lab
 from netpol.manifests import load_state
-from netpol.probes import Probe, default_probes
+from netpol.probes import Probe, default_probes, parse_probe
 from netpol.testing import clusters
 from netpol.verify import Cell, CellResult, Report, compare, format_report, plan_cells, split_probes, verify
 
@@ -335,7 +335,9 @@ def test_a_ruleset_nft_refuses_is_exit_3_and_cleaned_up(monkeypatch, example_pat
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(clusters(max_pods=10).filter(lambda state: len({p.node_name for p in lab_pods(state)}) == 2))
 def test_generated_multi_node_clusters_agree_with_the_semantics(state):
-    report = verify(state)
+    # A TCP and a UDP port always, so a cluster that names only SCTP still has cells to probe.
+    probes = list(dict.fromkeys([*default_probes(state), parse_probe("80/TCP"), parse_probe("53/UDP")]))
+    report = verify(state, probes)
     assert not report.mismatches, format_report(report)
     assert report.nodes == 2 and report.results
 
