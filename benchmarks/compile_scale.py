@@ -40,8 +40,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 import kube_burner
 
-from netpol.backends.nftables import render
+from netpol.backends.nftables import render, render_update
 from netpol.decode import KubeObject, decode_document
+from netpol.incremental import IncrementalCompiler
 from netpol.ir import compile_cluster, compile_node
 from netpol.labels import Labels
 from netpol.manifests import build_state, check_consistency, load_state, parse_documents, read_text
@@ -278,68 +279,35 @@ class Churn:
         return "MODIFIED", self._policy(namespace, name)
 
 
-class NodeViews:
-    """Pods by node, kept current as events arrive: `compile_node` takes a node's pods from the
-    state it is given, so each recompile gets a ClusterState of that node's pods only."""
-
-    def __init__(self, resolver: Resolver) -> None:
-        self.resolver = resolver
-        self.by_node: dict[str, set[str]] = {}
-        for key, pod in resolver.pods.items():
-            self.by_node.setdefault(pod.node_name or "", set()).add(key)
-
-    def record(self, event: EventType, obj: KubeObject, old: Pod | None) -> None:
-        if not isinstance(obj, Pod):
-            return
-        if old is not None:
-            self.by_node.get(old.node_name or "", set()).discard(old.key)
-        if event != "DELETED":
-            self.by_node.setdefault(obj.node_name or "", set()).add(obj.key)
-
-    def state(self, node: str) -> ClusterState:
-        found = self.resolver.nodes.get(node)
-        pods = [self.resolver.pods[k] for k in self.by_node.get(node, ())]
-        return ClusterState(pods=tuple(pods), nodes=(found,) if found else ())
-
-
 def full_state(resolver: Resolver) -> ClusterState:
     return ClusterState.build(resolver.namespaces.values(), resolver.pods.values(),
                               resolver.nodes.values(), resolver.policies.values())
 
 
-def apply_event(resolver: Resolver, views: NodeViews, event: EventType, obj: KubeObject) -> tuple[Row, dict[str, str]]:
-    """One event: resolver.apply, then recompile + render the nodes the Change names. Timed."""
-    old = resolver.pods.get(obj.key) if isinstance(obj, Pod) else None
+def apply_event(compiler: IncrementalCompiler, event: EventType, obj: KubeObject) -> tuple[Row, dict[str, str]]:
+    """One event → the `nft -f` input that brings every changed node's kernel up to date: the
+    incremental compiler's update, then per changed node either set-element commands or, where
+    its structure changed, its whole new table. Timed."""
     start = time.perf_counter()
-    change = resolver.apply(event, obj)
+    update = compiler.apply(event, obj)
     applied = time.perf_counter()
-    views.record(event, obj, old)
-    texts = {node: render(compile_node(views.state(node), node, resolver)) for node in sorted(change.nodes)}
+    texts = {}
+    for node, program in update.programs.items():
+        old = update.previous[node]
+        texts[node] = render(program) if old is None else render_update(old, program)
     done = time.perf_counter()
-    return {"apply_ms": (applied - start) * 1000, "compile_render_ms": (done - applied) * 1000,
-            "total_ms": (done - start) * 1000, "nodes": len(change.nodes), "pods": len(change.pods),
-            "changed_pods_ms": changed_pods_only(resolver, change.pods) * 1000}, texts
+    full = sum(1 for t in texts.values() if t and not t.startswith("# netpol update"))
+    return {"compile_ms": (applied - start) * 1000, "render_ms": (done - applied) * 1000,
+            "total_ms": (done - start) * 1000, "nodes": len(update.programs),
+            "elements_only_nodes": len(update.elements_only), "full_tables": full,
+            "bytes": sum(len(t) for t in texts.values())}, texts
 
 
-def changed_pods_only(resolver: Resolver, pods: frozenset[str]) -> float:
-    """Seconds to compile + render just the programs of the pods the Change names (node by node):
-    what a per-pod incremental compiler would at least pay. Not part of `total_ms`."""
-    by_node: dict[str, list[Pod]] = {}
-    for key in pods:
-        if (pod := resolver.pods.get(key)) is not None and pod.node_name:
-            by_node.setdefault(pod.node_name, []).append(pod)
-    start = time.perf_counter()
-    for node, local in by_node.items():
-        render(compile_node(ClusterState(pods=tuple(local)), node, resolver))
-    return time.perf_counter() - start
-
-
-def check_against_rebuild(resolver: Resolver, texts: dict[str, str], limit: int = 2) -> Row:
-    """The incremental rulesets of the last event's nodes equal a from-scratch compile."""
-    nodes = sorted(texts)[:limit]
-    state = full_state(resolver)
+def check_against_rebuild(compiler: IncrementalCompiler, nodes: list[str]) -> Row:
+    """The incremental compiler's current rulesets of `nodes` equal a from-scratch compile."""
+    state = full_state(compiler.resolver)
     fresh = Resolver.from_state(state)
-    differ = [n for n in nodes if render(compile_node(state, n, fresh)) != texts[n]]
+    differ = [n for n in nodes if render(compile_node(state, n, fresh)) != render(compiler.program(n))]
     return {"checked_nodes": nodes, "differing_nodes": differ}
 
 
@@ -348,10 +316,12 @@ def summarize_events(samples: list[Row]) -> Row:
         total = [r["total_ms"] for r in rows]
         return {"count": len(rows), "p50_ms": round(percentile(total, 50), 2),
                 "p99_ms": round(percentile(total, 99), 2), "max_ms": round(max(total), 2),
-                "apply_p50_ms": round(percentile([r["apply_ms"] for r in rows], 50), 3),
-                "changed_pods_p50_ms": round(percentile([r["changed_pods_ms"] for r in rows], 50), 2),
-                "pods_mean": round(statistics.fmean(r["pods"] for r in rows), 1),
-                "nodes_mean": round(statistics.fmean(r["nodes"] for r in rows), 1)}
+                "compile_p50_ms": round(percentile([r["compile_ms"] for r in rows], 50), 3),
+                "render_p50_ms": round(percentile([r["render_ms"] for r in rows], 50), 3),
+                "nodes_mean": round(statistics.fmean(r["nodes"] for r in rows), 1),
+                "elements_only_nodes_mean": round(statistics.fmean(r["elements_only_nodes"] for r in rows), 1),
+                "full_tables_mean": round(statistics.fmean(r["full_tables"] for r in rows), 2),
+                "bytes_p50": round(percentile([r["bytes"] for r in rows], 50))}
 
     out: Row = stats(samples) if samples else {"count": 0}
     out["by_kind"] = {k: stats(rows) for k in EVENT_KINDS if (rows := [s for s in samples if s["kind"] == k])}
@@ -359,33 +329,33 @@ def summarize_events(samples: list[Row]) -> Row:
 
 
 def stage_events(args: argparse.Namespace) -> Row:
-    """Build the resolver once, then `--events` random events; stop early after `--event-budget` s,
-    or in time to finish (and check) before the parent's `--stage-timeout`."""
+    """Build the incremental compiler once, then `--events` random events; stop early after
+    `--event-budget` s, or in time to finish (and check) before the parent's `--stage-timeout`."""
     started = time.perf_counter()
     out: Row = {}
     with timed(out, "load_s"):
         state = load_state([str(args.cluster)])
-    with timed(out, "resolver_s"):
-        resolver = Resolver.from_state(state)
+    with timed(out, "build_s"):
+        compiler = IncrementalCompiler(state)
     del state
-    views = NodeViews(resolver)
-    workload = sorted(n for n in resolver.namespaces if n.startswith(kube_burner.NS_PREFIX))
-    churn = Churn(resolver, random.Random(args.seed), workload)
+    workload = sorted(n for n in compiler.resolver.namespaces if n.startswith(kube_burner.NS_PREFIX))
+    rng = random.Random(args.seed)
+    churn = Churn(compiler.resolver, rng, workload)
     samples: list[Row] = []
-    texts: dict[str, str] = {}
-    check_cost = 0.0 if args.no_check else 1.5 * (out["load_s"] + out["resolver_s"])
+    touched: set[str] = set()
+    check_cost = 0.0 if args.no_check else 2.0 * (out["load_s"] + out["build_s"])
     deadline = min(time.perf_counter() + args.event_budget,
                    started + 0.9 * args.stage_timeout - check_cost)
     while len(samples) < args.events and time.perf_counter() < deadline:
         kind, event, obj = churn.next()
-        sample, new_texts = apply_event(resolver, views, event, obj)
+        sample, texts = apply_event(compiler, event, obj)
         samples.append({"kind": kind, **sample})
-        texts = new_texts or texts
+        touched |= set(texts)
     out["events"] = summarize_events(samples)
     out["stopped_early"] = len(samples) < args.events
-    if texts and not args.no_check and time.perf_counter() + check_cost < started + 0.95 * args.stage_timeout:
+    if touched and not args.no_check and time.perf_counter() + check_cost < started + 0.95 * args.stage_timeout:
         with timed(out, "check_s"):
-            out["check"] = check_against_rebuild(resolver, texts)
+            out["check"] = check_against_rebuild(compiler, sorted(rng.sample(sorted(touched), min(3, len(touched)))))
     return out
 
 
@@ -658,6 +628,7 @@ def main() -> int:
         if args.out:
             args.out.write_text(json.dumps({"environment": meta, "rows": rows}, indent=1))
 
+    CACHE.mkdir(parents=True, exist_ok=True)  # a fresh clone has none: logs of every stage go here
     try:
         floor = run_stage("import", Path(os.devnull), args, CACHE)
         emit({"benchmark": "compile_scale", "stage": "import", **floor})

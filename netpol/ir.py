@@ -1,37 +1,94 @@
 """The backend-neutral per-node program (IR): for every pod on a node, its ingress and egress
-decisions over named, deduplicated peer sets and resolved ports.
+decisions over named, deduplicated address sets and resolved ports.
 
-Peer sets hold address intervals per family: pod IPs the rule's selectors admit, and ipBlock
-`cidr` minus its `except`s, subtracted per peer (PITFALLS 1), never as a chain-level return.
-Named ports are resolved per destination pod (PITFALLS 2): on ingress against the local pod, on
-egress into (address, protocol, port) elements of every admitted destination pod.
+Sets are named by what a rule *spells*, never by who matches it today, so that a pod joining or
+leaving a peer group changes a set's elements and nothing else (the agent then updates elements
+instead of replacing chains, and a 10k-pod cluster's event touches bytes, not megabytes):
+
+- `pods-HASH`: the addresses of the pods a rule's selector peers admit (one element per address);
+- `cidrs-HASH`: a rule's ipBlocks, `cidr` minus its `except`s subtracted per peer (PITFALLS 1),
+  never as a chain-level return; fixed by the spelling alone;
+- `named-HASH`: for egress to a named port, (destination address, protocol, port) of every
+  admitted destination pod, each with its own number (PITFALLS 2). Ingress named ports are
+  resolved against the local pod into plain numbers.
+
+Rules reference a set only for the address families it holds now (`SetRef.families`); a family
+appearing or vanishing is a change of structure, anything else is a change of elements.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from netpol.intervals import Interval, merge_intervals
-from netpol.model import ClusterState, Direction, IPAddress, IPBlock, NetworkPolicy, Pod, Rule
+from netpol.model import ClusterState, Direction, IPAddress, IPBlock, NetworkPolicy, Pod
 from netpol.resolver import DIRECTIONS, NodeId, Resolver
+
+NamedElement = tuple[IPAddress, str, int]  # destination address, protocol, port
+RuleKey = tuple[str, Direction, int]  # policy key, direction, index
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)
 class PeerSet:
-    """Addresses a rule admits, per family, as merged intervals; named by content."""
+    """Addresses a spelling of peers admits now, per family, as sorted intervals. `ranges`: an
+    ipBlock interval set; otherwise single pod addresses."""
 
     name: str
     v4: tuple[Interval, ...]
     v6: tuple[Interval, ...]
+    ranges: bool
+    describes: str
 
-    def __hash__(self) -> int:  # the name is a digest of the content: hash it, not the intervals
+    def __hash__(self) -> int:  # the name stands for the spelling: hash it, not the intervals
         return hash(self.name)
+
+    @cached_property
+    def families(self) -> tuple[int, ...]:
+        return tuple(v for v, held in ((4, self.v4), (6, self.v6)) if held)
 
     def contains(self, ip: IPAddress) -> bool:
         value = int(ip)
         return any(a <= value <= b for a, b in (self.v4 if ip.version == 4 else self.v6))
+
+    @cached_property
+    def ref(self) -> SetRef:
+        return SetRef(self.name, self.families)
+
+
+@dataclass(frozen=True)
+class PortSet:
+    """Destinations of an egress rule's named ports: (address, protocol, port) per admitted pod."""
+
+    name: str
+    elements: frozenset[NamedElement]
+    origin: str
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    @cached_property
+    def families(self) -> tuple[int, ...]:
+        return tuple(sorted({e[0].version for e in self.elements}))
+
+    @cached_property
+    def ref(self) -> SetRef:
+        return SetRef(self.name, self.families)
+
+
+@dataclass(frozen=True)
+class SetRef:
+    """A rule's reference to a set, and the families it holds (rules exist for those only)."""
+
+    name: str
+    families: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -50,18 +107,16 @@ class PortMatch:
         return port is not None and self.first <= port <= (self.last or self.first)
 
 
-NamedElement = tuple[IPAddress, str, int]  # destination address, protocol, port
-
-
 @dataclass(frozen=True)
 class Allow:
-    """One rule of one policy, applied to one pod: peers (None: any address) AND ports
-    (None: any protocol and port; else numeric matches OR a named (dst, proto, port) element)."""
+    """One rule of one policy, applied to one pod: a packet matches when its peer is in one of
+    `peers` (None: any address) AND its port matches `ports` (None: any protocol and port), OR
+    its (destination, protocol, port) is in the `named` set."""
 
     origin: str
-    peers: PeerSet | None
+    peers: tuple[SetRef, ...] | None
     ports: tuple[PortMatch, ...] | None
-    named: frozenset[NamedElement] = frozenset()
+    named: SetRef | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +146,13 @@ class NodeProgram:
     node_addresses: tuple[IPAddress, ...]
     pods: tuple[PodProgram, ...]
     peer_sets: tuple[PeerSet, ...]
+    port_sets: tuple[PortSet, ...] = ()
+
+    @cached_property
+    def sets(self) -> Mapping[str, PeerSet | PortSet]:
+        found: dict[str, PeerSet | PortSet] = {s.name: s for s in self.peer_sets}
+        found.update((s.name, s) for s in self.port_sets)
+        return found
 
 
 def block_intervals(block: IPBlock) -> list[Interval]:
@@ -107,115 +169,228 @@ def block_intervals(block: IPBlock) -> list[Interval]:
     return [(int(n.network_address), int(n.broadcast_address)) for n in remaining]
 
 
-def _peer_set(intervals4: list[Interval], intervals6: list[Interval]) -> PeerSet:
-    v4, v6 = tuple(merge_intervals(intervals4)), tuple(merge_intervals(intervals6))
-    digest = hashlib.sha256(repr((v4, v6)).encode()).hexdigest()[:8]
-    return PeerSet(f"peers-{digest}", v4, v6)
+def _block_text(block: IPBlock) -> str:
+    holes = f" except {', '.join(str(e) for e in block.except_)}" if block.except_ else ""
+    return f"{block.cidr}{holes}"
 
 
+@dataclass
 class _Compiler:
-    def __init__(self, state: ClusterState, resolver: Resolver) -> None:
-        self.state, self.resolver = state, resolver
-        self.sets: dict[str, PeerSet] = {}
-        # A rule's peers and named-port elements do not depend on the pod it applies to.
-        self._peers: dict[tuple[str, Direction, int], PeerSet | None] = {}
-        self._named: dict[tuple[str, int, str, str], frozenset[NamedElement]] = {}
-        self._by_composition: dict[tuple[tuple[NodeId, ...], tuple[IPBlock, ...]], PeerSet] = {}
-        self._groups: dict[NodeId, dict[int, list[Interval]]] = {}
+    """Pod programs and the sets they reference, cached per rule and per spelling; `forget_*`
+    drops what an event made stale (the incremental compiler calls them)."""
 
-    def rule_peers(self, policy: NetworkPolicy, direction: Direction, index: int) -> PeerSet | None:
+    resolver: Resolver
+    peer_sets: dict[str, PeerSet] = field(default_factory=dict)
+    port_sets: dict[str, PortSet] = field(default_factory=dict)
+    _rule_peers: dict[RuleKey, tuple[str, ...] | None] = field(default_factory=dict)
+    _spellings: dict[tuple[NodeId, ...], str] = field(default_factory=dict)  # groups → set name
+    _groups_of: dict[str, tuple[NodeId, ...]] = field(default_factory=dict)  # set name → groups
+    _rule_allows: dict[tuple[str, Direction], tuple[Allow, ...] | None] = field(default_factory=dict)
+    _users: dict[str, set[RuleKey]] = field(default_factory=dict)  # set name → rules spelling it
+
+    # -- sets ------------------------------------------------------------------------------
+
+    def rule_peer_sets(self, policy: NetworkPolicy, direction: Direction,
+                       index: int) -> tuple[str, ...] | None:
+        """Names of the sets a rule's peers are in (None: no peers, every address)."""
         key = (policy.key, direction, index)
-        if key not in self._peers:
-            self._peers[key] = self._resolve_peers(policy, direction, index)
-        return self._peers[key]
+        if key not in self._rule_peers:
+            names = self._rule_peers[key] = self._spell_peers(policy, direction, index)
+            for name in names or ():
+                self._users.setdefault(name, set()).add(key)
+        return self._rule_peers[key]
 
-    def _resolve_peers(self, policy: NetworkPolicy, direction: Direction, index: int) -> PeerSet | None:
+    def _spell_peers(self, policy: NetworkPolicy, direction: Direction, index: int) -> tuple[str, ...] | None:
         rule = policy.rules(direction)[index]
         if not rule.peers:
             return None  # §2: absent/empty from/to = everything, outside addresses included
+        names = []
         groups = self.resolver.rule_peer_groups(policy.key, direction, index)
-        blocks = tuple(p.ip_block for p in rule.peers if p.ip_block is not None)
-        composition = (groups, blocks)  # rules spelling the same peers share one set
-        if composition not in self._by_composition:
-            found: dict[int, list[Interval]] = {4: [], 6: []}
-            for group in groups:
-                for version, intervals in self._group_intervals(group).items():
-                    found[version] += intervals
-            for block in blocks:  # ipBlocks admit addresses, not pods
-                found[block.cidr.version] += block_intervals(block)
-            peer_set = _peer_set(found[4], found[6])
-            self._by_composition[composition] = self.sets.setdefault(peer_set.name, peer_set)
-        return self._by_composition[composition]
+        if groups:
+            if groups not in self._spellings:
+                name = f"pods-{_digest(repr(groups))}"
+                self._spellings[groups], self._groups_of[name] = name, groups
+            names.append(self._spellings[groups])
+            if names[-1] not in self.peer_sets:
+                self.peer_sets[names[-1]] = self._pod_set(names[-1])
+        blocks = [p.ip_block for p in rule.peers if p.ip_block is not None]
+        if blocks:
+            spelled = "; ".join(sorted({_block_text(b) for b in blocks}))
+            name = f"cidrs-{_digest(spelled)}"
+            if name not in self.peer_sets:
+                found: dict[int, list[Interval]] = {4: [], 6: []}
+                for block in blocks:
+                    found[block.cidr.version] += block_intervals(block)
+                self.peer_sets[name] = PeerSet(name, tuple(merge_intervals(found[4])),
+                                               tuple(merge_intervals(found[6])), True, f"ipBlock {spelled}")
+            names.append(name)
+        return tuple(names)
 
-    def _group_intervals(self, group: NodeId) -> dict[int, list[Interval]]:
-        """The merged addresses of one shared peer group's pods."""
-        if group not in self._groups:
-            found: dict[int, list[Interval]] = {4: [], 6: []}
+    def _pod_set(self, name: str) -> PeerSet:
+        """The current addresses of the pods in a set's peer groups."""
+        found: dict[int, set[int]] = {4: set(), 6: set()}
+        groups = self._groups_of[name]
+        for group in groups:
             for key in self.resolver.peer_group_pods(group):
                 for ip in self.resolver.pods[key].ips:
-                    found[ip.version].append((int(ip), int(ip)))
-            self._groups[group] = {v: merge_intervals(found[v]) for v in found}
-        return self._groups[group]
+                    found[ip.version].add(int(ip))
+        v4, v6 = (tuple((a, a) for a in sorted(found[v])) for v in (4, 6))
+        return PeerSet(name, v4, v6, False, "; ".join(self.resolver.describe_group(g) for g in groups))
 
-    def allow(self, policy: NetworkPolicy, direction: Direction, index: int, pod: Pod) -> Allow:
-        rule = policy.rules(direction)[index]
-        origin = f"NetworkPolicy {policy.key} spec.{direction}[{index}]"
-        peers = self.rule_peers(policy, direction, index)
-        if not rule.ports:
-            return Allow(origin, peers, None)
-        numeric: list[PortMatch] = []
-        named: set[NamedElement] = set()
-        for entry in rule.ports:
-            if not isinstance(entry.port, str):
-                numeric.append(PortMatch(entry.protocol, entry.port, entry.end_port or entry.port))
-            elif direction == "ingress":  # the destination is this pod
-                number = pod.resolve_port(entry.port, entry.protocol)
-                if number is not None:
-                    numeric.append(PortMatch(entry.protocol, number, number))
-            else:  # every admitted destination pod, each with its own number
-                key = (policy.key, index, entry.port, entry.protocol)
-                if key not in self._named:
-                    self._named[key] = self._named_elements(policy, index, rule, entry.port, entry.protocol)
-                named |= self._named[key]
-        return Allow(origin, peers, tuple(numeric), frozenset(named))
+    def _port_set(self, policy: NetworkPolicy, index: int) -> PortSet | None:
+        """The named-port destinations of egress rule `index`, or None when it names no port."""
+        rule = policy.egress[index]
+        names: list[tuple[str, str]] = [(e.port, e.protocol) for e in rule.ports if isinstance(e.port, str)]
+        if not names:
+            return None
+        origin = f"NetworkPolicy {policy.key} spec.egress[{index}]"
+        name = f"named-{_digest(origin)}"
+        if name not in self.port_sets:
+            self.port_sets[name] = PortSet(name, self._named_elements(policy, index, names), origin)
+        return self.port_sets[name]
 
-    def _named_elements(self, policy: NetworkPolicy, index: int, rule: Rule, name: str,
-                        protocol: str) -> frozenset[NamedElement]:
+    def _named_elements(self, policy: NetworkPolicy, index: int,
+                        names: list[tuple[str, str]]) -> frozenset[NamedElement]:
+        rule = policy.egress[index]
         if rule.peers:
+            selected = self.resolver.rule_selected_pods(policy.key, "egress", index)
+            blocks = [p.ip_block for p in rule.peers if p.ip_block is not None]
             keys = self.resolver.rule_peers(policy.key, "egress", index)
         else:
-            keys = frozenset(k for k, p in self.resolver.pods.items() if p.takes_part)
+            selected = keys = frozenset(k for k, p in self.resolver.pods.items() if p.takes_part)
+            blocks = []
         elements = set()
         for key in keys:
             dst = self.resolver.pods[key]
-            number = dst.resolve_port(name, protocol)
-            if number is not None:
-                elements |= {(ip, protocol, number) for ip in dst.ips}
+            # A selector admits every address of its pods; an ipBlock only those inside it.
+            ips = dst.ips if key in selected else [ip for ip in dst.ips
+                                                   if any(b.contains(ip) for b in blocks)]
+            for port_name, protocol in names:
+                number = dst.resolve_port(port_name, protocol)
+                if number is not None:
+                    elements |= {(ip, protocol, number) for ip in ips}
         return frozenset(elements)
+
+    # -- programs --------------------------------------------------------------------------
+
+    def _allows(self, policy: NetworkPolicy, direction: Direction, pod: Pod) -> tuple[Allow, ...]:
+        cached = self._rule_allows.get((policy.key, direction))
+        if cached is not None:
+            return cached
+        allows, per_pod = [], False
+        for index, rule in enumerate(policy.rules(direction)):
+            origin = f"NetworkPolicy {policy.key} spec.{direction}[{index}]"
+            names = self.rule_peer_sets(policy, direction, index)
+            peers = None if names is None else tuple(self.peer_sets[n].ref for n in names)
+            if not rule.ports:
+                allows.append(Allow(origin, peers, None))
+                continue
+            numeric: list[PortMatch] = []
+            for entry in rule.ports:
+                if not isinstance(entry.port, str):
+                    numeric.append(PortMatch(entry.protocol, entry.port, entry.end_port or entry.port))
+                elif direction == "ingress":  # the destination is this pod: its own number
+                    per_pod = True
+                    number = pod.resolve_port(entry.port, entry.protocol)
+                    if number is not None:
+                        numeric.append(PortMatch(entry.protocol, number, number))
+            port_set = self._port_set(policy, index) if direction == "egress" else None
+            allows.append(Allow(origin, peers, tuple(numeric), port_set.ref if port_set else None))
+        if not per_pod:
+            self._rule_allows[(policy.key, direction)] = tuple(allows)
+        return tuple(allows)
 
     def pod_program(self, pod: Pod) -> PodProgram:
         sides = []
         for direction in DIRECTIONS:
             keys = self.resolver.selecting_policies(pod.key, direction)
-            policies = [self.resolver.policies[k] for k in keys]
-            allows = tuple(self.allow(p, direction, i, pod)
-                           for p in policies for i in range(len(p.rules(direction))))
-            sides.append(DirectionProgram(tuple(p.key for p in policies), allows))
+            allows = tuple(a for k in keys for a in self._allows(self.resolver.policies[k], direction, pod))
+            sides.append(DirectionProgram(keys, allows))
         return PodProgram(pod.key, pod.ips, sides[0], sides[1])
 
+    # -- forgetting what an event made stale ------------------------------------------------
 
-def _used_peer_sets(programs: tuple[PodProgram, ...]) -> tuple[PeerSet, ...]:
-    used = {allow.peers.name: allow.peers for pod in programs for side in (pod.ingress, pod.egress)
-            for allow in side.allows if allow.peers is not None}
-    return tuple(sorted(used.values(), key=lambda s: s.name))
+    def forget_policy(self, policy_key: str) -> None:
+        """A policy changed or went: its rules' spellings and allows are recomputed on demand."""
+        for direction in DIRECTIONS:
+            self._rule_allows.pop((policy_key, direction), None)
+        for key in [k for k in self._rule_peers if k[0] == policy_key]:
+            for name in self._rule_peers.pop(key) or ():
+                users = self._users[name]
+                users.discard(key)
+                if not users:  # nobody spells it any more: its members would go stale
+                    del self._users[name], self.peer_sets[name]
+        self.port_sets = {n: s for n, s in self.port_sets.items()
+                          if not s.origin.startswith(f"NetworkPolicy {policy_key} ")}
+
+    def refresh_members(self, rules: Iterable[NodeId]) -> tuple[set[str], set[str]]:
+        """Recompute the sets of rules whose admitted pods changed. Returns the names of the sets
+        whose elements differ, and the policies whose allows went stale because a set gained its
+        first or lost its last address of a family (a change of structure)."""
+        changed: set[str] = set()
+        flipped: set[str] = set()
+        stale: set[str] = set()
+        for rule_node in rules:
+            policy = self.resolver.policies.get(rule_node[1])
+            if policy is None:
+                continue
+            direction: Direction = "ingress" if rule_node[2] == "ingress" else "egress"
+            index = int(rule_node[3])
+            names = list(self._rule_peers.get((policy.key, direction, index)) or ())
+            for name in names:
+                if name.startswith("pods-") and name not in changed:
+                    old, fresh = self.peer_sets[name], self._pod_set(name)
+                    if fresh != old:
+                        self.peer_sets[name] = fresh
+                        changed.add(name)
+                        if fresh.families != old.families:
+                            flipped.add(name)
+            if direction == "egress":
+                named = f"named-{_digest(f'NetworkPolicy {policy.key} spec.egress[{index}]')}"
+                if named in self.port_sets and named not in changed:
+                    old_ports = self.port_sets.pop(named)
+                    fresh_ports = self._port_set(policy, index)
+                    if fresh_ports != old_ports:
+                        changed.add(named)
+                        if fresh_ports is None or fresh_ports.families != old_ports.families:
+                            flipped.add(named)
+                names.append(named)
+            if flipped.intersection(names):
+                stale.add(policy.key)
+        for key in stale:
+            for direction in DIRECTIONS:
+                self._rule_allows.pop((key, direction), None)
+        return changed, stale
+
+
+def used_sets(programs: Iterable[PodProgram]) -> tuple[list[str], list[str]]:
+    """Names of the peer sets and port sets the programs reference, sorted."""
+    peers: set[str] = set()
+    ports: set[str] = set()
+    seen: set[int] = set()
+    for pod in programs:
+        for side in (pod.ingress, pod.egress):
+            for allow in side.allows:
+                if id(allow) in seen:
+                    continue
+                seen.add(id(allow))
+                peers.update(ref.name for ref in allow.peers or ())
+                if allow.named is not None:
+                    ports.add(allow.named.name)
+    return sorted(peers), sorted(ports)
+
+
+def node_addresses(state: ClusterState, node: str) -> tuple[IPAddress, ...]:
+    own = state.node_addresses.get(node, frozenset())
+    return tuple(sorted(own, key=lambda ip: (ip.version, int(ip))))
 
 
 class NodeCompiler:
-    """Compiles nodes of one cluster state, sharing rule peers and pods-by-node across nodes."""
+    """Compiles nodes of one cluster state, sharing rule sets and pods-by-node across nodes."""
 
     def __init__(self, state: ClusterState, resolver: Resolver | None = None) -> None:
         self.state = state
-        self._compiler = _Compiler(state, resolver or Resolver.from_state(state))
+        self._compiler = _Compiler(resolver or Resolver.from_state(state))
         self._by_node: dict[str, list[Pod]] = {}
         for pod in state.active_pods:
             if pod.node_name:
@@ -224,9 +399,14 @@ class NodeCompiler:
     def compile(self, node: str) -> NodeProgram:
         """The program of every active pod on `node`."""
         programs = tuple(self._compiler.pod_program(p) for p in self._by_node.get(node, []))
-        own = self.state.node_addresses.get(node, frozenset())
-        addresses = tuple(sorted(own, key=lambda ip: (ip.version, int(ip))))
-        return NodeProgram(node, addresses, programs, _used_peer_sets(programs))
+        return assemble(node, node_addresses(self.state, node), programs, self._compiler)
+
+
+def assemble(node: str, addresses: tuple[IPAddress, ...], programs: tuple[PodProgram, ...],
+             compiler: _Compiler) -> NodeProgram:
+    peer_names, port_names = used_sets(programs)
+    return NodeProgram(node, addresses, programs, tuple(compiler.peer_sets[n] for n in peer_names),
+                       tuple(compiler.port_sets[n] for n in port_names))
 
 
 def compile_node(state: ClusterState, node: str, resolver: Resolver | None = None) -> NodeProgram:

@@ -28,10 +28,13 @@ NodeId = tuple[str, ...]
 
 @dataclass(frozen=True)
 class Change:
-    """What an event changed: pods whose program may differ, and the nodes hosting them."""
+    """What an event changed: pods whose own program may differ (what selects them, their
+    addresses and ports), the nodes hosting them, and rules whose admitted pods changed (the
+    elements of their sets; `Resolver.expand` turns those into the pods they apply to)."""
 
     pods: frozenset[str] = frozenset()
     nodes: frozenset[str] = frozenset()
+    rules: frozenset[NodeId] = frozenset()
 
 
 class LabelIndex:
@@ -141,12 +144,12 @@ class Resolver:
 
     def selecting_policies(self, pod_key: str, direction: Direction) -> tuple[str, ...]:
         """Policies that select the pod and isolate it for `direction`, sorted."""
-        node = _pod_node(pod_key)
-        if node not in self.graph:
+        sources = self.graph.pred.get(_pod_node(pod_key))
+        if sources is None:
             return ()
         return tuple(sorted(
-            src[1] for src, _, kind in self.graph.in_edges(node, data="kind")
-            if kind == "selects" and self.policies[src[1]].isolates(direction)
+            src[1] for src, edge in sources.items()
+            if edge["kind"] == "selects" and self.policies[src[1]].isolates(direction)
         ))
 
     def policy_targets(self, policy_key: str) -> frozenset[str]:
@@ -167,6 +170,18 @@ class Resolver:
 
     def peer_group_pods(self, group: NodeId) -> frozenset[str]:
         return frozenset(pod[1] for pod in self.graph.successors(group))
+
+    def describe_group(self, group: NodeId) -> str:
+        """A peer group in words, e.g. `pods app=db in namespace shop`."""
+        scope = self._peer_scopes[group]
+        pods = "all pods" if scope.pod_selector is None else f"pods {scope.pod_selector.describe()}"
+        if scope.namespace_selector is None:
+            return f"{pods} in namespace {scope.namespace}"
+        return f"{pods} in namespaces {scope.namespace_selector.describe()}"
+
+    def expand(self, change: Change) -> Change:
+        """`change` with the pods its changed rules apply to, and their nodes."""
+        return self._change(change.pods | self._targets_of_rules(change.rules), change.nodes)
 
     def rule_peers(self, policy_key: str, direction: Direction, index: int) -> frozenset[str]:
         """Active pods the rule's peers admit (selectors, or ipBlocks containing a pod IP)."""
@@ -193,10 +208,11 @@ class Resolver:
             self.nodes[obj.name] = obj
         return Change(nodes=frozenset({obj.name}))  # node addresses are in its own ruleset
 
-    def _change(self, pods: Iterable[str], extra_nodes: Iterable[str | None] = ()) -> Change:
+    def _change(self, pods: Iterable[str], extra_nodes: Iterable[str | None] = (),
+                rules: Iterable[NodeId] = ()) -> Change:
         pods = frozenset(pods)
         nodes = {self.pods[k].node_name for k in pods if k in self.pods} | set(extra_nodes)
-        return Change(pods, frozenset(n for n in nodes if n))
+        return Change(pods, frozenset(n for n in nodes if n), frozenset(rules))
 
     # pods
 
@@ -212,8 +228,7 @@ class Resolver:
             touched = old_rules | new_rules | self._admit_all_rules
         else:
             touched = old_rules ^ new_rules
-        affected = {pod.key} | self._targets_of_rules(touched)
-        return self._change(affected, [old.node_name if old else None, pod.node_name])
+        return self._change({pod.key}, [old.node_name if old else None, pod.node_name], touched)
 
     def _unlink_pod(self, pod: Pod) -> set[NodeId]:
         node = _pod_node(pod.key)
@@ -285,7 +300,7 @@ class Resolver:
             before = self._unlink_pod(pod)
             self.pods[key] = pod
             touched |= before ^ self._link_pod(pod)
-        return self._change(self._targets_of_rules(touched))
+        return Change(rules=frozenset(touched))
 
     def _namespace_labels(self, name: str) -> Labels:
         found = self.namespaces.get(name)

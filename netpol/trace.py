@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from netpol.ir import DirectionProgram, NodeProgram, PodProgram
+from netpol.ir import DirectionProgram, NodeProgram, PeerSet, PodProgram, PortSet
 from netpol.model import Direction, IPAddress
 
 
@@ -26,19 +26,26 @@ class Trace:
     steps: tuple[str, ...]
 
 
-def _side_allows(program: DirectionProgram, direction: Direction, packet: Packet) -> str | None:
+def _side_allows(program: DirectionProgram, direction: Direction, packet: Packet,
+                 sets: Mapping[str, PeerSet | PortSet]) -> str | None:
     """The origin of the first allow that matches, 'not isolated', or None (dropped)."""
     if not program.isolated:
         return "not isolated"
     peer = packet.src if direction == "ingress" else packet.dst
     for allow in program.allows:
-        if allow.peers is not None and not allow.peers.contains(peer):
+        if allow.named is not None and packet.port is not None:
+            named = sets[allow.named.name]
+            if isinstance(named, PortSet) and (packet.dst, packet.protocol, packet.port) in named.elements:
+                return allow.origin
+        if allow.peers is not None and not any(_holds(sets[ref.name], peer) for ref in allow.peers):
             continue
         if allow.ports is None or any(m.matches(packet.protocol, packet.port) for m in allow.ports):
             return allow.origin
-        if packet.port is not None and (packet.dst, packet.protocol, packet.port) in allow.named:
-            return allow.origin
     return None
+
+
+def _holds(peer_set: PeerSet | PortSet, ip: IPAddress) -> bool:
+    return isinstance(peer_set, PeerSet) and peer_set.contains(ip)
 
 
 def _local(programs: Mapping[str, NodeProgram], ip: IPAddress) -> tuple[NodeProgram, PodProgram] | None:
@@ -65,7 +72,7 @@ def trace(programs: Mapping[str, NodeProgram], packet: Packet) -> Trace:
         if other_ip in node.node_addresses:
             steps.append(f"{direction}: {pod.pod} and its own node {node.node}: accepted")
             continue
-        verdict = _side_allows(pod.side(direction), direction, packet)
+        verdict = _side_allows(pod.side(direction), direction, packet, node.sets)
         steps.append(f"{direction} of {pod.pod} on {node.node}: {verdict or 'dropped'}")
         if verdict is None:
             return Trace(False, tuple(steps))

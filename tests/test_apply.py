@@ -67,13 +67,13 @@ def test_a_rejected_ruleset_keeps_the_last_good_one_and_names_the_line(shop_prog
         applier.apply(good)
         before = applier.list_table()
         lines = good.splitlines()
-        broken_at = next(i for i, line in enumerate(lines) if "ip saddr @peers-" in line)
-        lines[broken_at] = lines[broken_at].replace("@peers-", "@missing-peers-")
+        broken_at = next(i for i, line in enumerate(lines) if "ip saddr @pods-" in line)
+        lines[broken_at] = lines[broken_at].replace("@pods-", "@missing-pods-")
         with pytest.raises(ApplyError) as failure:
             applier.apply("\n".join(lines) + "\n")
         assert failure.value.stage == "check"
         assert failure.value.messages[0].line == broken_at + 1
-        assert "@missing-peers-" in failure.value.messages[0].text
+        assert "@missing-pods-" in failure.value.messages[0].text
         assert f"line {broken_at + 1}: " in str(failure.value) and "last good ruleset" in str(failure.value)
         assert applier.list_table() == before and applier.last_good == good
         with pytest.raises(ApplyError):

@@ -93,6 +93,7 @@ class ResolverMachine(RuleBasedStateMachine):
         return {p.key: program(state, p) for p in state.pods}
 
     def check_change(self, change: Change) -> None:
+        change = self.resolver.expand(change)
         after = self.programs()
         for key in set(self.before) | set(after):
             if self.before.get(key) != after.get(key) and (self.before.get(key) or after.get(key)):

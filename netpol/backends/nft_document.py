@@ -247,6 +247,12 @@ def _elements_text(elements: tuple[Element, ...]) -> str:
     return ", ".join(_element_text(e) for e in elements)
 
 
+def element_command(verb: str, table: Table, set_name: str, elements: list[Element]) -> str:
+    """`add element`/`delete element` FAMILY TABLE SET { … } — one line of a transaction."""
+    listed = ", ".join(map(_element_text, elements))
+    return f"{verb} element {table.family} {table.name} {set_name} {{ {listed} }}"
+
+
 def _chain_text(chain: Chain) -> Iterator[str]:
     yield f"\tchain {chain.name} {{"
     if chain.base:

@@ -13,7 +13,6 @@ import functools
 import hashlib
 import ipaddress
 import socket
-from collections.abc import Iterable
 from typing import Any
 
 from netpol.backends.nft_document import (
@@ -35,9 +34,10 @@ from netpol.backends.nft_document import (
     VerdictMap,
     VerdictMapLookup,
     document,
+    element_command,
     script,
 )
-from netpol.ir import Allow, NamedElement, NodeProgram, PodProgram
+from netpol.ir import Allow, NodeProgram, PeerSet, PodProgram, PortSet
 from netpol.model import Direction
 
 TABLE = "netpol"
@@ -69,51 +69,20 @@ def _interval_elements(version: int, intervals: tuple[tuple[int, int], ...]) -> 
                  for a, b in intervals)
 
 
-def _summary(origins: list[str]) -> str:
-    more = f" (+{len(origins) - 1} more)" if len(origins) > 1 else ""
-    return f"peers of {origins[0]}{more}"
-
-
-def _peer_sets(program: NodeProgram) -> list[NamedSet]:
-    origins: dict[str, list[str]] = {}
-    for pod in program.pods:
-        for direction in DISPATCH_ORDER:
-            for allow in pod.side(direction).allows:
-                if allow.peers is not None and allow.origin not in origins.setdefault(allow.peers.name, []):
-                    origins[allow.peers.name].append(allow.origin)
-    sets = []
-    for ps in program.peer_sets:
-        comment = _summary(sorted(origins[ps.name])) if origins.get(ps.name) else None
-        for version, intervals in ((4, ps.v4), (6, ps.v6)):
-            sets.append(NamedSet(f"{ps.name}-v{version}", (FAMILIES[version][1],),
-                                 _interval_elements(version, intervals), interval=True, comment=comment))
-    return sets
-
-
-def _named_set_name(allow: Allow) -> str:
-    return _named_digest(allow.origin, allow.named)
-
-
-@functools.lru_cache(maxsize=65536)  # the same rule's elements recur for every pod it selects
-def _named_digest(origin: str, named: frozenset[NamedElement]) -> str:
-    content = sorted((ip.version, int(ip), protocol, port) for ip, protocol, port in named)
-    return f"named-{_hash(origin + repr(content))}"
-
-
-def _named_sets(programs: Iterable[PodProgram]) -> list[NamedSet]:
-    sets: dict[str, NamedSet] = {}
-    for pod in programs:
-        for allow in pod.egress.allows:
-            if not allow.named or (name := _named_set_name(allow)) + "-v4" in sets:
-                continue
-            for version, (_, addr_type) in FAMILIES.items():
-                elements = sorted((e for e in allow.named if e[0].version == version),
-                                  key=lambda e: (int(e[0]), e[1], e[2]))
-                sets[f"{name}-v{version}"] = NamedSet(
-                    f"{name}-v{version}", (addr_type, "inet_proto", "inet_service"),
-                    tuple((str(ip), proto.lower(), port) for ip, proto, port in elements),
-                    comment=allow.origin)
-    return list(sets.values())
+@functools.lru_cache(maxsize=65536)  # the same set object recurs in every node that uses it
+def _declared(peer_set: PeerSet | PortSet) -> tuple[NamedSet, ...]:
+    """The set's nft sets, one per family it holds (`NAME-v4`, `NAME-v6`)."""
+    if isinstance(peer_set, PortSet):
+        return tuple(NamedSet(f"{peer_set.name}-v{v}", (FAMILIES[v][1], "inet_proto", "inet_service"),
+                              tuple((str(ip), proto.lower(), port) for ip, proto, port in sorted(
+                                  (e for e in peer_set.elements if e[0].version == v),
+                                  key=lambda e: (int(e[0]), e[1], e[2]))),
+                              comment=f"named ports of {peer_set.origin}")
+                     for v in peer_set.families)
+    return tuple(NamedSet(f"{peer_set.name}-v{v}", (FAMILIES[v][1],),
+                          _interval_elements(v, peer_set.v4 if v == 4 else peer_set.v6),
+                          interval=peer_set.ranges, comment=peer_set.describes)
+                 for v in peer_set.families)
 
 
 def _port_values(allow: Allow) -> dict[str, list[Element] | None]:
@@ -135,27 +104,30 @@ def _first_port(value: Element) -> Any:
 
 @functools.lru_cache(maxsize=65536)  # a rule applied to many pods renders the same each time
 def _allow_rules(allow: Allow, direction: Direction) -> tuple[Rule, ...]:
-    """Rules (one per family and protocol) that give the direction's verdict when `allow` matches."""
+    """Rules (per family, peer set and protocol) that give the direction's verdict when `allow`
+    matches; a family a set holds no address of gets no rule."""
     rules = []
     verdict = VERDICTS[direction]
+    peer_field = "saddr" if direction == "ingress" else "daddr"
     for version, (proto_kw, _) in FAMILIES.items():
-        if allow.peers is not None and not (allow.peers.v4 if version == 4 else allow.peers.v6):
-            continue  # this rule admits no address of this family
-        peer_field = "saddr" if direction == "ingress" else "daddr"
-        peer: Statement = InNamedSet(Payload(proto_kw, peer_field), f"{allow.peers.name}-v{version}") \
-            if allow.peers else InValues(Meta("nfproto"), (f"ipv{version}",), braced=False)
-        if allow.ports is None:
-            rules.append(Rule((peer, verdict), allow.origin))
-            continue
-        for protocol, ports in sorted(_port_values(allow).items()):
-            match: list[Statement] = [peer, InValues(Meta("l4proto"), (protocol.lower(),), braced=False)]
-            if ports is not None:
-                match.append(InValues(Payload("th", "dport"), tuple(sorted(ports, key=_first_port))))
-            rules.append(Rule((*match, verdict), allow.origin))
-        if any(e[0].version == version for e in allow.named):
+        peers: list[Statement]
+        if allow.peers is None:
+            peers = [InValues(Meta("nfproto"), (f"ipv{version}",), braced=False)]
+        else:
+            peers = [InNamedSet(Payload(proto_kw, peer_field), f"{ref.name}-v{version}")
+                     for ref in allow.peers if version in ref.families]
+        for peer in peers:
+            if allow.ports is None:
+                rules.append(Rule((peer, verdict), allow.origin))
+                continue
+            for protocol, ports in sorted(_port_values(allow).items()):
+                match: list[Statement] = [peer, InValues(Meta("l4proto"), (protocol.lower(),), braced=False)]
+                if ports is not None:
+                    match.append(InValues(Payload("th", "dport"), tuple(sorted(ports, key=_first_port))))
+                rules.append(Rule((*match, verdict), allow.origin))
+        if allow.named is not None and version in allow.named.families:
             key = Concat((Payload(proto_kw, "daddr"), Meta("l4proto"), Payload("th", "dport")))
-            rules.append(Rule((peer, InNamedSet(key, f"{_named_set_name(allow)}-v{version}"), verdict),
-                              allow.origin))
+            rules.append(Rule((InNamedSet(key, f"{allow.named.name}-v{version}"), verdict), allow.origin))
     return tuple(rules)
 
 
@@ -195,7 +167,7 @@ def build_table(program: NodeProgram) -> Table:
     """The node's table: sets, dispatch maps, the forward hook and one chain per isolated pod side."""
     pods = list(program.pods)
     return Table("inet", TABLE, f"netpol: Kubernetes NetworkPolicy for node {program.node}",
-                 sets=(*_peer_sets(program), *_named_sets(pods)),
+                 sets=tuple(s for ps in (*program.peer_sets, *program.port_sets) for s in _declared(ps)),
                  maps=tuple(_dispatch_maps(pods)),
                  chains=(FORWARD, *(chain for pod in pods for chain in _pod_chains(pod))))
 
@@ -209,3 +181,41 @@ def render(program: NodeProgram) -> str:
 def render_json(program: NodeProgram) -> dict[str, Any]:
     """The same ruleset as libnftables JSON (`nft -j -f`), one transaction."""
     return document(build_table(program))
+
+
+def _same_structure(old: NodeProgram, new: NodeProgram) -> bool:
+    """Equal but for set elements: same pods and programs, addresses, sets and their families."""
+    def shape(program: NodeProgram) -> list[tuple[str, tuple[int, ...]]]:
+        return [(s.name, s.families) for s in program.peer_sets] + \
+            [(s.name, s.families) for s in program.port_sets]
+
+    return (old.node, old.node_addresses, old.pods) == (new.node, new.node_addresses, new.pods) \
+        and shape(old) == shape(new)
+
+
+def render_update(old: NodeProgram, new: NodeProgram) -> str:
+    """An `nft -f` script that takes a kernel holding `render(old)` to `render(new)` in one
+    transaction: `delete element`/`add element` lines when only set elements differ (a pod joined
+    or left a peer group elsewhere), else the whole new table. Empty when nothing differs."""
+    if not _same_structure(old, new):
+        return render(new)
+    table = Table("inet", TABLE, "")
+    lines = []
+    pairs: list[tuple[PeerSet | PortSet, PeerSet | PortSet]] = [
+        *zip(old.peer_sets, new.peer_sets, strict=True), *zip(old.port_sets, new.port_sets, strict=True)]
+    for before, after in pairs:
+        if before is after or before == after:
+            continue
+        for was, now in zip(_declared(before), _declared(after), strict=True):
+            kept = set(now.elements)
+            gone = [e for e in was.elements if e not in kept]
+            held = set(was.elements)
+            came = [e for e in now.elements if e not in held]
+            if gone:
+                lines.append(element_command("delete", table, now.name, gone))
+            if came:
+                lines.append(element_command("add", table, now.name, came))
+    if not lines:
+        return ""
+    header = f"# netpol update for node {new.node}: set elements only, one transaction"
+    return "\n".join([header, *lines]) + "\n"

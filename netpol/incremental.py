@@ -1,0 +1,166 @@
+"""The compiler kept current by watch events: every node's program, updated from what each event
+changed instead of recompiled.
+
+An event changes the *structure* of a node's program (its pods' chains, its dispatch maps, the
+sets it declares) only when it changes what selects a local pod, a local pod's own addresses or
+ports, a policy selecting local pods, or a node's own addresses. Pods joining or leaving peer
+groups elsewhere only change set *elements*; `Update.elements_only` names the nodes whose new
+program differs from the old in set elements alone, so the backend can emit element updates
+(`netpol.backends.nftables.render_update`) rather than a new table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from netpol.ir import NodeProgram, PeerSet, PodProgram, PortSet, _Compiler, used_sets
+from netpol.model import ClusterState, IPAddress, Namespace, NetworkPolicy, Node, Pod
+from netpol.resolver import EventType, Resolver
+
+KubeObject = Namespace | Pod | Node | NetworkPolicy
+
+
+@dataclass(frozen=True)
+class Update:
+    """The new programs of the nodes an event changed; `elements_only`: those of them whose
+    program differs from the previous one in set elements alone."""
+
+    programs: Mapping[str, NodeProgram]
+    elements_only: frozenset[str]
+    previous: Mapping[str, NodeProgram | None]  # the programs these replace (None: a new node)
+
+
+def _order(pod: Pod) -> tuple[str, str]:
+    return pod.namespace, pod.name  # ClusterState's order, so both compilers print the same
+
+
+class IncrementalCompiler:
+    """Programs of every node, kept equal to `compile_cluster` of the current objects."""
+
+    def __init__(self, state: ClusterState | None = None) -> None:
+        self.resolver = Resolver.from_state(state) if state is not None else Resolver()
+        self._compiler = _Compiler(self.resolver)
+        self._pods: dict[str, PodProgram] = {}  # active pods with a node: their programs
+        self._pod_node: dict[str, str] = {}  # … and the node it was compiled for
+        self._on_node: dict[str, dict[str, Pod]] = {}  # node → every pod on it, active or not
+        self._programs: dict[str, NodeProgram] = {}
+        self._set_names: dict[str, tuple[list[str], list[str]]] = {}  # node → peer, port set names
+        self._set_users: dict[str, set[str]] = {}  # set name → nodes declaring it
+        for pod in self.resolver.pods.values():
+            if pod.node_name:
+                self._on_node.setdefault(pod.node_name, {})[pod.key] = pod
+        for node in self.node_names():
+            self._rebuild(node)
+
+    def node_names(self) -> list[str]:
+        return sorted(set(self.resolver.nodes) | {node for node, members in self._on_node.items() if members})
+
+    def program(self, node: str) -> NodeProgram:
+        if node not in self._programs:
+            self._rebuild(node)
+        return self._programs[node]
+
+    def programs(self) -> dict[str, NodeProgram]:
+        return {node: self.program(node) for node in self.node_names()}
+
+    # -- events ----------------------------------------------------------------------------
+
+    def apply(self, event: EventType, obj: KubeObject) -> Update:
+        """Apply one watch event; the nodes whose programs changed, with their new programs."""
+        before_peers, before_ports = dict(self._compiler.peer_sets), dict(self._compiler.port_sets)
+        old_pod = self.resolver.pods.get(obj.key) if isinstance(obj, Pod) else None
+        if isinstance(obj, NetworkPolicy):
+            self._compiler.forget_policy(obj.key)
+        change = self.resolver.apply(event, obj)
+        _, stale_policies = self._compiler.refresh_members(change.rules)
+        pods = set(change.pods)
+        for key in stale_policies:
+            pods |= self.resolver.policy_targets(key)
+        structural = set(change.nodes)
+        if isinstance(obj, Pod):
+            self._move(old_pod, None if event == "DELETED" else self.resolver.pods.get(obj.key))
+        for key in pods:
+            structural |= self._recompile_pod(key)
+        changed_sets = _replaced(before_peers, self._compiler.peer_sets)
+        changed_sets |= _replaced(before_ports, self._compiler.port_sets)
+        by_elements = {node for name in changed_sets for node in self._set_users.get(name, ())}
+        programs: dict[str, NodeProgram] = {}
+        previous = {node: self._programs.get(node) for node in structural | by_elements}
+        present = set(self.node_names())
+        for node in sorted(structural):
+            old = self._programs.get(node)
+            if node not in present:  # no Node object and no pod: the node is gone
+                self._forget_node(node)
+                continue
+            self._rebuild(node)
+            if old is None or self._programs[node] != old or node in by_elements:
+                programs[node] = self._programs[node]
+        for node in sorted(by_elements - structural):
+            programs[node] = self._refresh_elements(node)
+        return Update(programs, frozenset(by_elements - structural),
+                      {node: previous[node] for node in programs})
+
+    def _move(self, old: Pod | None, new: Pod | None) -> None:
+        if old is not None and old.node_name:
+            self._on_node.get(old.node_name, {}).pop(old.key, None)
+        if new is not None and new.node_name:
+            self._on_node.setdefault(new.node_name, {})[new.key] = new
+
+    def _recompile_pod(self, key: str) -> set[str]:
+        """Recompile one pod's program; the nodes whose structure it changed."""
+        old, old_node = self._pods.pop(key, None), self._pod_node.pop(key, None)
+        pod = self.resolver.pods.get(key)
+        new = None
+        if pod is not None and pod.takes_part and pod.node_name:
+            new = self._pods[key] = self._compiler.pod_program(pod)
+            self._pod_node[key] = pod.node_name
+        if new == old and old_node == self._pod_node.get(key):
+            return set()
+        return {n for n in (old_node, self._pod_node.get(key)) if n}
+
+    # -- node programs ---------------------------------------------------------------------
+
+    def _rebuild(self, node: str) -> None:
+        members = sorted(self._on_node.get(node, {}).values(), key=_order)
+        for pod in members:
+            if pod.takes_part and pod.key not in self._pods:
+                self._pods[pod.key] = self._compiler.pod_program(pod)
+                self._pod_node[pod.key] = node
+        programs = tuple(self._pods[p.key] for p in members if p.key in self._pods)
+        peer_names, port_names = used_sets(programs)
+        for name in (n for names in self._set_names.get(node, ([], [])) for n in names):
+            self._set_users.get(name, set()).discard(node)
+        for name in (*peer_names, *port_names):
+            self._set_users.setdefault(name, set()).add(node)
+        self._set_names[node] = (peer_names, port_names)
+        self._programs[node] = NodeProgram(
+            node, self._addresses(node, members), programs,
+            tuple(self._compiler.peer_sets[n] for n in peer_names),
+            tuple(self._compiler.port_sets[n] for n in port_names))
+
+    def _forget_node(self, node: str) -> None:
+        for name in (n for names in self._set_names.pop(node, ([], [])) for n in names):
+            self._set_users.get(name, set()).discard(node)
+        self._programs.pop(node, None)
+
+    def _refresh_elements(self, node: str) -> NodeProgram:
+        peer_names, port_names = self._set_names[node]
+        old = self._programs[node]
+        self._programs[node] = NodeProgram(
+            node, old.node_addresses, old.pods, tuple(self._compiler.peer_sets[n] for n in peer_names),
+            tuple(self._compiler.port_sets[n] for n in port_names))
+        return self._programs[node]
+
+    def _addresses(self, node: str, members: Iterable[Pod]) -> tuple[IPAddress, ...]:
+        found = set(self.resolver.nodes[node].addresses) if node in self.resolver.nodes else set()
+        for pod in members:
+            if pod.host_network:
+                found.update(pod.ips)
+        return tuple(sorted(found, key=lambda ip: (ip.version, int(ip))))
+
+
+def _replaced(before: Mapping[str, PeerSet | PortSet], after: Mapping[str, PeerSet | PortSet]) -> set[str]:
+    """Names whose set is new or holds other elements now."""
+    return {name for name, value in after.items()
+            if (old := before.get(name)) is not value and old != value}
