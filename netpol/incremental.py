@@ -47,6 +47,7 @@ class IncrementalCompiler:
         self._programs: dict[str, NodeProgram] = {}
         self._set_names: dict[str, tuple[list[str], list[str]]] = {}  # node → peer, port set names
         self._set_users: dict[str, set[str]] = {}  # set name → nodes declaring it
+        self._set_positions: dict[str, dict[str, int]] = {}  # node → set name → place in its program
         for pod in self.resolver.pods.values():
             if pod.node_name:
                 self._on_node.setdefault(pod.node_name, {})[pod.key] = pod
@@ -73,7 +74,9 @@ class IncrementalCompiler:
         if isinstance(obj, NetworkPolicy):
             self._compiler.forget_policy(obj.key)
         change = self.resolver.apply(event, obj)
-        _, stale_policies = self._compiler.refresh_members(change.rules)
+        new_pod = None if event == "DELETED" else obj
+        moved = (old_pod, new_pod) if isinstance(obj, Pod) and isinstance(new_pod, Pod | None) else None
+        _, stale_policies = self._compiler.refresh_members(change.rules, moved)
         pods = set(change.pods)
         for key in stale_policies:
             pods |= self.resolver.policy_targets(key)
@@ -97,7 +100,7 @@ class IncrementalCompiler:
             if old is None or self._programs[node] != old or node in by_elements:
                 programs[node] = self._programs[node]
         for node in sorted(by_elements - structural):
-            programs[node] = self._refresh_elements(node)
+            programs[node] = self._refresh_elements(node, changed_sets)
         return Update(programs, frozenset(by_elements - structural),
                       {node: previous[node] for node in programs})
 
@@ -134,6 +137,9 @@ class IncrementalCompiler:
         for name in (*peer_names, *port_names):
             self._set_users.setdefault(name, set()).add(node)
         self._set_names[node] = (peer_names, port_names)
+        positions = {name: i for i, name in enumerate(peer_names)}  # port sets: -1, -2, …
+        positions.update((name, -1 - i) for i, name in enumerate(port_names))
+        self._set_positions[node] = positions
         self._programs[node] = NodeProgram(
             node, self._addresses(node, members), programs,
             tuple(self._compiler.peer_sets[n] for n in peer_names),
@@ -143,13 +149,20 @@ class IncrementalCompiler:
         for name in (n for names in self._set_names.pop(node, ([], [])) for n in names):
             self._set_users.get(name, set()).discard(node)
         self._programs.pop(node, None)
+        self._set_positions.pop(node, None)
 
-    def _refresh_elements(self, node: str) -> NodeProgram:
-        peer_names, port_names = self._set_names[node]
+    def _refresh_elements(self, node: str, changed: set[str]) -> NodeProgram:
+        """The node's program with the `changed` sets it declares swapped for their new versions."""
         old = self._programs[node]
-        self._programs[node] = NodeProgram(
-            node, old.node_addresses, old.pods, tuple(self._compiler.peer_sets[n] for n in peer_names),
-            tuple(self._compiler.port_sets[n] for n in port_names))
+        peer_sets, port_sets = list(old.peer_sets), list(old.port_sets)
+        for name in changed:
+            if (at := self._set_positions[node].get(name)) is not None:
+                if at >= 0:
+                    peer_sets[at] = self._compiler.peer_sets[name]
+                else:
+                    port_sets[-1 - at] = self._compiler.port_sets[name]
+        self._programs[node] = NodeProgram(node, old.node_addresses, old.pods, tuple(peer_sets),
+                                           tuple(port_sets))
         return self._programs[node]
 
     def _addresses(self, node: str, members: Iterable[Pod]) -> tuple[IPAddress, ...]:

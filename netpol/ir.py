@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -259,17 +259,38 @@ class _Compiler:
         else:
             selected = keys = frozenset(k for k, p in self.resolver.pods.items() if p.takes_part)
             blocks = []
-        elements = set()
+        elements: set[NamedElement] = set()
         for key in keys:
-            dst = self.resolver.pods[key]
-            # A selector admits every address of its pods; an ipBlock only those inside it.
-            ips = dst.ips if key in selected else [ip for ip in dst.ips
-                                                   if any(b.contains(ip) for b in blocks)]
-            for port_name, protocol in names:
-                number = dst.resolve_port(port_name, protocol)
-                if number is not None:
-                    elements |= {(ip, protocol, number) for ip in ips}
+            elements |= _destinations(self.resolver.pods[key], key in selected, blocks, names)
         return frozenset(elements)
+
+    def _moved_named_elements(self, policy: NetworkPolicy, index: int, current: PortSet,
+                              old: Pod | None, new: Pod | None) -> frozenset[NamedElement]:
+        """`current` after one pod changed: its old addresses out, what it admits now in."""
+        rule = policy.egress[index]
+        names = [(e.port, e.protocol) for e in rule.ports if isinstance(e.port, str)]
+        elements = set(current.elements)  # copying keeps the hashes: only the pod's own get hashed
+        if old is not None and old.takes_part:  # (a finished pod's address may be reused already)
+            elements.difference_update(_destinations(old, True, [], names))
+        if new is not None and new.takes_part:
+            groups = self.resolver.rule_peer_groups(policy.key, "egress", index)
+            selected = not rule.peers or any(self.resolver.admits(g, new.key) for g in groups)
+            blocks = [p.ip_block for p in rule.peers if p.ip_block is not None]
+            elements |= _destinations(new, selected, blocks, names)
+        return frozenset(elements)
+
+    def _moved_pod_set(self, current: PeerSet, old: Pod | None, new: Pod | None) -> PeerSet:
+        """`current` after one pod changed: its old addresses out, its new ones in if a group
+        admits it now (pod addresses are unique among the pods that take part)."""
+        found = {4: {a for a, _ in current.v4}, 6: {a for a, _ in current.v6}}
+        for ip in old.ips if old is not None and old.takes_part else ():  # finished pods' IPs get reused
+            found[ip.version].discard(int(ip))
+        groups = self._groups_of[current.name]
+        if new is not None and new.takes_part and any(self.resolver.admits(g, new.key) for g in groups):
+            for ip in new.ips:
+                found[ip.version].add(int(ip))
+        v4, v6 = (tuple((a, a) for a in sorted(found[v])) for v in (4, 6))
+        return PeerSet(current.name, v4, v6, False, current.describes)
 
     # -- programs --------------------------------------------------------------------------
 
@@ -323,10 +344,13 @@ class _Compiler:
         self.port_sets = {n: s for n, s in self.port_sets.items()
                           if not s.origin.startswith(f"NetworkPolicy {policy_key} ")}
 
-    def refresh_members(self, rules: Iterable[NodeId]) -> tuple[set[str], set[str]]:
-        """Recompute the sets of rules whose admitted pods changed. Returns the names of the sets
-        whose elements differ, and the policies whose allows went stale because a set gained its
-        first or lost its last address of a family (a change of structure)."""
+    def refresh_members(self, rules: Iterable[NodeId],
+                        moved: tuple[Pod | None, Pod | None] | None = None) -> tuple[set[str], set[str]]:
+        """Recompute the sets of rules whose admitted pods changed; when one pod event caused it
+        (`moved`: the pod before and after), by taking that pod out and back in rather than by
+        listing every member. Returns the names of the sets whose elements differ, and the
+        policies whose allows went stale because a set gained its first or lost its last address
+        of a family (a change of structure)."""
         changed: set[str] = set()
         flipped: set[str] = set()
         stale: set[str] = set()
@@ -339,7 +363,8 @@ class _Compiler:
             names = list(self._rule_peers.get((policy.key, direction, index)) or ())
             for name in names:
                 if name.startswith("pods-") and name not in changed:
-                    old, fresh = self.peer_sets[name], self._pod_set(name)
+                    old = self.peer_sets[name]
+                    fresh = self._moved_pod_set(old, *moved) if moved else self._pod_set(name)
                     if fresh != old:
                         self.peer_sets[name] = fresh
                         changed.add(name)
@@ -349,6 +374,9 @@ class _Compiler:
                 named = f"named-{_digest(f'NetworkPolicy {policy.key} spec.egress[{index}]')}"
                 if named in self.port_sets and named not in changed:
                     old_ports = self.port_sets.pop(named)
+                    if moved:
+                        elements = self._moved_named_elements(policy, index, old_ports, *moved)
+                        self.port_sets[named] = PortSet(named, elements, old_ports.origin)
                     fresh_ports = self._port_set(policy, index)
                     if fresh_ports != old_ports:
                         changed.add(named)
@@ -361,6 +389,19 @@ class _Compiler:
             for direction in DIRECTIONS:
                 self._rule_allows.pop((key, direction), None)
         return changed, stale
+
+
+def _destinations(pod: Pod, selected: bool, blocks: list[IPBlock],
+                  names: Sequence[tuple[str, str]]) -> set[NamedElement]:
+    """(address, protocol, number) of `pod` for the named ports: every address when a selector
+    admits it, else those inside the rule's ipBlocks."""
+    ips = pod.ips if selected else [ip for ip in pod.ips if any(b.contains(ip) for b in blocks)]
+    found: set[NamedElement] = set()
+    for port_name, protocol in names:
+        number = pod.resolve_port(port_name, protocol)
+        if number is not None:
+            found.update((ip, protocol, number) for ip in ips)
+    return found
 
 
 def used_sets(programs: Iterable[PodProgram]) -> tuple[list[str], list[str]]:

@@ -125,7 +125,8 @@ class Resolver:
     _peer_scopes: dict[NodeId, _PeerScope] = field(default_factory=dict)
     _local_peers: dict[str, set[NodeId]] = field(default_factory=dict)  # by namespace
     _wide_peers: set[NodeId] = field(default_factory=set)  # namespace selectors
-    _block_rules: set[NodeId] = field(default_factory=set)  # rules with an ipBlock peer
+    _named_block_rule_nodes: set[NodeId] = field(default_factory=set)  # ipBlock + named egress port
+    _policies_in: dict[str, set[str]] = field(default_factory=dict)  # namespace → policy keys
     _admit_all_rules: set[NodeId] = field(default_factory=set)
     # Active pods' addresses as sorted (version, integer, pod key): ipBlocks bisect, never scan.
     _addresses: list[tuple[int, int, str]] | None = None
@@ -170,6 +171,10 @@ class Resolver:
 
     def peer_group_pods(self, group: NodeId) -> frozenset[str]:
         return frozenset(pod[1] for pod in self.graph.successors(group))
+
+    def admits(self, group: NodeId, pod_key: str) -> bool:
+        """Does the peer group admit the pod now?"""
+        return bool(self.graph.has_edge(group, _pod_node(pod_key)))
 
     def describe_group(self, group: NodeId) -> str:
         """A peer group in words, e.g. `pods app=db in namespace shop`."""
@@ -252,9 +257,9 @@ class Resolver:
         if not pod.takes_part:
             return set()
         self._pod_index.setdefault(pod.namespace, LabelIndex()).add(pod.key, pod.labels)
-        for policy in self.policies.values():
-            if policy.namespace == pod.namespace and policy.pod_selector.matches(pod.labels):
-                self.graph.add_edge(("policy", policy.key), node, kind="selects")
+        for key in self._policies_in.get(pod.namespace, ()):
+            if self.policies[key].pod_selector.matches(pod.labels):
+                self.graph.add_edge(("policy", key), node, kind="selects")
         rules: set[NodeId] = set()
         ns_labels = self._namespace_labels(pod.namespace)
         for peer in self._local_peers.get(pod.namespace, set()) | self._wide_peers:
@@ -266,9 +271,9 @@ class Resolver:
     def _named_block_rules(self, pod: Pod) -> set[NodeId]:
         """Rules whose named egress ports reach the pod through an ipBlock."""
         found = set()
-        for rule_node in self._block_rules:
+        for rule_node in self._named_block_rule_nodes:
             rule = self.policies[rule_node[1]].rules(rule_node[2])[int(rule_node[3])]  # type: ignore[arg-type]
-            if _named_egress(rule_node, rule) and any(
+            if any(
                     p.ip_block is not None and p.ip_block.contains(ip) for p in rule.peers for ip in pod.ips):
                 found.add(rule_node)
         return found
@@ -318,12 +323,13 @@ class Resolver:
                     rule_node = _rule_node(old.key, direction, i)
                     peers = list(self.graph.successors(rule_node))
                     self.graph.remove_node(rule_node)
-                    self._block_rules.discard(rule_node)
+                    self._named_block_rule_nodes.discard(rule_node)
                     self._admit_all_rules.discard(rule_node)
                     for peer in peers:
                         if not any(True for _ in self.graph.predecessors(peer)):
                             self._drop_peer(peer)
             self.graph.remove_node(("policy", old.key))
+            self._policies_in[old.namespace].discard(old.key)
         if event != "DELETED":
             self.policies[policy.key] = policy
             affected |= self._link_policy(policy)
@@ -332,6 +338,7 @@ class Resolver:
     def _link_policy(self, policy: NetworkPolicy) -> set[str]:
         node = ("policy", policy.key)
         self.graph.add_node(node)
+        self._policies_in.setdefault(policy.namespace, set()).add(policy.key)
         index = self._pod_index.get(policy.namespace, LabelIndex())
         targets = index.select(policy.pod_selector)
         for key in targets:
@@ -342,8 +349,8 @@ class Resolver:
                 self.graph.add_edge(node, rule_node, kind="has")
                 if not rule.peers:
                     self._admit_all_rules.add(rule_node)
-                if any(p.ip_block is not None for p in rule.peers):
-                    self._block_rules.add(rule_node)
+                if any(p.ip_block is not None for p in rule.peers) and _named_egress(rule_node, rule):
+                    self._named_block_rule_nodes.add(rule_node)
                 for peer in rule.peers:
                     if peer.ip_block is None:
                         self.graph.add_edge(rule_node, self._ensure_peer(policy, peer), kind="uses")

@@ -9,7 +9,7 @@ named sets or anonymous sets, verdict maps, and the verdicts accept/drop/return/
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,10 +224,10 @@ class Table:
 
 # --- the `nft -f` script ---------------------------------------------------------------------
 
-def _declare(kind: str, name: str, spec: str, elements: list[str] | str) -> str:
+def _declare(kind: str, name: str, spec: str, elements: list[str] | str, prefix: str = "\t") -> str:
     """`set`/`map` NAME { SPEC elements = { … }; } — nft refuses an empty element list."""
     listed = elements if isinstance(elements, str) else ", ".join(elements)
-    return f"\t{kind} {name} {{ {spec}" + (f" elements = {{ {listed} }};" if listed else "") + " }"
+    return f"{prefix}{kind} {name} {{ {spec}" + (f" elements = {{ {listed} }};" if listed else "") + " }"
 
 
 def _rule_text(rule: Rule) -> str:
@@ -235,10 +235,14 @@ def _rule_text(rule: Rule) -> str:
     return body + (f" comment {quote(rule.comment)}" if rule.comment else "")
 
 
-def _set_text(s: NamedSet) -> str:
+def _set_text(s: NamedSet, table: Table | None = None) -> str:
+    """The set inside a table block, or (given its table) as an `add set` command."""
     spec = f"type {' . '.join(s.key_types)};" + (" flags interval;" if s.interval else "")
     if s.comment:
         spec += f" comment {quote(s.comment)};"
+    if table is not None:
+        where = f"{table.family} {table.name} {s.name}"
+        return _declare("set", where, spec, _elements_text(s.elements), "add ")
     return _declare("set", s.name, spec, _elements_text(s.elements))
 
 
@@ -247,10 +251,36 @@ def _elements_text(elements: tuple[Element, ...]) -> str:
     return ", ".join(_element_text(e) for e in elements)
 
 
-def element_command(verb: str, table: Table, set_name: str, elements: list[Element]) -> str:
+# --- single commands, for transactions that change a loaded table in place -----------------
+
+def element_command(verb: str, table: Table, set_name: str, elements: Sequence[Element]) -> str:
     """`add element`/`delete element` FAMILY TABLE SET { … } — one line of a transaction."""
     listed = ", ".join(map(_element_text, elements))
     return f"{verb} element {table.family} {table.name} {set_name} {{ {listed} }}"
+
+
+def map_element_command(verb: str, table: Table, map_name: str,
+                        elements: Sequence[tuple[Scalar, Verdict]]) -> str:
+    """`add element … { KEY : VERDICT, … }`, or `delete element … { KEY, … }` (keys only)."""
+    listed = ", ".join(f"{key} : {verdict.text()}" if verb == "add" else str(key)
+                       for key, verdict in elements)
+    return f"{verb} element {table.family} {table.name} {map_name} {{ {listed} }}"
+
+
+def add_set_command(table: Table, named_set: NamedSet) -> str:
+    return _set_text(named_set, table)
+
+
+def add_chain_commands(table: Table, chain: Chain) -> list[str]:
+    """`add chain` (with its comment) and one `add rule` per rule."""
+    where = f"{table.family} {table.name} {chain.name}"
+    head = f"add chain {where}" + (f" {{ comment {quote(chain.comment)}; }}" if chain.comment else "")
+    return [head, *(f"add rule {where} {_rule_text(rule)}" for rule in chain.rules)]
+
+
+def object_command(verb: str, kind: str, table: Table, name: str) -> str:
+    """`flush chain …`, `delete chain …`, `delete set …`."""
+    return f"{verb} {kind} {table.family} {table.name} {name}"
 
 
 def _chain_text(chain: Chain) -> Iterator[str]:

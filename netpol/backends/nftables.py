@@ -13,6 +13,7 @@ import functools
 import hashlib
 import ipaddress
 import socket
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from netpol.backends.nft_document import (
@@ -33,12 +34,16 @@ from netpol.backends.nft_document import (
     Verdict,
     VerdictMap,
     VerdictMapLookup,
+    add_chain_commands,
+    add_set_command,
     document,
     element_command,
+    map_element_command,
+    object_command,
     script,
 )
 from netpol.ir import Allow, NodeProgram, PeerSet, PodProgram, PortSet
-from netpol.model import Direction
+from netpol.model import Direction, IPAddress
 
 TABLE = "netpol"
 FAMILIES = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
@@ -57,6 +62,7 @@ def chain_name(direction: Direction, pod: str) -> str:
     return f"{direction}-{_hash(pod)}-{pod}"[:200]
 
 
+@functools.lru_cache(maxsize=1 << 18)  # pod addresses recur in many sets, versions and nodes
 def _address(version: int, value: int) -> str:
     if version == 4:
         return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
@@ -183,39 +189,111 @@ def render_json(program: NodeProgram) -> dict[str, Any]:
     return document(build_table(program))
 
 
-def _same_structure(old: NodeProgram, new: NodeProgram) -> bool:
-    """Equal but for set elements: same pods and programs, addresses, sets and their families."""
-    def shape(program: NodeProgram) -> list[tuple[str, tuple[int, ...]]]:
-        return [(s.name, s.families) for s in program.peer_sets] + \
-            [(s.name, s.families) for s in program.port_sets]
+def _named_order(element: tuple[IPAddress, str, int]) -> tuple[int, str, int]:
+    return int(element[0]), element[1], element[2]
 
-    return (old.node, old.node_addresses, old.pods) == (new.node, new.node_addresses, new.pods) \
-        and shape(old) == shape(new)
+
+def _family(declared: NamedSet) -> int:
+    return int(declared.name.rsplit("-v", 1)[1])  # _declared names them NAME-v4, NAME-v6
+
+
+def _element_changes(before: PeerSet | PortSet, after: PeerSet | PortSet,
+                     families: Iterable[int]) -> Iterator[tuple[str, str, list[Element]]]:
+    """(verb, nft set, elements) that turn `before`'s declared sets of `families` into `after`'s,
+    computed on the IR's values so that only the elements that changed get printed."""
+    for v in families:
+        if isinstance(before, PortSet) and isinstance(after, PortSet):
+            for verb, named in (("delete", before.elements - after.elements),
+                                ("add", after.elements - before.elements)):
+                listed = sorted((e for e in named if e[0].version == v), key=_named_order)
+                if listed:
+                    yield verb, f"{after.name}-v{v}", [(str(ip), p.lower(), port) for ip, p, port in listed]
+        elif isinstance(before, PeerSet) and isinstance(after, PeerSet):
+            was, now = (before.v4, after.v4) if v == 4 else (before.v6, after.v6)
+            held, kept = set(was), set(now)
+            for verb, changed in (("delete", [i for i in was if i not in kept]),
+                                  ("add", [i for i in now if i not in held])):
+                if changed:
+                    yield verb, f"{after.name}-v{v}", list(_interval_elements(v, tuple(changed)))
+
+
+@functools.lru_cache(maxsize=4096)  # one event's changed set is in many nodes' updates
+def _element_commands(before: PeerSet | PortSet, after: PeerSet | PortSet,
+                      families: tuple[int, ...]) -> list[str]:
+    table = Table("inet", TABLE, "")
+    return [element_command(verb, table, set_name, elements)
+            for verb, set_name, elements in _element_changes(before, after, families)]
+
+
+def _map_entries(pod: PodProgram) -> dict[str, list[tuple[str, Verdict]]]:
+    """The pod's dispatch-map elements, by map name."""
+    found: dict[str, list[tuple[str, Verdict]]] = {}
+    for direction in DISPATCH_ORDER:
+        if pod.side(direction).isolated:
+            for ip in pod.ips:
+                found.setdefault(f"{direction}-v{ip.version}", []).append(
+                    (str(ip), Verdict("jump", chain_name(direction, pod.pod))))
+    return found
 
 
 def render_update(old: NodeProgram, new: NodeProgram) -> str:
-    """An `nft -f` script that takes a kernel holding `render(old)` to `render(new)` in one
-    transaction: `delete element`/`add element` lines when only set elements differ (a pod joined
-    or left a peer group elsewhere), else the whole new table. Empty when nothing differs."""
-    if not _same_structure(old, new):
-        return render(new)
+    """An `nft -f` script that takes a kernel holding `render(old)` to exactly `render(new)` in
+    one transaction, touching only what differs: sets added, removed or with other elements
+    (`add`/`delete element`), and the chains and dispatch-map elements of pods whose programs
+    changed. Empty when nothing differs.
+
+    Order within the transaction: new sets; element changes; unhook changed pods (map elements),
+    then drop their chains; add the new chains and hook them; finally drop sets nothing uses."""
     table = Table("inet", TABLE, "")
-    lines = []
-    pairs: list[tuple[PeerSet | PortSet, PeerSet | PortSet]] = [
-        *zip(old.peer_sets, new.peer_sets, strict=True), *zip(old.port_sets, new.port_sets, strict=True)]
+    old_sets: list[PeerSet | PortSet] = [*old.peer_sets, *old.port_sets]
+    new_sets: list[PeerSet | PortSet] = [*new.peer_sets, *new.port_sets]
+    if len(old_sets) == len(new_sets) and all(  # usual: the same sets, most the same objects
+            a is b or a.name == b.name for a, b in zip(old_sets, new_sets, strict=True)):
+        pairs: list[tuple[PeerSet | PortSet | None, PeerSet | PortSet]] = [
+            *zip(old_sets, new_sets, strict=True)]
+        was: dict[str, PeerSet | PortSet] = {}
+    else:
+        was = {ps.name: ps for ps in old_sets}
+        pairs = [(was.pop(ps.name, None), ps) for ps in new_sets]
+    lines: list[str] = []
+    unused: list[str] = []  # nft sets to delete once no chain refers to them
     for before, after in pairs:
         if before is after or before == after:
             continue
-        for was, now in zip(_declared(before), _declared(after), strict=True):
-            kept = set(now.elements)
-            gone = [e for e in was.elements if e not in kept]
-            held = set(was.elements)
-            came = [e for e in now.elements if e not in held]
-            if gone:
-                lines.append(element_command("delete", table, now.name, gone))
-            if came:
-                lines.append(element_command("add", table, now.name, came))
+        old_families = before.families if before is not None else ()
+        if before is None or old_families != after.families:
+            lines += [add_set_command(table, ns) for ns in _declared(after)
+                      if _family(ns) not in old_families]
+        if before is not None:
+            if old_families != after.families:
+                unused += [ns.name for ns in _declared(before) if _family(ns) not in after.families]
+            common = tuple(v for v in after.families if v in old_families)
+            lines += _element_commands(before, after, common)
+    unused += [ns.name for ps in was.values() for ns in _declared(ps)]  # sets no longer declared
+    if old.pods is new.pods:
+        leaving: list[PodProgram] = []
+        arriving: list[PodProgram] = []
+    else:
+        old_pods = {pod.pod: pod for pod in old.pods}
+        new_pods = {pod.pod: pod for pod in new.pods}
+        leaving = [pod for key, pod in old_pods.items() if (n := new_pods.get(key)) is not pod and n != pod]
+        arriving = [pod for key, pod in new_pods.items() if (o := old_pods.get(key)) is not pod and o != pod]
+    for pod in leaving:
+        for map_name, entries in _map_entries(pod).items():
+            lines.append(map_element_command("delete", table, map_name, entries))
+    for pod in leaving:
+        for chain in _pod_chains(pod):
+            lines += [object_command("flush", "chain", table, chain.name),
+                      object_command("delete", "chain", table, chain.name)]
+    for pod in arriving:
+        for chain in _pod_chains(pod):
+            lines += add_chain_commands(table, chain)
+    for pod in arriving:
+        for map_name, entries in _map_entries(pod).items():
+            lines.append(map_element_command("add", table, map_name, entries))
+    lines += [object_command("delete", "set", table, name) for name in unused]
     if not lines:
         return ""
-    header = f"# netpol update for node {new.node}: set elements only, one transaction"
+    header = (f"# netpol update for node {new.node}: {len(arriving)} pod programs in, {len(leaving)} out, "
+              f"one transaction")
     return "\n".join([header, *lines]) + "\n"
