@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from netpol.intervals import Interval, merge_intervals
-from netpol.model import ClusterState, Direction, IPAddress, IPBlock, NetworkPolicy, Pod
+from netpol.model import ClusterState, ContainerPort, Direction, IPAddress, IPBlock, NetworkPolicy, Pod
 from netpol.resolver import DIRECTIONS, NodeId, Resolver
 
 NamedElement = tuple[IPAddress, str, int]  # destination address, protocol, port
@@ -187,6 +187,8 @@ class _Compiler:
     _groups_of: dict[str, tuple[NodeId, ...]] = field(default_factory=dict)  # set name → groups
     _rule_allows: dict[tuple[str, Direction], tuple[Allow, ...] | None] = field(default_factory=dict)
     _users: dict[str, set[RuleKey]] = field(default_factory=dict)  # set name → rules spelling it
+    _per_ports_allows: dict[tuple[str, Direction, tuple[ContainerPort, ...]], tuple[Allow, ...]] = field(
+        default_factory=dict)
 
     # -- sets ------------------------------------------------------------------------------
 
@@ -298,6 +300,10 @@ class _Compiler:
         cached = self._rule_allows.get((policy.key, direction))
         if cached is not None:
             return cached
+        # Ingress named ports resolve against the pod: pods declaring the same ports share.
+        per_ports = self._per_ports_allows.get((policy.key, direction, pod.ports))
+        if per_ports is not None:
+            return per_ports
         allows, per_pod = [], False
         for index, rule in enumerate(policy.rules(direction)):
             origin = f"NetworkPolicy {policy.key} spec.{direction}[{index}]"
@@ -317,7 +323,9 @@ class _Compiler:
                         numeric.append(PortMatch(entry.protocol, number, number))
             port_set = self._port_set(policy, index) if direction == "egress" else None
             allows.append(Allow(origin, peers, tuple(numeric), port_set.ref if port_set else None))
-        if not per_pod:
+        if per_pod:
+            self._per_ports_allows[(policy.key, direction, pod.ports)] = tuple(allows)
+        else:
             self._rule_allows[(policy.key, direction)] = tuple(allows)
         return tuple(allows)
 
@@ -333,8 +341,7 @@ class _Compiler:
 
     def forget_policy(self, policy_key: str) -> None:
         """A policy changed or went: its rules' spellings and allows are recomputed on demand."""
-        for direction in DIRECTIONS:
-            self._rule_allows.pop((policy_key, direction), None)
+        self._forget_allows({policy_key})
         for key in [k for k in self._rule_peers if k[0] == policy_key]:
             for name in self._rule_peers.pop(key) or ():
                 users = self._users[name]
@@ -385,10 +392,17 @@ class _Compiler:
                 names.append(named)
             if flipped.intersection(names):
                 stale.add(policy.key)
-        for key in stale:
+        self._forget_allows(stale)
+        return changed, stale
+
+    def _forget_allows(self, policy_keys: set[str]) -> None:
+        if not policy_keys:
+            return
+        for key in policy_keys:
             for direction in DIRECTIONS:
                 self._rule_allows.pop((key, direction), None)
-        return changed, stale
+        for cached in [k for k in self._per_ports_allows if k[0] in policy_keys]:
+            del self._per_ports_allows[cached]
 
 
 def _destinations(pod: Pod, selected: bool, blocks: list[IPBlock],

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from netpol.decode import KubeObject, decode_document
@@ -57,11 +58,13 @@ def parse_documents(text: str, source: str) -> tuple[list[Any], Problem | None]:
     if "\x00" in text:
         return [], Problem(source, "", "", "binary data (NUL byte): expected YAML or JSON")
     if text.lstrip().startswith(("{", "[")):
-        try:
-            doc = json.loads(text)
-            return (doc if isinstance(doc, list) else [doc]), None
-        except (ValueError, RecursionError):
-            pass  # YAML is a superset of most JSON; let the YAML parser report the error
+        for loads in (orjson.loads, json.loads):  # orjson: 0.5 s instead of 0.9 s for 53 MB
+            try:
+                doc = loads(text)
+                return (doc if isinstance(doc, list) else [doc]), None
+            except (ValueError, RecursionError):
+                continue  # orjson refuses what json takes (ints over 64 bits, NaN): try json
+        # YAML is a superset of most JSON; let the YAML parser report the error
     documents: list[Any] = []
     try:
         for doc in yaml.load_all(text, Loader=_YAML_LOADER):

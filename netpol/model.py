@@ -56,7 +56,7 @@ class Pod:
     phase: str = "Running"
     ports: tuple[ContainerPort, ...] = ()
 
-    @property
+    @cached_property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
@@ -135,7 +135,7 @@ class NetworkPolicy:
     # Effective policy types, defaults applied (DESIGN §2): Ingress, plus Egress iff egress rules.
     policy_types: tuple[PolicyType, ...] = ("Ingress",)
 
-    @property
+    @cached_property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 

@@ -171,13 +171,16 @@ class Verdict:
 Statement = InNamedSet | InValues | InFlags | VerdictMapLookup | Verdict
 
 
-@dataclass(frozen=True)
+# Rules and sets compare by identity: the backend builds each once and reuses it in every node
+# that needs it, so their printed text is cached per object (hashing their contents would cost
+# as much as printing them).
+@dataclass(frozen=True, eq=False)
 class Rule:
     statements: tuple[Statement, ...]
     comment: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NamedSet:
     name: str
     key_types: tuple[str, ...]
@@ -230,11 +233,13 @@ def _declare(kind: str, name: str, spec: str, elements: list[str] | str, prefix:
     return f"{prefix}{kind} {name} {{ {spec}" + (f" elements = {{ {listed} }};" if listed else "") + " }"
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def _rule_text(rule: Rule) -> str:
     body = " ".join(s.text() for s in rule.statements)
     return body + (f" comment {quote(rule.comment)}" if rule.comment else "")
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def _set_text(s: NamedSet, table: Table | None = None) -> str:
     """The set inside a table block, or (given its table) as an `add set` command."""
     spec = f"type {' . '.join(s.key_types)};" + (" flags interval;" if s.interval else "")
