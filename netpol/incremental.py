@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from netpol.ir import NodeProgram, PeerSet, PodProgram, PortSet, _Compiler, used_sets
+from netpol.ir import PORT_SET_PREFIX, NodeProgram, PeerSet, PodProgram, PortSet, _Compiler, used_sets
 from netpol.model import ClusterState, IPAddress, Namespace, NetworkPolicy, Node, Pod
 from netpol.resolver import EventType, Resolver
 
@@ -47,6 +47,7 @@ class IncrementalCompiler:
         self._programs: dict[str, NodeProgram] = {}
         self._set_names: dict[str, tuple[list[str], list[str]]] = {}  # node → peer, port set names
         self._set_users: dict[str, set[str]] = {}  # set name → nodes declaring it
+        self._set_counts: dict[str, dict[str, int]] = {}  # node → set name → pod programs using it
         self._set_positions: dict[str, dict[str, int]] = {}  # node → set name → place in its program
         for pod in self.resolver.pods.values():
             if pod.node_name:
@@ -113,14 +114,30 @@ class IncrementalCompiler:
     def _recompile_pod(self, key: str) -> set[str]:
         """Recompile one pod's program; the nodes whose structure it changed."""
         old, old_node = self._pods.pop(key, None), self._pod_node.pop(key, None)
+        if old is not None and old_node is not None:
+            self._count(old_node, old, -1)
         pod = self.resolver.pods.get(key)
         new = None
         if pod is not None and pod.takes_part and pod.node_name:
-            new = self._pods[key] = self._compiler.pod_program(pod)
-            self._pod_node[key] = pod.node_name
+            self._compile_pod(pod, pod.node_name)
+            new = self._pods[key]
         if new == old and old_node == self._pod_node.get(key):
             return set()
         return {n for n in (old_node, self._pod_node.get(key)) if n}
+
+    def _compile_pod(self, pod: Pod, node: str) -> None:
+        program = self._pods[pod.key] = self._compiler.pod_program(pod)
+        self._pod_node[pod.key] = node
+        self._count(node, program, +1)
+
+    def _count(self, node: str, program: PodProgram, step: int) -> None:
+        """How many of the node's pod programs reference each set: it declares those above 0."""
+        counts = self._set_counts.setdefault(node, {})
+        peer_names, port_names = used_sets((program,))
+        for name in (*peer_names, *port_names):
+            counts[name] = counts.get(name, 0) + step
+            if not counts[name]:
+                del counts[name]
 
     # -- node programs ---------------------------------------------------------------------
 
@@ -128,13 +145,15 @@ class IncrementalCompiler:
         members = sorted(self._on_node.get(node, {}).values(), key=_order)
         for pod in members:
             if pod.takes_part and pod.key not in self._pods:
-                self._pods[pod.key] = self._compiler.pod_program(pod)
-                self._pod_node[pod.key] = node
+                self._compile_pod(pod, node)
         programs = tuple(self._pods[p.key] for p in members if p.key in self._pods)
-        peer_names, port_names = used_sets(programs)
-        for name in (n for names in self._set_names.get(node, ([], [])) for n in names):
+        declared = sorted(self._set_counts.get(node, {}))
+        peer_names = [n for n in declared if not n.startswith(PORT_SET_PREFIX)]
+        port_names = [n for n in declared if n.startswith(PORT_SET_PREFIX)]
+        before = {n for names in self._set_names.get(node, ([], [])) for n in names}
+        for name in before.difference(declared):
             self._set_users.get(name, set()).discard(node)
-        for name in (*peer_names, *port_names):
+        for name in set(declared).difference(before):
             self._set_users.setdefault(name, set()).add(node)
         self._set_names[node] = (peer_names, port_names)
         positions = {name: i for i, name in enumerate(peer_names)}  # port sets: -1, -2, …
@@ -150,6 +169,7 @@ class IncrementalCompiler:
             self._set_users.get(name, set()).discard(node)
         self._programs.pop(node, None)
         self._set_positions.pop(node, None)
+        self._set_counts.pop(node, None)
 
     def _refresh_elements(self, node: str, changed: set[str]) -> NodeProgram:
         """The node's program with the `changed` sets it declares swapped for their new versions."""

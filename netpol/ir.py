@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -29,7 +30,9 @@ from netpol.model import ClusterState, ContainerPort, Direction, IPAddress, IPBl
 from netpol.resolver import DIRECTIONS, NodeId, Resolver
 
 NamedElement = tuple[IPAddress, str, int]  # destination address, protocol, port
+PORT_SET_PREFIX = "named-"  # port sets' names; peer sets are pods-… and cidrs-…
 RuleKey = tuple[str, Direction, int]  # policy key, direction, index
+PerPortsKey = tuple[str, Direction, tuple[ContainerPort, ...]]  # policy, direction, a pod's ports
 
 
 def _digest(text: str) -> str:
@@ -187,8 +190,10 @@ class _Compiler:
     _groups_of: dict[str, tuple[NodeId, ...]] = field(default_factory=dict)  # set name → groups
     _rule_allows: dict[tuple[str, Direction], tuple[Allow, ...] | None] = field(default_factory=dict)
     _users: dict[str, set[RuleKey]] = field(default_factory=dict)  # set name → rules spelling it
-    _per_ports_allows: dict[tuple[str, Direction, tuple[ContainerPort, ...]], tuple[Allow, ...]] = field(
-        default_factory=dict)
+    _keys_of: dict[str, set[RuleKey]] = field(default_factory=dict)  # policy → its rules spelled
+    _port_sets_of: dict[str, set[str]] = field(default_factory=dict)  # policy → its port sets
+    _per_ports_allows: dict[PerPortsKey, tuple[Allow, ...]] = field(default_factory=dict)
+    _per_ports_of: dict[str, set[PerPortsKey]] = field(default_factory=dict)  # policy → its keys above
 
     # -- sets ------------------------------------------------------------------------------
 
@@ -197,6 +202,7 @@ class _Compiler:
         """Names of the sets a rule's peers are in (None: no peers, every address)."""
         key = (policy.key, direction, index)
         if key not in self._rule_peers:
+            self._keys_of.setdefault(policy.key, set()).add(key)
             names = self._rule_peers[key] = self._spell_peers(policy, direction, index)
             for name in names or ():
                 self._users.setdefault(name, set()).add(key)
@@ -246,9 +252,10 @@ class _Compiler:
         if not names:
             return None
         origin = f"NetworkPolicy {policy.key} spec.egress[{index}]"
-        name = f"named-{_digest(origin)}"
+        name = f"{PORT_SET_PREFIX}{_digest(origin)}"
         if name not in self.port_sets:
             self.port_sets[name] = PortSet(name, self._named_elements(policy, index, names), origin)
+            self._port_sets_of.setdefault(policy.key, set()).add(name)
         return self.port_sets[name]
 
     def _named_elements(self, policy: NetworkPolicy, index: int,
@@ -284,15 +291,18 @@ class _Compiler:
     def _moved_pod_set(self, current: PeerSet, old: Pod | None, new: Pod | None) -> PeerSet:
         """`current` after one pod changed: its old addresses out, its new ones in if a group
         admits it now (pod addresses are unique among the pods that take part)."""
-        found = {4: {a for a, _ in current.v4}, 6: {a for a, _ in current.v6}}
+        found = {4: current.v4, 6: current.v6}  # sorted: bisect, then splice (a copy in C)
         for ip in old.ips if old is not None and old.takes_part else ():  # finished pods' IPs get reused
-            found[ip.version].discard(int(ip))
+            held, value = found[ip.version], (int(ip), int(ip))
+            if (at := bisect_left(held, value)) < len(held) and held[at] == value:
+                found[ip.version] = held[:at] + held[at + 1:]
         groups = self._groups_of[current.name]
         if new is not None and new.takes_part and any(self.resolver.admits(g, new.key) for g in groups):
             for ip in new.ips:
-                found[ip.version].add(int(ip))
-        v4, v6 = (tuple((a, a) for a in sorted(found[v])) for v in (4, 6))
-        return PeerSet(current.name, v4, v6, False, current.describes)
+                held, value = found[ip.version], (int(ip), int(ip))
+                if (at := bisect_left(held, value)) == len(held) or held[at] != value:
+                    found[ip.version] = (*held[:at], value, *held[at:])
+        return PeerSet(current.name, found[4], found[6], False, current.describes)
 
     # -- programs --------------------------------------------------------------------------
 
@@ -325,6 +335,7 @@ class _Compiler:
             allows.append(Allow(origin, peers, tuple(numeric), port_set.ref if port_set else None))
         if per_pod:
             self._per_ports_allows[(policy.key, direction, pod.ports)] = tuple(allows)
+            self._per_ports_of.setdefault(policy.key, set()).add((policy.key, direction, pod.ports))
         else:
             self._rule_allows[(policy.key, direction)] = tuple(allows)
         return tuple(allows)
@@ -342,14 +353,14 @@ class _Compiler:
     def forget_policy(self, policy_key: str) -> None:
         """A policy changed or went: its rules' spellings and allows are recomputed on demand."""
         self._forget_allows({policy_key})
-        for key in [k for k in self._rule_peers if k[0] == policy_key]:
+        for key in self._keys_of.pop(policy_key, set()):
             for name in self._rule_peers.pop(key) or ():
                 users = self._users[name]
                 users.discard(key)
                 if not users:  # nobody spells it any more: its members would go stale
                     del self._users[name], self.peer_sets[name]
-        self.port_sets = {n: s for n, s in self.port_sets.items()
-                          if not s.origin.startswith(f"NetworkPolicy {policy_key} ")}
+        for name in self._port_sets_of.pop(policy_key, set()):
+            self.port_sets.pop(name, None)
 
     def refresh_members(self, rules: Iterable[NodeId],
                         moved: tuple[Pod | None, Pod | None] | None = None) -> tuple[set[str], set[str]]:
@@ -378,7 +389,7 @@ class _Compiler:
                         if fresh.families != old.families:
                             flipped.add(name)
             if direction == "egress":
-                named = f"named-{_digest(f'NetworkPolicy {policy.key} spec.egress[{index}]')}"
+                named = f"{PORT_SET_PREFIX}{_digest(f'NetworkPolicy {policy.key} spec.egress[{index}]')}"
                 if named in self.port_sets and named not in changed:
                     old_ports = self.port_sets.pop(named)
                     if moved:
@@ -401,8 +412,9 @@ class _Compiler:
         for key in policy_keys:
             for direction in DIRECTIONS:
                 self._rule_allows.pop((key, direction), None)
-        for cached in [k for k in self._per_ports_allows if k[0] in policy_keys]:
-            del self._per_ports_allows[cached]
+        for key in policy_keys:
+            for cached in self._per_ports_of.pop(key, set()):
+                self._per_ports_allows.pop(cached, None)
 
 
 def _destinations(pod: Pod, selected: bool, blocks: list[IPBlock],

@@ -125,6 +125,7 @@ class Resolver:
     _peer_scopes: dict[NodeId, _PeerScope] = field(default_factory=dict)
     _local_peers: dict[str, set[NodeId]] = field(default_factory=dict)  # by namespace
     _wide_peers: set[NodeId] = field(default_factory=set)  # namespace selectors
+    _wide_by_namespace: dict[str, set[NodeId]] = field(default_factory=dict)  # cache of the above
     _named_block_rule_nodes: set[NodeId] = field(default_factory=set)  # ipBlock + named egress port
     _policies_in: dict[str, set[str]] = field(default_factory=dict)  # namespace → policy keys
     _admit_all_rules: set[NodeId] = field(default_factory=set)
@@ -261,9 +262,9 @@ class Resolver:
             if self.policies[key].pod_selector.matches(pod.labels):
                 self.graph.add_edge(("policy", key), node, kind="selects")
         rules: set[NodeId] = set()
-        ns_labels = self._namespace_labels(pod.namespace)
-        for peer in self._local_peers.get(pod.namespace, set()) | self._wide_peers:
-            if self._scope_admits(self._peer_scopes[peer], pod, ns_labels):
+        for peer in self._local_peers.get(pod.namespace, set()) | self._wide_peers_of(pod.namespace):
+            selector = self._peer_scopes[peer].pod_selector
+            if selector is None or selector.matches(pod.labels):
                 self.graph.add_edge(peer, node, kind="admits")
                 rules.update(self.graph.predecessors(peer))
         return rules | self._named_block_rules(pod)
@@ -278,18 +279,21 @@ class Resolver:
                 found.add(rule_node)
         return found
 
-    @staticmethod
-    def _scope_admits(scope: _PeerScope, pod: Pod, ns_labels: Labels) -> bool:
-        if scope.namespace_selector is None:
-            in_scope = pod.namespace == scope.namespace
-        else:
-            in_scope = scope.namespace_selector.matches(ns_labels)
-        return in_scope and (scope.pod_selector is None or scope.pod_selector.matches(pod.labels))
+    def _wide_peers_of(self, namespace: str) -> set[NodeId]:
+        """Peers with a namespace selector matching `namespace` (cached until namespaces or
+        peers change)."""
+        if namespace not in self._wide_by_namespace:
+            labels = self._namespace_labels(namespace)
+            self._wide_by_namespace[namespace] = {
+                peer for peer in self._wide_peers
+                if self._peer_scopes[peer].namespace_selector.matches(labels)}  # type: ignore[union-attr]
+        return self._wide_by_namespace[namespace]
 
     # namespaces
 
     def _namespace_event(self, event: EventType, namespace: Namespace) -> Change:
         old = self.namespaces.pop(namespace.name, None)
+        self._wide_by_namespace.pop(namespace.name, None)
         if old:
             self._namespace_index.remove(old.name, old.labels)
         if event != "DELETED":
@@ -369,6 +373,7 @@ class Resolver:
             namespaces = [policy.namespace]
         else:
             self._wide_peers.add(node)
+            self._wide_by_namespace.clear()
             namespaces = sorted(self._namespace_scope(peer.namespace_selector))  # type: ignore[arg-type]
         self.graph.add_node(node)
         for ns in namespaces:
@@ -382,7 +387,9 @@ class Resolver:
         scope = self._peer_scopes.pop(node)
         if scope.namespace is not None:
             self._local_peers.get(scope.namespace, set()).discard(node)
-        self._wide_peers.discard(node)
+        if node in self._wide_peers:
+            self._wide_peers.discard(node)
+            self._wide_by_namespace.clear()
         self.graph.remove_node(node)
 
     def _pods_in_block(self, block: IPBlock) -> set[str]:
