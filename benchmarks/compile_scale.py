@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import hashlib
 import json
 import os
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import kube_burner
 
 from netpol.backends.nftables import render, render_update
+from netpol.batch import settle_long_lived, without_cyclic_gc
 from netpol.decode import KubeObject, decode_document
 from netpol.incremental import IncrementalCompiler
 from netpol.ir import compile_cluster, compile_node
@@ -345,15 +345,14 @@ def stage_events(args: argparse.Namespace) -> Row:
     `--event-budget` s, or in time to finish (and check) before the parent's `--stage-timeout`."""
     started = time.perf_counter()
     out: Row = {}
-    with timed(out, "load_s"):
+    with timed(out, "load_s"), without_cyclic_gc():
         state = load_state([str(args.cluster)])
-    with timed(out, "build_s"):
+    with timed(out, "build_s"), without_cyclic_gc():
         compiler = IncrementalCompiler(state)
     del state
     # A long-lived process holding millions of objects: move them out of the cyclic collector's
     # sight, as the agent does after its initial list (else gen-2 collections add 100s of ms).
-    gc.collect()
-    gc.freeze()
+    settle_long_lived()
     workload = sorted(n for n in compiler.resolver.namespaces if n.startswith(kube_burner.NS_PREFIX))
     rng = random.Random(args.seed)
     churn = Churn(compiler.resolver, rng, workload)
@@ -400,7 +399,11 @@ def child_main(args: argparse.Namespace) -> int:
         limit = int(args.memory_limit_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        result = STAGES[args.child](args)
+        if args.child == "events":  # builds under without_cyclic_gc, then settles: see stage_events
+            result = STAGES[args.child](args)
+        else:
+            with without_cyclic_gc():  # what the `netpol` command line does (netpol.batch)
+                result = STAGES[args.child](args)
     except MemoryError:
         os.write(2, f"memory limit: over {args.memory_limit_gb} GB of address space\n".encode())
         os._exit(EXIT_MEMORY_LIMIT)

@@ -15,6 +15,7 @@ from pathlib import Path
 from netpol import explain as explaining
 from netpol.backends.nftables import render as render_nftables
 from netpol.backends.nftables import render_json as render_nftables_json
+from netpol.batch import without_cyclic_gc
 from netpol.errors import InputError, LabError, RulesetRejected, UsageError
 from netpol.ir import NodeCompiler, NodeProgram, compile_cluster, node_names
 from netpol.manifests import load_state
@@ -155,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        with without_cyclic_gc():  # a batch run: see netpol.batch
+            return run(args)
     except InputError as exc:
         print(f"netpol: invalid input ({len(exc.problems)} problem"
               f"{'s' if len(exc.problems) != 1 else ''}):", file=sys.stderr)

@@ -18,8 +18,8 @@ appearing or vanishing is a change of structure, anything else is a change of el
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import ipaddress
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -120,6 +120,14 @@ class Allow:
     peers: tuple[SetRef, ...] | None
     ports: tuple[PortMatch, ...] | None
     named: SetRef | None = None
+    # Hashed once: allows are cache keys of every rendering step, across all nodes.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.origin, self.peers, self.ports, self.named)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True)
@@ -160,18 +168,28 @@ class NodeProgram:
 
 def block_intervals(block: IPBlock) -> list[Interval]:
     """`cidr` minus every `except`, as intervals."""
-    remaining = [block.cidr]
-    for hole in block.except_:
-        nxt: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for net in remaining:
-            if hole.version == net.version and hole.subnet_of(net):  # type: ignore[arg-type]
-                nxt += list(net.address_exclude(hole))  # type: ignore[arg-type]
-            else:
-                nxt.append(net)
-        remaining = nxt
-    return [(int(n.network_address), int(n.broadcast_address)) for n in remaining]
+    return list(_block_intervals(block))
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _block_intervals(block: IPBlock) -> tuple[Interval, ...]:
+    """Integer arithmetic, so overlapping or nested `except`s subtract exactly what they cover."""
+    first, last = int(block.cidr.network_address), int(block.cidr.broadcast_address)
+    holes = sorted((int(h.network_address), int(h.broadcast_address))
+                   for h in block.except_ if h.version == block.cidr.version)
+    found, start = [], first
+    for a, b in holes:
+        if b < start or a > last:
+            continue
+        if a > start:
+            found.append((start, a - 1))
+        start = max(start, b + 1)
+    if start <= last:
+        found.append((start, last))
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=1 << 14)  # policies repeat the same ipBlocks
 def _block_text(block: IPBlock) -> str:
     holes = f" except {', '.join(str(e) for e in block.except_)}" if block.except_ else ""
     return f"{block.cidr}{holes}"

@@ -55,10 +55,11 @@ class Pod:
     host_network: bool = False
     phase: str = "Running"
     ports: tuple[ContainerPort, ...] = ()
+    # `namespace/name`: a plain attribute, read in every hot loop (not part of equality)
+    key: str = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.namespace}/{self.name}")
 
     @property
     def ref(self) -> str:
@@ -134,10 +135,10 @@ class NetworkPolicy:
     egress: tuple[Rule, ...] = ()
     # Effective policy types, defaults applied (DESIGN §2): Ingress, plus Egress iff egress rules.
     policy_types: tuple[PolicyType, ...] = ("Ingress",)
+    key: str = field(init=False, repr=False, compare=False)  # `namespace/name`, as for Pod
 
-    @cached_property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.namespace}/{self.name}")
 
     @property
     def ref(self) -> str:

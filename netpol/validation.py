@@ -5,6 +5,7 @@ Each check returns None when the value is fine, else a message in the API server
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -18,6 +19,7 @@ _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _DECIMAL_OCTETS = re.compile(r"^[0-9.]+$")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # labels, names and addresses recur across objects
 def check_dns1123_label(value: str) -> str | None:
     if len(value) > 63:
         return f"{value!r}: must be no more than 63 characters"
@@ -29,6 +31,7 @@ def check_dns1123_label(value: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # labels, names and addresses recur across objects
 def check_dns1123_subdomain(value: str) -> str | None:
     if len(value) > 253:
         return f"{value!r}: must be no more than 253 characters"
@@ -40,6 +43,7 @@ def check_dns1123_subdomain(value: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # labels, names and addresses recur across objects
 def check_label_key(key: str) -> str | None:
     """A qualified name: optional DNS-subdomain prefix and '/', then a name of ≤ 63 characters."""
     prefix, slash, name = key.rpartition("/")
@@ -61,6 +65,7 @@ def check_label_key(key: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # labels, names and addresses recur across objects
 def check_label_value(value: str) -> str | None:
     if len(value) > 63:
         return f"{value!r}: must be no more than 63 characters"
@@ -72,6 +77,7 @@ def check_label_value(value: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # labels, names and addresses recur across objects
 def check_port_name(value: str) -> str | None:
     """IANA_SVC_NAME (RFC 6335): ≤ 15 characters, a-z0-9 and '-', one letter, no '--'."""
     if len(value) > 15:
@@ -94,6 +100,7 @@ def check_port_number(value: int) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # labels, names and addresses recur across objects
 def parse_ip(value: str) -> IPAddress | str:
     """The address, or a message. Leading zeros and IPv6 zones are rejected as Go's parser does."""
     if "%" in value:
@@ -108,6 +115,7 @@ def parse_ip(value: str) -> IPAddress | str:
         return f"{value!r}: must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # labels, names and addresses recur across objects
 def parse_cidr(value: str) -> IPNetwork | str:
     """The network (host bits cleared, as Go's ParseCIDR returns it), or a message."""
     address, slash, prefix = value.partition("/")

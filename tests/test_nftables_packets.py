@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import pytest
+from conftest import lab_namespaces
 
 from netpol.backends.nftables import render
 from netpol.ir import compile_cluster
@@ -122,7 +123,7 @@ def node_with_pods(state: ClusterState, node: str) -> Iterator[dict[str, str]]:
 
 def test_every_cell_on_real_packets_matches_the_semantics():
     state = load_text(CLUSTER)
-    before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    before = lab_namespaces()  # other tests' (and benchmarks') namespaces come and go meanwhile
     mismatches = []
     with node_with_pods(state, "node-a") as namespaces:
         for src in state.active_pods:
@@ -135,7 +136,6 @@ def test_every_cell_on_real_packets_matches_the_semantics():
                     got = out.stdout.strip() == "open"
                     if got != pods_connect(state, src, dst, port, "TCP"):
                         mismatches.append(f"{src.key} -> {dst.key}:{port} real={got}")
-    after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    assert after == before, "namespaces leaked"
+    assert lab_namespaces() == before, "namespaces leaked"
     assert not mismatches, mismatches
     assert not pods_connect(state, state.pod("other/c"), state.pod("shop/b"), 9090, "TCP")  # the except

@@ -57,6 +57,7 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8].upper()
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def chain_name(direction: Direction, pod: str) -> str:
     """Stable and readable: `ingress-HASH8-ns/pod` (the hash keeps long names unique)."""
     return f"{direction}-{_hash(pod)}-{pod}"[:200]
@@ -67,6 +68,10 @@ def _address(version: int, value: int) -> str:
     if version == 4:
         return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
     return str(ipaddress.IPv6Address(value))
+
+
+def _text(ip: IPAddress) -> str:
+    return _address(ip.version, int(ip))
 
 
 @functools.lru_cache(maxsize=65536)  # the same peer sets recur in every node's ruleset
@@ -80,7 +85,7 @@ def _declared(peer_set: PeerSet | PortSet) -> tuple[NamedSet, ...]:
     """The set's nft sets, one per family it holds (`NAME-v4`, `NAME-v6`)."""
     if isinstance(peer_set, PortSet):
         return tuple(NamedSet(f"{peer_set.name}-v{v}", (FAMILIES[v][1], "inet_proto", "inet_service"),
-                              tuple((str(ip), proto.lower(), port) for ip, proto, port in sorted(
+                              tuple((_text(ip), proto.lower(), port) for ip, proto, port in sorted(
                                   (e for e in peer_set.elements if e[0].version == v),
                                   key=lambda e: (int(e[0]), e[1], e[2]))),
                               comment=f"named ports of {peer_set.origin}")
@@ -143,17 +148,23 @@ def _pod_chains(pod: PodProgram) -> list[Chain]:
         side = pod.side(direction)
         if not side.isolated:
             continue
-        policies = ", ".join(side.isolated_by)
-        rules = [rule for allow in side.allows for rule in _allow_rules(allow, direction)]
-        rules.append(Rule((Verdict("drop"),), f"no rule of {policies} admits it"))
-        chains.append(Chain(chain_name(direction, pod.pod), tuple(rules),
-                            f"{pod.pod} {direction}, isolated by {policies}"))
+        rules = _side_rules(side.isolated_by, side.allows, direction)
+        chains.append(Chain(chain_name(direction, pod.pod), rules,
+                            f"{pod.pod} {direction}, isolated by {', '.join(side.isolated_by)}"))
     return chains
+
+
+@functools.lru_cache(maxsize=1 << 16)  # pods selected by the same policies share their rules
+def _side_rules(isolated_by: tuple[str, ...], allows: tuple[Allow, ...],
+                direction: Direction) -> tuple[Rule, ...]:
+    rules = [rule for allow in allows for rule in _allow_rules(allow, direction)]
+    rules.append(Rule((Verdict("drop"),), f"no rule of {', '.join(isolated_by)} admits it"))
+    return tuple(rules)
 
 
 def _dispatch_maps(programs: list[PodProgram]) -> list[VerdictMap]:
     return [VerdictMap(f"{direction}-v{version}", addr_type,
-                       tuple((str(ip), Verdict("jump", chain_name(direction, pod.pod)))
+                       tuple((_text(ip), Verdict("jump", chain_name(direction, pod.pod)))
                              for pod in programs if pod.side(direction).isolated
                              for ip in pod.ips if ip.version == version))
             for direction in DISPATCH_ORDER for version, (_, addr_type) in FAMILIES.items()]
@@ -207,7 +218,7 @@ def _element_changes(before: PeerSet | PortSet, after: PeerSet | PortSet,
                                 ("add", after.elements - before.elements)):
                 listed = sorted((e for e in named if e[0].version == v), key=_named_order)
                 if listed:
-                    yield verb, f"{after.name}-v{v}", [(str(ip), p.lower(), port) for ip, p, port in listed]
+                    yield verb, f"{after.name}-v{v}", [(_text(ip), p.lower(), port) for ip, p, port in listed]
         elif isinstance(before, PeerSet) and isinstance(after, PeerSet):
             was, now = (before.v4, after.v4) if v == 4 else (before.v6, after.v6)
             held, kept = set(was), set(now)
@@ -232,7 +243,7 @@ def _map_entries(pod: PodProgram) -> dict[str, list[tuple[str, Verdict]]]:
         if pod.side(direction).isolated:
             for ip in pod.ips:
                 found.setdefault(f"{direction}-v{ip.version}", []).append(
-                    (str(ip), Verdict("jump", chain_name(direction, pod.pod))))
+                    (_text(ip), Verdict("jump", chain_name(direction, pod.pod))))
     return found
 
 
