@@ -33,6 +33,7 @@ NamedElement = tuple[IPAddress, str, int]  # destination address, protocol, port
 PORT_SET_PREFIX = "named-"  # port sets' names; peer sets are pods-… and cidrs-…
 RuleKey = tuple[str, Direction, int]  # policy key, direction, index
 PerPortsKey = tuple[str, Direction, tuple[ContainerPort, ...]]  # policy, direction, a pod's ports
+SideKey = tuple[tuple[str, ...], Direction, tuple[ContainerPort, ...]]  # policies, direction, ports or ()
 
 
 def _digest(text: str) -> str:
@@ -212,6 +213,8 @@ class _Compiler:
     _port_sets_of: dict[str, set[str]] = field(default_factory=dict)  # policy → its port sets
     _per_ports_allows: dict[PerPortsKey, tuple[Allow, ...]] = field(default_factory=dict)
     _per_ports_of: dict[str, set[PerPortsKey]] = field(default_factory=dict)  # policy → its keys above
+    _sides: dict[SideKey, DirectionProgram] = field(default_factory=dict)
+    _sides_of: dict[str, set[SideKey]] = field(default_factory=dict)  # policy → sides it is in
 
     # -- sets ------------------------------------------------------------------------------
 
@@ -362,8 +365,18 @@ class _Compiler:
         sides = []
         for direction in DIRECTIONS:
             keys = self.resolver.selecting_policies(pod.key, direction)
-            allows = tuple(a for k in keys for a in self._allows(self.resolver.policies[k], direction, pod))
-            sides.append(DirectionProgram(keys, allows))
+            # Pods selected alike share one side (and alike declared ports, where a policy's
+            # ingress names a port).
+            side = self._sides.get((keys, direction, ())) or self._sides.get((keys, direction, pod.ports))
+            if side is None:
+                side = DirectionProgram(keys, tuple(
+                    a for k in keys for a in self._allows(self.resolver.policies[k], direction, pod)))
+                per_pod = not all((k, direction) in self._rule_allows for k in keys)
+                cache_key = (keys, direction, pod.ports if per_pod else ())
+                self._sides[cache_key] = side
+                for key in keys:
+                    self._sides_of.setdefault(key, set()).add(cache_key)
+            sides.append(side)
         return PodProgram(pod.key, pod.ips, sides[0], sides[1])
 
     # -- forgetting what an event made stale ------------------------------------------------
@@ -433,6 +446,8 @@ class _Compiler:
         for key in policy_keys:
             for cached in self._per_ports_of.pop(key, set()):
                 self._per_ports_allows.pop(cached, None)
+            for side in self._sides_of.pop(key, set()):
+                self._sides.pop(side, None)
 
 
 def _destinations(pod: Pod, selected: bool, blocks: list[IPBlock],

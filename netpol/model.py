@@ -43,6 +43,13 @@ class ContainerPort:
     port: int
     protocol: Protocol = "TCP"
     name: str | None = None
+    _hash: int = field(init=False, repr=False, compare=False)  # pods' ports key compiler caches
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.port, self.protocol, self.name)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,7 @@ class Resolver:
     _wide_by_namespace: dict[str, set[NodeId]] = field(default_factory=dict)  # cache of the above
     _named_block_rule_nodes: set[NodeId] = field(default_factory=set)  # ipBlock + named egress port
     _policies_in: dict[str, set[str]] = field(default_factory=dict)  # namespace → policy keys
+    _selected_by: dict[str, set[str]] = field(default_factory=dict)  # pod → policies (its `selects` edges)
     _admit_all_rules: set[NodeId] = field(default_factory=set)
     # Active pods' addresses as sorted (version, integer, pod key): ipBlocks bisect, never scan.
     _addresses: list[tuple[int, int, str]] | None = None
@@ -146,13 +147,8 @@ class Resolver:
 
     def selecting_policies(self, pod_key: str, direction: Direction) -> tuple[str, ...]:
         """Policies that select the pod and isolate it for `direction`, sorted."""
-        sources = self.graph.pred.get(_pod_node(pod_key))
-        if sources is None:
-            return ()
-        return tuple(sorted(
-            src[1] for src, edge in sources.items()
-            if edge["kind"] == "selects" and self.policies[src[1]].isolates(direction)
-        ))
+        return tuple(sorted(key for key in self._selected_by.get(pod_key, ())
+                            if self.policies[key].isolates(direction)))
 
     def policy_targets(self, policy_key: str) -> frozenset[str]:
         return frozenset(dst[1] for _, dst in self.graph.out_edges(("policy", policy_key))
@@ -246,6 +242,7 @@ class Resolver:
             rules |= self._named_block_rules(pod)
         if node in self.graph:
             self.graph.remove_node(node)
+        self._selected_by.pop(pod.key, None)
         if pod.takes_part:
             self._pod_index[pod.namespace].remove(pod.key, pod.labels)
         del self.pods[pod.key]
@@ -261,6 +258,7 @@ class Resolver:
         for key in self._policies_in.get(pod.namespace, ()):
             if self.policies[key].pod_selector.matches(pod.labels):
                 self.graph.add_edge(("policy", key), node, kind="selects")
+                self._selected_by.setdefault(pod.key, set()).add(key)
         rules: set[NodeId] = set()
         for peer in self._local_peers.get(pod.namespace, set()) | self._wide_peers_of(pod.namespace):
             selector = self._peer_scopes[peer].pod_selector
@@ -322,6 +320,8 @@ class Resolver:
         old = self.policies.pop(policy.key, None)
         if old is not None:
             affected |= self.policy_targets(old.key)
+            for key in affected:
+                self._selected_by.get(key, set()).discard(old.key)
             for direction in DIRECTIONS:
                 for i in range(len(old.rules(direction))):
                     rule_node = _rule_node(old.key, direction, i)
@@ -347,6 +347,7 @@ class Resolver:
         targets = index.select(policy.pod_selector)
         for key in targets:
             self.graph.add_edge(node, _pod_node(key), kind="selects")
+            self._selected_by.setdefault(key, set()).add(policy.key)
         for direction in DIRECTIONS:
             for i, rule in enumerate(policy.rules(direction)):
                 rule_node = _rule_node(policy.key, direction, i)
