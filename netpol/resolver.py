@@ -345,8 +345,8 @@ class Resolver:
         self._policies_in.setdefault(policy.namespace, set()).add(policy.key)
         index = self._pod_index.get(policy.namespace, LabelIndex())
         targets = index.select(policy.pod_selector)
+        self.graph.add_edges_from(((node, _pod_node(key)) for key in targets), kind="selects")
         for key in targets:
-            self.graph.add_edge(node, _pod_node(key), kind="selects")
             self._selected_by.setdefault(key, set()).add(policy.key)
         for direction in DIRECTIONS:
             for i, rule in enumerate(policy.rules(direction)):
