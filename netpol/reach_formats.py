@@ -12,7 +12,8 @@ from netpol.reach import ReachMap, iter_bits
 
 
 def render_json(reach: ReachMap) -> str:
-    """DESIGN §3: {"probes": [{"port", "protocol", "matrix": {src: {dst: bool}}}]}."""
+    """DESIGN §3: {"probes": [{"port", "protocol", "matrix": {src: {dst: bool}}}]}; a probe
+    standing for a range of ports that behave alike also has "end_port" (inclusive)."""
     keys = [p.key for p in reach.pods]
     probes = []
     for pi, probe in enumerate(reach.probes):
@@ -20,7 +21,10 @@ def render_json(reach: ReachMap) -> str:
             src: {dst: reach.allowed(pi, s, d) for d, dst in enumerate(keys)}
             for s, src in enumerate(keys)
         }
-        probes.append({"port": probe.port, "protocol": probe.protocol, "matrix": matrix})
+        entry: dict[str, object] = {"port": probe.port}
+        if probe.last is not None and probe.last != probe.port:
+            entry["end_port"] = probe.last  # a range of ports that all behave alike (endPort)
+        probes.append({**entry, "protocol": probe.protocol, "matrix": matrix})
     return json.dumps({"probes": probes}, indent=1) + "\n"
 
 

@@ -42,9 +42,14 @@ def test_reach_json_has_exactly_the_contract_shape(example_path):
 
 def test_reach_without_port_probes_every_named_port(example_path):
     _, out, _ = run("reach", "-f", example_path, "-o", "json")
-    ports = [(p["port"], p["protocol"]) for p in json.loads(out)["probes"]]
+    doc = json.loads(out)
+    ports = [(p["port"], p["protocol"]) for p in doc["probes"]]
     assert ports == [(53, "TCP"), (3000, "TCP"), (5432, "TCP"), (7000, "TCP"), (8080, "TCP"),
                      (8443, "TCP"), (9090, "TCP"), (9153, "TCP"), (9187, "TCP"), (53, "UDP")]
+    # db/allow-postgres admits 7000-7010 (endPort): one probe stands for the range, and says so
+    assert [p.get("end_port") for p in doc["probes"] if p["port"] == 7000] == [7010]
+    assert sum("end_port" in p for p in doc["probes"]) == 1
+    assert_matrix_agrees(load_state([example_path]), doc)
 
 
 def test_reach_csv_table_html_and_groups(example_path):

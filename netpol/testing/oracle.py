@@ -75,11 +75,11 @@ def assert_agrees(state: ClusterState, implementation: Implementation,
 
 
 def assert_matrix_agrees(state: ClusterState, reach_json: Mapping[str, Any]) -> None:
-    """Check a `{"probes": [{"port", "protocol", "matrix"}]}` document cell by cell."""
+    """Check a `{"probes": [{"port", ["end_port",] "protocol", "matrix"}]}` document cell by cell."""
     disagreements = []
     pods = participants(state)
     for entry in reach_json["probes"]:
-        probe = Probe(entry["protocol"], entry["port"])
+        probe = Probe(entry["protocol"], entry["port"], entry.get("end_port"))
         matrix = entry["matrix"]
         for src in pods:
             for dst in pods:
