@@ -403,6 +403,9 @@ class _Compiler:
         changed: set[str] = set()
         flipped: set[str] = set()
         stale: set[str] = set()
+        if moved is not None and any(self.resolver.address_holders(ip) - {pod.key}
+                                     for pod in moved if pod is not None for ip in pod.ips):
+            moved = None  # another pod has one of its addresses: recount the members instead
         for rule_node in rules:
             policy = self.resolver.policies.get(rule_node[1])
             if policy is None:

@@ -19,7 +19,18 @@ from typing import Literal
 import networkx as nx
 
 from netpol.labels import Labels, LabelSelector
-from netpol.model import ClusterState, Direction, IPBlock, Namespace, NetworkPolicy, Node, Peer, Pod, Rule
+from netpol.model import (
+    ClusterState,
+    Direction,
+    IPAddress,
+    IPBlock,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    Peer,
+    Pod,
+    Rule,
+)
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
@@ -129,6 +140,7 @@ class Resolver:
     _named_block_rule_nodes: set[NodeId] = field(default_factory=set)  # ipBlock + named egress port
     _policies_in: dict[str, set[str]] = field(default_factory=dict)  # namespace → policy keys
     _selected_by: dict[str, set[str]] = field(default_factory=dict)  # pod → policies (its `selects` edges)
+    _holders: dict[IPAddress, set[str]] = field(default_factory=dict)  # address → active pods with it
     _admit_all_rules: set[NodeId] = field(default_factory=set)
     # Active pods' addresses as sorted (version, integer, pod key): ipBlocks bisect, never scan.
     _addresses: list[tuple[int, int, str]] | None = None
@@ -168,6 +180,10 @@ class Resolver:
 
     def peer_group_pods(self, group: NodeId) -> frozenset[str]:
         return frozenset(pod[1] for pod in self.graph.successors(group))
+
+    def address_holders(self, ip: IPAddress) -> frozenset[str]:
+        """Active pods that have this address (more than one only in a broken cluster)."""
+        return frozenset(self._holders.get(ip, ()))
 
     def admits(self, group: NodeId, pod_key: str) -> bool:
         """Does the peer group admit the pod now?"""
@@ -245,6 +261,10 @@ class Resolver:
         self._selected_by.pop(pod.key, None)
         if pod.takes_part:
             self._pod_index[pod.namespace].remove(pod.key, pod.labels)
+            for ip in pod.ips:
+                self._holders.get(ip, set()).discard(pod.key)
+                if not self._holders.get(ip, True):
+                    del self._holders[ip]
         del self.pods[pod.key]
         return rules
 
@@ -255,6 +275,8 @@ class Resolver:
         if not pod.takes_part:
             return set()
         self._pod_index.setdefault(pod.namespace, LabelIndex()).add(pod.key, pod.labels)
+        for ip in pod.ips:
+            self._holders.setdefault(ip, set()).add(pod.key)
         for key in self._policies_in.get(pod.namespace, ()):
             if self.policies[key].pod_selector.matches(pod.labels):
                 self.graph.add_edge(("policy", key), node, kind="selects")

@@ -231,3 +231,20 @@ def test_every_update_applied_in_the_kernel_equals_loading_the_new_table(left_ne
         _load(right_netns, render(new))
         assert _table(left_netns) == _table(right_netns), render_update(current, new)
         current = new
+
+
+def test_two_pods_with_one_address_stay_exact():
+    """A broken cluster may give two pods one address (or reuse a finished pod's): deleting one
+    must not take the address out of sets the other is still in."""
+    shared = ipaddress.ip_address("10.0.0.3")
+    admit_all = NetworkPolicy("a", "p", LabelSelector(), ingress=(Rule((Peer(LabelSelector(), LabelSelector()),)),),
+                              policy_types=("Ingress",))
+    first = Pod("a", "x", Labels(), (shared,), "node-a")
+    second = Pod("b", "x", Labels(), (shared,), "node-b")
+    target = Pod("a", "t", Labels(), (ipaddress.ip_address("10.0.0.9"),), "node-a")
+    world = World(ClusterState.build(pods=(first, second, target), policies=(admit_all,)))
+    world.send("DELETED", first)  # World.send compares every node with a compile from scratch
+    finished = dataclasses.replace(second, phase="Succeeded")
+    world.send("MODIFIED", finished)
+    world.send("ADDED", Pod("c", "y", Labels(), (shared,), "node-b"))  # the address reused
+    world.send("DELETED", finished)
