@@ -295,8 +295,14 @@ def _chain_text(chain: Chain) -> Iterator[str]:
         yield f"\t\ttype {b.type} hook {b.hook} priority {b.priority}; policy {b.policy};"
     if chain.comment:
         yield f"\t\tcomment {quote(chain.comment)}"
-    yield from (f"\t\t{_rule_text(rule)}" for rule in chain.rules)
+    if chain.rules:
+        yield _rules_text(chain.rules)
     yield "\t}"
+
+
+@functools.lru_cache(maxsize=1 << 16)  # pods selected alike share one rule tuple (by identity)
+def _rules_text(rules: tuple[Rule, ...]) -> str:
+    return "\n".join(f"\t\t{_rule_text(rule)}" for rule in rules)
 
 
 def script(table: Table, header: str) -> str:
