@@ -33,7 +33,8 @@ NamedElement = tuple[IPAddress, str, int]  # destination address, protocol, port
 PORT_SET_PREFIX = "named-"  # port sets' names; peer sets are pods-… and cidrs-…
 RuleKey = tuple[str, Direction, int]  # policy key, direction, index
 PerPortsKey = tuple[str, Direction, tuple[ContainerPort, ...]]  # policy, direction, a pod's ports
-SideKey = tuple[tuple[str, ...], Direction, tuple[ContainerPort, ...]]  # policies, direction, ports or ()
+# policies, direction, and the pod's ports where a policy's ingress names a port (else None)
+SideKey = tuple[tuple[str, ...], Direction, tuple[ContainerPort, ...] | None]
 
 
 def _digest(text: str) -> str:
@@ -367,12 +368,12 @@ class _Compiler:
             keys = self.resolver.selecting_policies(pod.key, direction)
             # Pods selected alike share one side (and alike declared ports, where a policy's
             # ingress names a port).
-            side = self._sides.get((keys, direction, ())) or self._sides.get((keys, direction, pod.ports))
+            side = self._sides.get((keys, direction, None)) or self._sides.get((keys, direction, pod.ports))
             if side is None:
                 side = DirectionProgram(keys, tuple(
                     a for k in keys for a in self._allows(self.resolver.policies[k], direction, pod)))
                 per_pod = not all((k, direction) in self._rule_allows for k in keys)
-                cache_key = (keys, direction, pod.ports if per_pod else ())
+                cache_key: SideKey = (keys, direction, pod.ports if per_pod else None)
                 self._sides[cache_key] = side
                 for key in keys:
                     self._sides_of.setdefault(key, set()).add(cache_key)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from netpol.backends.nftables import render_json
 from netpol.ir import block_intervals, compile_cluster
-from netpol.manifests import load_state
+from netpol.manifests import load_state, load_text
 from netpol.model import ClusterState, IPBlock
 from netpol.nft_trace import NodeRuleset, trace_json
 from netpol.semantics import allowed, endpoint
@@ -87,3 +87,32 @@ def test_except_is_subtracted_per_block():
     outside = [int(ipaddress.ip_address(a)) for a in ("10.0.1.0", "10.0.1.255", "10.1.0.0")]
     assert all(any(a <= v <= b for a, b in intervals) for v in inside)
     assert not any(any(a <= v <= b for a, b in intervals) for v in outside)
+
+
+def test_pods_without_the_named_port_do_not_lend_their_program_to_pods_with_it():
+    """Pods selected alike share program sides, except where ingress names a port: a pod that
+    declares no ports (compiled first) must not hand its empty allow to one that declares it."""
+    state = load_text("""
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: http-only, namespace: default}
+spec:
+  podSelector: {}
+  ingress: [{ports: [{port: http}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a-plain, namespace: default}
+spec: {nodeName: node-a, containers: [{name: c}]}
+status: {phase: Running, podIP: 10.0.0.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b-web, namespace: default}
+spec: {nodeName: node-a, containers: [{name: c, ports: [{name: http, containerPort: 53}]}]}
+status: {phase: Running, podIP: 10.0.0.3}
+""")
+    programs = compile_cluster(state)
+    src, dst = ipaddress.ip_address("10.0.0.2"), ipaddress.ip_address("10.0.0.3")
+    assert trace(programs, Packet(src, dst, "TCP", 53)).allowed
+    assert not trace(programs, Packet(dst, src, "TCP", 53)).allowed
