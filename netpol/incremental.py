@@ -14,7 +14,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from netpol.ir import PORT_SET_PREFIX, NodeProgram, PeerSet, PodProgram, PortSet, _Compiler, used_sets
+from netpol.ir import (
+    PORT_SET_PREFIX,
+    NodeProgram,
+    PeerSet,
+    PodProgram,
+    PortSet,
+    _Compiler,
+    sorted_addresses,
+    used_sets,
+)
 from netpol.model import ClusterState, IPAddress, Namespace, NetworkPolicy, Node, Pod
 from netpol.resolver import EventType, Resolver
 
@@ -45,7 +54,6 @@ class IncrementalCompiler:
         self._pod_node: dict[str, str] = {}  # … and the node it was compiled for
         self._on_node: dict[str, dict[str, Pod]] = {}  # node → every pod on it, active or not
         self._programs: dict[str, NodeProgram] = {}
-        self._set_names: dict[str, tuple[list[str], list[str]]] = {}  # node → peer, port set names
         self._set_users: dict[str, set[str]] = {}  # set name → nodes declaring it
         self._set_counts: dict[str, dict[str, int]] = {}  # node → set name → pod programs using it
         self._set_positions: dict[str, dict[str, int]] = {}  # node → set name → place in its program
@@ -75,15 +83,14 @@ class IncrementalCompiler:
         if isinstance(obj, NetworkPolicy):
             self._compiler.forget_policy(obj.key)
         change = self.resolver.apply(event, obj)
-        new_pod = None if event == "DELETED" else obj
-        moved = (old_pod, new_pod) if isinstance(obj, Pod) and isinstance(new_pod, Pod | None) else None
-        _, stale_policies = self._compiler.refresh_members(change.rules, moved)
+        moved = (old_pod, None if event == "DELETED" else obj) if isinstance(obj, Pod) else None
+        stale_policies = self._compiler.refresh_members(change.rules, moved)
         pods = set(change.pods)
         for key in stale_policies:
             pods |= self.resolver.policy_targets(key)
         structural = set(change.nodes)
-        if isinstance(obj, Pod):
-            self._move(old_pod, None if event == "DELETED" else self.resolver.pods.get(obj.key))
+        if moved is not None:
+            self._move(*moved)
         for key in pods:
             structural |= self._recompile_pod(key)
         changed_sets = _replaced(before_peers, self._compiler.peer_sets)
@@ -150,12 +157,11 @@ class IncrementalCompiler:
         declared = sorted(self._set_counts.get(node, {}))
         peer_names = [n for n in declared if not n.startswith(PORT_SET_PREFIX)]
         port_names = [n for n in declared if n.startswith(PORT_SET_PREFIX)]
-        before = {n for names in self._set_names.get(node, ([], [])) for n in names}
+        before = set(self._set_positions.get(node, ()))
         for name in before.difference(declared):
             self._set_users.get(name, set()).discard(node)
         for name in set(declared).difference(before):
             self._set_users.setdefault(name, set()).add(node)
-        self._set_names[node] = (peer_names, port_names)
         positions = {name: i for i, name in enumerate(peer_names)}  # port sets: -1, -2, …
         positions.update((name, -1 - i) for i, name in enumerate(port_names))
         self._set_positions[node] = positions
@@ -165,10 +171,9 @@ class IncrementalCompiler:
             tuple(self._compiler.port_sets[n] for n in port_names))
 
     def _forget_node(self, node: str) -> None:
-        for name in (n for names in self._set_names.pop(node, ([], [])) for n in names):
+        for name in self._set_positions.pop(node, {}):
             self._set_users.get(name, set()).discard(node)
         self._programs.pop(node, None)
-        self._set_positions.pop(node, None)
         self._set_counts.pop(node, None)
 
     def _refresh_elements(self, node: str, changed: set[str]) -> NodeProgram:
@@ -190,7 +195,7 @@ class IncrementalCompiler:
         for pod in members:
             if pod.host_network:
                 found.update(pod.ips)
-        return tuple(sorted(found, key=lambda ip: (ip.version, int(ip))))
+        return sorted_addresses(found)
 
 
 def _replaced(before: Mapping[str, PeerSet | PortSet], after: Mapping[str, PeerSet | PortSet]) -> set[str]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from netpol.intervals import Interval, merge_intervals
-from netpol.model import ClusterState, ContainerPort, Direction, IPAddress, IPBlock, NetworkPolicy, Pod
+from netpol.model import ClusterState, ContainerPort, Direction, IPAddress, IPBlock, NetworkPolicy, Pod, Rule
 from netpol.resolver import DIRECTIONS, NodeId, Resolver
 
 NamedElement = tuple[IPAddress, str, int]  # destination address, protocol, port
@@ -39,6 +39,25 @@ SideKey = tuple[tuple[str, ...], Direction, tuple[ContainerPort, ...] | None]
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _origin(policy_key: str, direction: Direction, index: int) -> str:
+    """What every rule, set and comment derived from `spec.DIRECTION[INDEX]` names as its source."""
+    return f"NetworkPolicy {policy_key} spec.{direction}[{index}]"
+
+
+def _port_set_name(origin: str) -> str:
+    return f"{PORT_SET_PREFIX}{_digest(origin)}"
+
+
+def _named_ports(rule: Rule) -> list[tuple[str, str]]:
+    """(name, protocol) of the rule's named ports."""
+    return [(e.port, e.protocol) for e in rule.ports if isinstance(e.port, str)]
+
+
+def sorted_addresses(ips: Iterable[IPAddress]) -> tuple[IPAddress, ...]:
+    """IPv4 first, then IPv6, each in numeric order (a node's own addresses, as programs list them)."""
+    return tuple(sorted(ips, key=lambda ip: (ip.version, int(ip))))
 
 
 @dataclass(frozen=True)
@@ -208,7 +227,7 @@ class _Compiler:
     _rule_peers: dict[RuleKey, tuple[str, ...] | None] = field(default_factory=dict)
     _spellings: dict[tuple[NodeId, ...], str] = field(default_factory=dict)  # groups → set name
     _groups_of: dict[str, tuple[NodeId, ...]] = field(default_factory=dict)  # set name → groups
-    _rule_allows: dict[tuple[str, Direction], tuple[Allow, ...] | None] = field(default_factory=dict)
+    _rule_allows: dict[tuple[str, Direction], tuple[Allow, ...]] = field(default_factory=dict)
     _users: dict[str, set[RuleKey]] = field(default_factory=dict)  # set name → rules spelling it
     _keys_of: dict[str, set[RuleKey]] = field(default_factory=dict)  # policy → its rules spelled
     _port_sets_of: dict[str, set[str]] = field(default_factory=dict)  # policy → its port sets
@@ -270,11 +289,11 @@ class _Compiler:
     def _port_set(self, policy: NetworkPolicy, index: int) -> PortSet | None:
         """The named-port destinations of egress rule `index`, or None when it names no port."""
         rule = policy.egress[index]
-        names: list[tuple[str, str]] = [(e.port, e.protocol) for e in rule.ports if isinstance(e.port, str)]
+        names = _named_ports(rule)
         if not names:
             return None
-        origin = f"NetworkPolicy {policy.key} spec.egress[{index}]"
-        name = f"{PORT_SET_PREFIX}{_digest(origin)}"
+        origin = _origin(policy.key, "egress", index)
+        name = _port_set_name(origin)
         if name not in self.port_sets:
             self.port_sets[name] = PortSet(name, self._named_elements(policy, index, names), origin)
             self._port_sets_of.setdefault(policy.key, set()).add(name)
@@ -299,7 +318,7 @@ class _Compiler:
                               old: Pod | None, new: Pod | None) -> frozenset[NamedElement]:
         """`current` after one pod changed: its old addresses out, what it admits now in."""
         rule = policy.egress[index]
-        names = [(e.port, e.protocol) for e in rule.ports if isinstance(e.port, str)]
+        names = _named_ports(rule)
         elements = set(current.elements)  # copying keeps the hashes: only the pod's own get hashed
         if old is not None and old.takes_part:  # (a finished pod's address may be reused already)
             elements.difference_update(_destinations(old, True, [], names))
@@ -338,7 +357,7 @@ class _Compiler:
             return per_ports
         allows, per_pod = [], False
         for index, rule in enumerate(policy.rules(direction)):
-            origin = f"NetworkPolicy {policy.key} spec.{direction}[{index}]"
+            origin = _origin(policy.key, direction, index)
             names = self.rule_peer_sets(policy, direction, index)
             peers = None if names is None else tuple(self.peer_sets[n].ref for n in names)
             if not rule.ports:
@@ -395,12 +414,11 @@ class _Compiler:
             self.port_sets.pop(name, None)
 
     def refresh_members(self, rules: Iterable[NodeId],
-                        moved: tuple[Pod | None, Pod | None] | None = None) -> tuple[set[str], set[str]]:
+                        moved: tuple[Pod | None, Pod | None] | None = None) -> set[str]:
         """Recompute the sets of rules whose admitted pods changed; when one pod event caused it
         (`moved`: the pod before and after), by taking that pod out and back in rather than by
-        listing every member. Returns the names of the sets whose elements differ, and the
-        policies whose allows went stale because a set gained its first or lost its last address
-        of a family (a change of structure)."""
+        listing every member. Returns the policies whose allows went stale because a set gained
+        its first or lost its last address of a family (a change of structure)."""
         changed: set[str] = set()
         flipped: set[str] = set()
         stale: set[str] = set()
@@ -424,7 +442,7 @@ class _Compiler:
                         if fresh.families != old.families:
                             flipped.add(name)
             if direction == "egress":
-                named = f"{PORT_SET_PREFIX}{_digest(f'NetworkPolicy {policy.key} spec.egress[{index}]')}"
+                named = _port_set_name(_origin(policy.key, "egress", index))
                 if named in self.port_sets and named not in changed:
                     old_ports = self.port_sets.pop(named)
                     if moved:
@@ -439,15 +457,12 @@ class _Compiler:
             if flipped.intersection(names):
                 stale.add(policy.key)
         self._forget_allows(stale)
-        return changed, stale
+        return stale
 
     def _forget_allows(self, policy_keys: set[str]) -> None:
-        if not policy_keys:
-            return
         for key in policy_keys:
             for direction in DIRECTIONS:
                 self._rule_allows.pop((key, direction), None)
-        for key in policy_keys:
             for cached in self._per_ports_of.pop(key, set()):
                 self._per_ports_allows.pop(cached, None)
             for side in self._sides_of.pop(key, set()):
@@ -485,8 +500,7 @@ def used_sets(programs: Iterable[PodProgram]) -> tuple[list[str], list[str]]:
 
 
 def node_addresses(state: ClusterState, node: str) -> tuple[IPAddress, ...]:
-    own = state.node_addresses.get(node, frozenset())
-    return tuple(sorted(own, key=lambda ip: (ip.version, int(ip))))
+    return sorted_addresses(state.node_addresses.get(node, frozenset()))
 
 
 class NodeCompiler:

@@ -42,7 +42,7 @@ from netpol.backends.nft_document import (
     object_command,
     script,
 )
-from netpol.ir import Allow, NodeProgram, PeerSet, PodProgram, PortSet
+from netpol.ir import Allow, NamedElement, NodeProgram, PeerSet, PodProgram, PortSet
 from netpol.model import Direction, IPAddress
 
 TABLE = "netpol"
@@ -51,6 +51,7 @@ DISPATCH_ORDER: tuple[Direction, ...] = ("egress", "ingress")  # the source's eg
 # ICMPv6 neighbour discovery must pass for isolated pods or IPv6 breaks (PITFALLS 20).
 ND_TYPES = ("nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-solicit", "nd-router-advert")
 VERDICTS = {"egress": Verdict("return"), "ingress": Verdict("accept")}  # egress passes on to ingress
+OUR_TABLE = Table("inet", TABLE, "")  # what single commands (`add element …`) name
 
 
 def _hash(text: str) -> str:
@@ -80,19 +81,24 @@ def _interval_elements(version: int, intervals: tuple[tuple[int, int], ...]) -> 
                  for a, b in intervals)
 
 
+def _named_elements_text(elements: Iterable[NamedElement], version: int) -> list[Element]:
+    """`addr . proto . port` elements of one family, in address order."""
+    return [(_text(ip), proto.lower(), port)
+            for ip, proto, port in sorted((e for e in elements if e[0].version == version),
+                                          key=lambda e: (int(e[0]), e[1], e[2]))]
+
+
 @functools.lru_cache(maxsize=65536)  # the same set object recurs in every node that uses it
-def _declared(peer_set: PeerSet | PortSet) -> tuple[NamedSet, ...]:
-    """The set's nft sets, one per family it holds (`NAME-v4`, `NAME-v6`)."""
+def _declared(peer_set: PeerSet | PortSet) -> tuple[tuple[int, NamedSet], ...]:
+    """The set's nft sets, one per family it holds (`NAME-v4`, `NAME-v6`), with that family."""
     if isinstance(peer_set, PortSet):
-        return tuple(NamedSet(f"{peer_set.name}-v{v}", (FAMILIES[v][1], "inet_proto", "inet_service"),
-                              tuple((_text(ip), proto.lower(), port) for ip, proto, port in sorted(
-                                  (e for e in peer_set.elements if e[0].version == v),
-                                  key=lambda e: (int(e[0]), e[1], e[2]))),
-                              comment=f"named ports of {peer_set.origin}")
+        return tuple((v, NamedSet(f"{peer_set.name}-v{v}", (FAMILIES[v][1], "inet_proto", "inet_service"),
+                                  tuple(_named_elements_text(peer_set.elements, v)),
+                                  comment=f"named ports of {peer_set.origin}"))
                      for v in peer_set.families)
-    return tuple(NamedSet(f"{peer_set.name}-v{v}", (FAMILIES[v][1],),
-                          _interval_elements(v, peer_set.v4 if v == 4 else peer_set.v6),
-                          interval=peer_set.ranges, comment=peer_set.describes)
+    return tuple((v, NamedSet(f"{peer_set.name}-v{v}", (FAMILIES[v][1],),
+                              _interval_elements(v, peer_set.v4 if v == 4 else peer_set.v6),
+                              interval=peer_set.ranges, comment=peer_set.describes))
                  for v in peer_set.families)
 
 
@@ -163,10 +169,12 @@ def _side_rules(isolated_by: tuple[str, ...], allows: tuple[Allow, ...],
 
 
 def _dispatch_maps(programs: list[PodProgram]) -> list[VerdictMap]:
-    return [VerdictMap(f"{direction}-v{version}", addr_type,
-                       tuple((_text(ip), Verdict("jump", chain_name(direction, pod.pod)))
-                             for pod in programs if pod.side(direction).isolated
-                             for ip in pod.ips if ip.version == version))
+    entries: dict[str, list[tuple[str, Verdict]]] = {
+        f"{direction}-v{version}": [] for direction in DISPATCH_ORDER for version in FAMILIES}
+    for pod in programs:
+        for map_name, found in _map_entries(pod).items():
+            entries[map_name] += found
+    return [VerdictMap(f"{direction}-v{version}", addr_type, tuple(entries[f"{direction}-v{version}"]))
             for direction in DISPATCH_ORDER for version, (_, addr_type) in FAMILIES.items()]
 
 
@@ -184,7 +192,7 @@ def build_table(program: NodeProgram) -> Table:
     """The node's table: sets, dispatch maps, the forward hook and one chain per isolated pod side."""
     pods = list(program.pods)
     return Table("inet", TABLE, f"netpol: Kubernetes NetworkPolicy for node {program.node}",
-                 sets=tuple(s for ps in (*program.peer_sets, *program.port_sets) for s in _declared(ps)),
+                 sets=tuple(s for ps in (*program.peer_sets, *program.port_sets) for _, s in _declared(ps)),
                  maps=tuple(_dispatch_maps(pods)),
                  chains=(FORWARD, *(chain for pod in pods for chain in _pod_chains(pod))))
 
@@ -200,14 +208,6 @@ def render_json(program: NodeProgram) -> dict[str, Any]:
     return document(build_table(program))
 
 
-def _named_order(element: tuple[IPAddress, str, int]) -> tuple[int, str, int]:
-    return int(element[0]), element[1], element[2]
-
-
-def _family(declared: NamedSet) -> int:
-    return int(declared.name.rsplit("-v", 1)[1])  # _declared names them NAME-v4, NAME-v6
-
-
 def _element_changes(before: PeerSet | PortSet, after: PeerSet | PortSet,
                      families: Iterable[int]) -> Iterator[tuple[str, str, list[Element]]]:
     """(verb, nft set, elements) that turn `before`'s declared sets of `families` into `after`'s,
@@ -216,9 +216,8 @@ def _element_changes(before: PeerSet | PortSet, after: PeerSet | PortSet,
         if isinstance(before, PortSet) and isinstance(after, PortSet):
             for verb, named in (("delete", before.elements - after.elements),
                                 ("add", after.elements - before.elements)):
-                listed = sorted((e for e in named if e[0].version == v), key=_named_order)
-                if listed:
-                    yield verb, f"{after.name}-v{v}", [(_text(ip), p.lower(), port) for ip, p, port in listed]
+                if listed := _named_elements_text(named, v):
+                    yield verb, f"{after.name}-v{v}", listed
         elif isinstance(before, PeerSet) and isinstance(after, PeerSet):
             was, now = (before.v4, after.v4) if v == 4 else (before.v6, after.v6)
             held, kept = set(was), set(now)
@@ -231,8 +230,7 @@ def _element_changes(before: PeerSet | PortSet, after: PeerSet | PortSet,
 @functools.lru_cache(maxsize=4096)  # one event's changed set is in many nodes' updates
 def _element_commands(before: PeerSet | PortSet, after: PeerSet | PortSet,
                       families: tuple[int, ...]) -> list[str]:
-    table = Table("inet", TABLE, "")
-    return [element_command(verb, table, set_name, elements)
+    return [element_command(verb, OUR_TABLE, set_name, elements)
             for verb, set_name, elements in _element_changes(before, after, families)]
 
 
@@ -255,7 +253,7 @@ def render_update(old: NodeProgram, new: NodeProgram) -> str:
 
     Order within the transaction: new sets; element changes; unhook changed pods (map elements),
     then drop their chains; add the new chains and hook them; finally drop sets nothing uses."""
-    table = Table("inet", TABLE, "")
+    table = OUR_TABLE
     old_sets: list[PeerSet | PortSet] = [*old.peer_sets, *old.port_sets]
     new_sets: list[PeerSet | PortSet] = [*new.peer_sets, *new.port_sets]
     if len(old_sets) == len(new_sets) and all(  # usual: the same sets, most the same objects
@@ -273,14 +271,13 @@ def render_update(old: NodeProgram, new: NodeProgram) -> str:
             continue
         old_families = before.families if before is not None else ()
         if before is None or old_families != after.families:
-            lines += [add_set_command(table, ns) for ns in _declared(after)
-                      if _family(ns) not in old_families]
+            lines += [add_set_command(table, ns) for v, ns in _declared(after) if v not in old_families]
         if before is not None:
             if old_families != after.families:
-                unused += [ns.name for ns in _declared(before) if _family(ns) not in after.families]
+                unused += [ns.name for v, ns in _declared(before) if v not in after.families]
             common = tuple(v for v in after.families if v in old_families)
             lines += _element_commands(before, after, common)
-    unused += [ns.name for ps in was.values() for ns in _declared(ps)]  # sets no longer declared
+    unused += [ns.name for ps in was.values() for _, ns in _declared(ps)]  # sets no longer declared
     if old.pods is new.pods:
         leaving: list[PodProgram] = []
         arriving: list[PodProgram] = []
