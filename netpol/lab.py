@@ -298,9 +298,12 @@ class Lab:
     # namespaces and interfaces
 
     def add_netns(self, name: str) -> None:
-        # Undo registered first: an interrupt while `ip` runs must not leave the namespace behind.
-        self._stack.callback(_delete_netns, name)
-        run_command(["ip", "netns", "add", name])
+        # Ctrl-C/SIGTERM wait until `ip netns add` has finished and its undo is registered: an
+        # interrupt that lands inside Popen (before it returns a handle) would otherwise orphan an
+        # `ip` that creates the namespace after the teardown looked for it.
+        with _signals_deferred():
+            self._stack.callback(_delete_netns, name)
+            run_command(["ip", "netns", "add", name])
 
     def batch(self, netns: str, commands: Iterable[Sequence[str]]) -> None:
         """Several `ip` commands in one process, inside `netns`."""
@@ -358,11 +361,14 @@ class Lab:
 
     def spawn(self, netns: str, argv: Sequence[str]) -> subprocess.Popen[str]:
         """A process inside `netns`, killed (by PID) when the lab closes. Its own session, so a
-        Ctrl-C reaches only us and we decide the order of the teardown."""
-        proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-        self._stack.callback(_stop, proc)
+        Ctrl-C reaches only us and we decide the order of the teardown. Signals wait until its
+        PID is known and its kill registered (the child inherits the mask; it is stopped by
+        SIGKILL, which no mask holds back)."""
+        with _signals_deferred():
+            proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    start_new_session=True)
+            self._stack.callback(_stop, proc)
         return proc
 
 

@@ -408,3 +408,29 @@ def test_a_signal_leaves_nothing_behind(example_path, signum, code, delay):
     out, err = proc.communicate(timeout=120)  # a saturated 2-core machine can be slow to tear down
     assert proc.returncode == code, out + err
     assert "Traceback" not in err
+
+
+@pytest.mark.kernel
+@needs_kernel
+@pytest.mark.usefixtures("netns_guard")
+def test_a_signal_while_a_namespace_is_created_waits_until_its_undo_is_registered(example_path,
+                                                                                   monkeypatch):
+    """The race behind a leaked namespace under load: SIGTERM landing inside Popen, before
+    `subprocess.run` has a handle, orphaned an `ip netns add` that finished after the teardown
+    had looked. The signal must now arrive only once `ip netns add` has returned."""
+    real_run = lab_module.run_command
+    created: list[str] = []
+
+    def signal_then_run(argv, stdin=None):
+        if list(argv[:3]) == ["ip", "netns", "add"] and not created:
+            os.kill(os.getpid(), signal.SIGTERM)  # pending at once; raised as soon as Python may
+            out = real_run(argv, stdin)
+            created.append(argv[3])
+            return out
+        return real_run(argv, stdin)
+
+    monkeypatch.setattr(lab_module, "run_command", signal_then_run)
+    with pytest.raises(SystemExit) as stopped, lab_module.open_lab(load_state([example_path])):
+        pass
+    assert stopped.value.code == 143
+    assert created and not (lab_module.NETNS_DIR / created[0]).exists()
