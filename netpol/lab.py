@@ -301,7 +301,7 @@ class Lab:
         # Ctrl-C/SIGTERM wait until `ip netns add` has finished and its undo is registered: an
         # interrupt that lands inside Popen (before it returns a handle) would otherwise orphan an
         # `ip` that creates the namespace after the teardown looked for it.
-        with _signals_deferred():
+        with _INTERRUPTS.held():
             self._stack.callback(_delete_netns, name)
             run_command(["ip", "netns", "add", name])
 
@@ -362,9 +362,8 @@ class Lab:
     def spawn(self, netns: str, argv: Sequence[str]) -> subprocess.Popen[str]:
         """A process inside `netns`, killed (by PID) when the lab closes. Its own session, so a
         Ctrl-C reaches only us and we decide the order of the teardown. Signals wait until its
-        PID is known and its kill registered (the child inherits the mask; it is stopped by
-        SIGKILL, which no mask holds back)."""
-        with _signals_deferred():
+        PID is known and its kill registered."""
+        with _INTERRUPTS.held():
             proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     start_new_session=True)
@@ -393,35 +392,58 @@ def _delete_netns(name: str) -> None:
               file=sys.stderr)
 
 
+class _Interrupts:
+    """Ctrl-C and SIGTERM as exceptions (KeyboardInterrupt, SystemExit(143)) while a lab is
+    open, except inside `held()` blocks, where they wait and are raised when the outermost
+    block ends. Python-level, not a signal mask: the kernel may hand a process-directed signal
+    to any thread that does not block it, but Python runs handlers in the main thread, which
+    sees `depth`."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: int | None = None
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.depth:
+            self.pending = self.pending or signum
+            return
+        _raise_for(signum)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending is not None:
+                signum, self.pending = self.pending, None
+                _raise_for(signum)
+
+
+def _raise_for(signum: int) -> None:
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
+_INTERRUPTS = _Interrupts()
+_HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM becomes SystemExit(143), so `finally` blocks run as they do for Ctrl-C."""
+def _interrupts_handled() -> Iterator[None]:
+    """Route SIGINT/SIGTERM through `_INTERRUPTS` (main thread only: elsewhere Python cannot
+    install handlers, and signals keep their usual behaviour)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def terminate(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = {signum: signal.signal(signum, _INTERRUPTS.handle) for signum in _HANDLED}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM back while tearing down; they are delivered afterwards."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextmanager
@@ -431,11 +453,11 @@ def open_lab(state: ClusterState | LabPlan) -> Iterator[Lab]:
     check_environment()
     plan = state if isinstance(state, LabPlan) else plan_lab(state)
     stack = ExitStack()
-    with _sigterm_raises():
+    with _interrupts_handled():
         try:
             lab = Lab(plan, stack)
             lab.build()
             yield lab
         finally:
-            with _signals_deferred():
+            with _INTERRUPTS.held():  # an interrupt during the teardown is raised after it
                 stack.close()
