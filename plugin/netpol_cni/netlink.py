@@ -1,0 +1,332 @@
+"""An rtnetlink client on a raw AF_NETLINK socket: just what a bridge plugin needs.
+
+Links (get, dump, create a bridge or a veth pair whose peer lands in another namespace, set
+master/up/mtu/alias, hairpin, delete), addresses and routes (add, dump). Every request carries
+NLM_F_ACK and waits for the kernel's answer, so an error comes back as `NetlinkError` with the
+errno of that very request. Callers decide which errnos mean "already so" (EEXIST on create,
+ENODEV on delete) — that is what makes the plugin's `ensure_*` steps idempotent and race-safe.
+
+Talking to the kernel directly, instead of running `ip` a dozen times, is most of why an ADD
+costs a few milliseconds; `_socket` rather than `socket` keeps `enum` out of the start-up."""
+
+from __future__ import annotations
+
+import _socket
+import os
+import struct
+
+AF_UNSPEC = 0
+AF_INET = 2
+AF_BRIDGE = 7
+AF_INET6 = 10
+_AF_NETLINK = 16
+_NETLINK_ROUTE = 0
+
+_NLM_F_REQUEST = 0x1
+_NLM_F_MULTI = 0x2
+_NLM_F_ACK = 0x4
+_NLM_F_DUMP = 0x300
+_NLM_F_EXCL = 0x200
+_NLM_F_CREATE = 0x400
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+
+_RTM_NEWLINK, _RTM_DELLINK, _RTM_GETLINK, _RTM_SETLINK = 16, 17, 18, 19
+_RTM_NEWADDR, _RTM_GETADDR = 20, 22
+_RTM_NEWROUTE, _RTM_GETROUTE = 24, 26
+
+_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_LINK, _IFLA_MASTER = 1, 3, 4, 5, 10
+_IFLA_PROTINFO, _IFLA_LINKINFO, _IFLA_IFALIAS, _IFLA_NET_NS_FD = 12, 18, 20, 28
+_IFLA_INFO_KIND, _IFLA_INFO_DATA = 1, 2
+_VETH_INFO_PEER = 1
+_IFLA_BRPORT_MODE = 4  # hairpin
+_IFA_ADDRESS, _IFA_LOCAL, _IFA_FLAGS = 1, 2, 8
+_IFA_F_NODAD = 0x2
+_RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_TABLE = 1, 4, 5, 15
+_RT_TABLE_MAIN = 254
+_RTPROT_BOOT = 3
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
+_RTN_UNICAST = 1
+_NLA_F_NESTED = 0x8000
+_NLA_TYPE_MASK = 0x3FFF
+IFF_UP = 0x1
+_ENODEV, _EEXIST, _ENOENT, _ESRCH = 19, 17, 2, 3
+
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
+_IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
+_IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, index
+# rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
+_RTMSG = struct.Struct("=BBBBBBBBI")
+_ATTR = struct.Struct("=HH")
+_U32 = struct.Struct("=I")
+_ERRNO = struct.Struct("=i")
+
+
+class NetlinkError(OSError):
+    """The kernel refused a request (errno as the kernel gave it)."""
+
+
+class Link:
+    """One interface as RTM_GETLINK describes it."""
+
+    __slots__ = ("alias", "flags", "index", "kind", "mac", "master", "mtu", "name",
+                 "peer_index")
+
+    def __init__(self, index: int, flags: int, attrs: dict[int, bytes]) -> None:
+        self.index = index
+        self.flags = flags
+        self.name = _text(attrs.get(_IFLA_IFNAME, b""))
+        self.mac = ":".join(f"{b:02x}" for b in attrs.get(_IFLA_ADDRESS, b""))
+        self.mtu = _U32.unpack(attrs[_IFLA_MTU])[0] if _IFLA_MTU in attrs else 0
+        self.master = _U32.unpack(attrs[_IFLA_MASTER])[0] if _IFLA_MASTER in attrs else 0
+        self.peer_index = _U32.unpack(attrs[_IFLA_LINK])[0] if _IFLA_LINK in attrs else 0
+        self.alias = _text(attrs.get(_IFLA_IFALIAS, b""))
+        info = _parse_attrs(attrs.get(_IFLA_LINKINFO, b""), 0)
+        self.kind = _text(info.get(_IFLA_INFO_KIND, b""))
+
+    @property
+    def up(self) -> bool:
+        return bool(self.flags & IFF_UP)
+
+
+class Address:
+    __slots__ = ("family", "index", "ip", "prefixlen")
+
+    def __init__(self, family: int, prefixlen: int, index: int, ip: str) -> None:
+        self.family, self.prefixlen, self.index, self.ip = family, prefixlen, index, ip
+
+
+class Route:
+    __slots__ = ("dst", "dst_len", "family", "gateway", "oif", "table")
+
+    def __init__(self, family: int, dst_len: int, table: int, attrs: dict[int, bytes]) -> None:
+        self.family, self.dst_len = family, dst_len
+        self.table = _U32.unpack(attrs[_RTA_TABLE])[0] if _RTA_TABLE in attrs else table
+        self.dst = _socket.inet_ntop(family, attrs[_RTA_DST]) if _RTA_DST in attrs else ""
+        self.gateway = _socket.inet_ntop(family, attrs[_RTA_GATEWAY]) if _RTA_GATEWAY in attrs else ""
+        self.oif = _U32.unpack(attrs[_RTA_OIF])[0] if _RTA_OIF in attrs else 0
+
+
+def new_socket() -> _socket.socket:
+    """A NETLINK_ROUTE socket in the calling thread's current network namespace."""
+    sock = _socket.socket(_AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, _NETLINK_ROUTE)
+    sock.bind((0, 0))
+    return sock
+
+
+class Rtnl:
+    """Requests over one netlink socket (which stays in the namespace it was opened in)."""
+
+    def __init__(self, sock: _socket.socket | None = None) -> None:
+        self.sock = sock if sock is not None else new_socket()
+        self._seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # ── the protocol ──────────────────────────────────────────────────────────────────────
+
+    def _request(self, msg_type: int, flags: int, payload: bytes) -> list[bytes]:
+        """Send one request; return the payloads of the messages answering it (a dump's
+        parts, or the one reply). Raises NetlinkError when the kernel says no."""
+        self._seq += 1
+        seq = self._seq
+        flags |= _NLM_F_REQUEST | (0 if flags & _NLM_F_DUMP == _NLM_F_DUMP else _NLM_F_ACK)
+        self.sock.send(_HEADER.pack(_HEADER.size + len(payload), msg_type, flags, seq, 0) + payload)
+        replies: list[bytes] = []
+        while True:
+            data = self.sock.recv(1 << 17)
+            offset = 0
+            while offset + _HEADER.size <= len(data):
+                length, kind, msg_flags, msg_seq, _ = _HEADER.unpack_from(data, offset)
+                if length < _HEADER.size:
+                    raise NetlinkError(0, "malformed netlink message")
+                body = data[offset + _HEADER.size:offset + length]
+                offset += (length + 3) & ~3
+                if msg_seq != seq:
+                    continue  # an answer to an earlier request we stopped waiting for
+                if kind == _NLMSG_DONE:
+                    return replies
+                if kind == _NLMSG_ERROR:
+                    errno = -_ERRNO.unpack_from(body)[0]
+                    if errno:
+                        raise NetlinkError(errno, os.strerror(errno))
+                    return replies  # the ACK
+                replies.append(body)
+                if not msg_flags & _NLM_F_MULTI and not flags & _NLM_F_ACK:
+                    return replies
+
+    # ── links ─────────────────────────────────────────────────────────────────────────────
+
+    def get_link(self, name: str) -> Link | None:
+        try:
+            replies = self._request(_RTM_GETLINK, 0, _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0)
+                                    + _attr_str(_IFLA_IFNAME, name))
+        except NetlinkError as exc:
+            if exc.errno in (_ENODEV, _ENOENT):
+                return None
+            raise
+        return _link(replies[0]) if replies else None
+
+    def get_link_by_index(self, index: int) -> Link | None:
+        try:
+            replies = self._request(_RTM_GETLINK, 0, _IFINFO.pack(AF_UNSPEC, 0, index, 0, 0))
+        except NetlinkError as exc:
+            if exc.errno in (_ENODEV, _ENOENT):
+                return None
+            raise
+        return _link(replies[0]) if replies else None
+
+    def links(self) -> list[Link]:
+        return [_link(body) for body in self._request(_RTM_GETLINK, _NLM_F_DUMP,
+                                                      _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0))]
+
+    def create_bridge(self, name: str, mtu: int = 0) -> bool:
+        """Create bridge `name`; False when an interface of that name already exists."""
+        attrs = _attr_str(_IFLA_IFNAME, name) + (_attr_u32(_IFLA_MTU, mtu) if mtu else b"")
+        attrs += _nested(_IFLA_LINKINFO, _attr_str(_IFLA_INFO_KIND, "bridge"))
+        return self._create_link(attrs)
+
+    def create_veth(self, name: str, peer: str, peer_netns_fd: int, *, mtu: int = 0,
+                    peer_mac: str = "") -> bool:
+        """A veth pair: `name` here, `peer` created directly inside the namespace `peer_netns_fd`
+        refers to (with `peer_mac` if given). False when `name` already exists here."""
+        mtu_attr = _attr_u32(_IFLA_MTU, mtu) if mtu else b""
+        peer_msg = (_IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + _attr_str(_IFLA_IFNAME, peer) + mtu_attr
+                    + _attr(_IFLA_NET_NS_FD, _U32.pack(peer_netns_fd)))
+        if peer_mac:
+            peer_msg += _attr(_IFLA_ADDRESS, bytes.fromhex(peer_mac.replace(":", "")))
+        info = _attr_str(_IFLA_INFO_KIND, "veth") + _nested(_IFLA_INFO_DATA,
+                                                           _attr(_VETH_INFO_PEER, peer_msg))
+        return self._create_link(_attr_str(_IFLA_IFNAME, name) + mtu_attr + _nested(_IFLA_LINKINFO, info))
+
+    def _create_link(self, attrs: bytes) -> bool:
+        try:
+            self._request(_RTM_NEWLINK, _NLM_F_CREATE | _NLM_F_EXCL,
+                          _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + attrs)
+        except NetlinkError as exc:
+            if exc.errno == _EEXIST:
+                return False
+            raise
+        return True
+
+    def set_link(self, index: int, *, up: bool | None = None, master: int | None = None,
+                 mtu: int = 0, alias: str = "") -> None:
+        """Change a link in one request (the kernel ignores an alias given at creation)."""
+        flags = change = 0
+        if up is not None:
+            flags, change = (IFF_UP if up else 0), IFF_UP
+        attrs = (_attr_u32(_IFLA_MASTER, master) if master is not None else b"") + (
+            _attr_u32(_IFLA_MTU, mtu) if mtu else b"") + (_attr_str(_IFLA_IFALIAS, alias) if alias else b"")
+        self._request(_RTM_NEWLINK, 0, _IFINFO.pack(AF_UNSPEC, 0, index, flags, change) + attrs)
+
+    def set_hairpin(self, index: int, on: bool) -> None:
+        """Hairpin mode on a bridge port: frames may leave by the port they came in on."""
+        protinfo = _attr(_IFLA_PROTINFO | _NLA_F_NESTED, _attr(_IFLA_BRPORT_MODE, bytes([int(on)])))
+        self._request(_RTM_SETLINK, 0, _IFINFO.pack(AF_BRIDGE, 0, index, 0, 0) + protinfo)
+
+    def delete_link(self, index: int) -> bool:
+        """Delete a link (a veth takes its peer with it); False when it was already gone."""
+        try:
+            self._request(_RTM_DELLINK, 0, _IFINFO.pack(AF_UNSPEC, 0, index, 0, 0))
+        except NetlinkError as exc:
+            if exc.errno in (_ENODEV, _ENOENT):
+                return False
+            raise
+        return True
+
+    # ── addresses and routes ──────────────────────────────────────────────────────────────
+
+    def add_address(self, index: int, ip: str, prefixlen: int) -> bool:
+        """Add `ip/prefixlen` to a link (IPv6 without duplicate-address detection, so it is
+        usable at once); False when it is already there."""
+        family = family_of(ip)
+        raw = _socket.inet_pton(family, ip)
+        attrs = _attr(_IFA_LOCAL, raw) + _attr(_IFA_ADDRESS, raw)
+        if family == AF_INET6:
+            attrs += _attr_u32(_IFA_FLAGS, _IFA_F_NODAD)
+        try:
+            self._request(_RTM_NEWADDR, _NLM_F_CREATE | _NLM_F_EXCL,
+                          _IFADDR.pack(family, prefixlen, 0, RT_SCOPE_UNIVERSE, index) + attrs)
+        except NetlinkError as exc:
+            if exc.errno == _EEXIST:
+                return False
+            raise
+        return True
+
+    def addresses(self, family: int = AF_UNSPEC) -> list[Address]:
+        out = []
+        for body in self._request(_RTM_GETADDR, _NLM_F_DUMP, _IFADDR.pack(family, 0, 0, 0, 0)):
+            fam, prefixlen, _, _, index = _IFADDR.unpack_from(body)
+            attrs = _parse_attrs(body, _IFADDR.size)
+            raw = attrs.get(_IFA_LOCAL) or attrs.get(_IFA_ADDRESS)
+            if raw is not None and fam in (AF_INET, AF_INET6):
+                out.append(Address(fam, prefixlen, index, _socket.inet_ntop(fam, raw)))
+        return out
+
+    def add_route(self, dst: str, dst_len: int, gateway: str, oif: int) -> bool:
+        """A main-table route to dst/dst_len via `gateway` (or on-link when empty) out of `oif`;
+        False when the same route exists."""
+        family = family_of(dst)
+        attrs = _attr_u32(_RTA_OIF, oif)
+        if dst_len:
+            attrs += _attr(_RTA_DST, _socket.inet_pton(family, dst))
+        if gateway:
+            attrs += _attr(_RTA_GATEWAY, _socket.inet_pton(family, gateway))
+        scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
+        try:
+            self._request(_RTM_NEWROUTE, _NLM_F_CREATE | _NLM_F_EXCL, _RTMSG.pack(
+                family, dst_len, 0, 0, _RT_TABLE_MAIN, _RTPROT_BOOT, scope, _RTN_UNICAST, 0) + attrs)
+        except NetlinkError as exc:
+            if exc.errno == _EEXIST:
+                return False
+            raise
+        return True
+
+    def routes(self, family: int) -> list[Route]:
+        out = []
+        for body in self._request(_RTM_GETROUTE, _NLM_F_DUMP, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
+            fam, dst_len, _, _, table, _, _, _, _ = _RTMSG.unpack_from(body)
+            out.append(Route(fam, dst_len, table, _parse_attrs(body, _RTMSG.size)))
+        return out
+
+
+def family_of(ip: str) -> int:
+    return AF_INET6 if ":" in ip else AF_INET
+
+
+def _link(body: bytes) -> Link:
+    _, _, index, flags, _ = _IFINFO.unpack_from(body)
+    return Link(index, flags, _parse_attrs(body, _IFINFO.size))
+
+
+def _text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _attr(kind: int, data: bytes) -> bytes:
+    length = _ATTR.size + len(data)
+    return _ATTR.pack(length, kind) + data + b"\0" * (-length % 4)
+
+
+def _attr_str(kind: int, text: str) -> bytes:
+    return _attr(kind, text.encode() + b"\0")
+
+
+def _attr_u32(kind: int, value: int) -> bytes:
+    return _attr(kind, _U32.pack(value))
+
+
+def _nested(kind: int, data: bytes) -> bytes:
+    return _attr(kind | _NLA_F_NESTED, data)
+
+
+def _parse_attrs(data: bytes, offset: int) -> dict[int, bytes]:
+    attrs: dict[int, bytes] = {}
+    while offset + _ATTR.size <= len(data):
+        length, kind = _ATTR.unpack_from(data, offset)
+        if length < _ATTR.size:
+            break
+        attrs[kind & _NLA_TYPE_MASK] = data[offset + _ATTR.size:offset + length]
+        offset += (length + 3) & ~3
+    return attrs

@@ -1,0 +1,170 @@
+"""A container runtime's side of CNI, for tests: network namespaces as pods, a node namespace
+the plugins run in, plugin execution the way libcni does it (stdin config with name and
+cniVersion injected, CNI_* environment, prevResult threaded through a conflist's plugins, DEL
+in reverse order), and real TCP probes between the namespaces.
+
+Everything lives in namespaces this module creates (`netpol-test-cni-*`) and a temporary
+directory; `CniNode.close()` deletes them all."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netpol_cni.install import install
+
+REFERENCE_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
+REFERENCE_PLUGINS = ("host-local", "bridge", "tuning", "bandwidth", "firewall", "portmap", "loopback")
+PREFIX = "netpol-test-cni"
+
+
+def have_reference_plugins() -> bool:
+    return all((REFERENCE_DIR / p).exists() for p in ("host-local", "bridge"))
+
+
+@dataclass
+class CniCall:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def result(self) -> Any:
+        return json.loads(self.stdout) if self.stdout.strip() else None
+
+
+@dataclass
+class CniNode:
+    """A node namespace, a CNI_PATH with our plugin installed lean beside the reference ones,
+    and pods (namespaces) made on demand."""
+
+    root: Path
+    netns: str = field(default_factory=lambda: f"{PREFIX}-node-{uuid.uuid4().hex[:8]}")
+    pods: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.bin_dir = self.root / "bin"
+        self.state_dir = self.root / "state"
+        self.ipam_dir = self.root / "ipam"
+        install(self.bin_dir, self.root / "lib", sys.executable)
+        for name in REFERENCE_PLUGINS:
+            if (REFERENCE_DIR / name).exists():
+                (self.bin_dir / name).symlink_to(REFERENCE_DIR / name)
+        subprocess.run(["ip", "netns", "add", self.netns], check=True)
+        self.ip("link", "set", "lo", "up")
+
+    def close(self) -> None:
+        for pod in self.pods:
+            subprocess.run(["ip", "netns", "delete", pod], check=False, capture_output=True)
+        subprocess.run(["ip", "netns", "delete", self.netns], check=False, capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # namespaces
+
+    def pod(self) -> str:
+        """A new pod namespace; its path (what a runtime passes as CNI_NETNS)."""
+        name = f"{PREFIX}-pod-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        self.pods.append(name)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        return f"/run/netns/{name}"
+
+    def ip(self, *args: str, netns: str | None = None) -> str:
+        name = (netns or self.netns).removeprefix("/run/netns/")
+        return subprocess.run(["ip", "-n", name, *args], check=True, capture_output=True, text=True).stdout
+
+    def links(self, netns: str | None = None) -> dict[str, dict[str, Any]]:
+        return {link["ifname"]: link for link in json.loads(self.ip("-j", "-d", "link", "show", netns=netns))}
+
+    def addresses(self, ifname: str, netns: str | None = None) -> set[str]:
+        out = json.loads(self.ip("-j", "addr", "show", "dev", ifname, netns=netns))
+        return {f"{a['local']}/{a['prefixlen']}" for a in out[0]["addr_info"] if a["scope"] == "global"}
+
+    def exec(self, netns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", netns.removeprefix("/run/netns/"), *argv],
+                              capture_output=True, text=True, check=check)
+
+    def sysctl(self, name: str, netns: str | None = None) -> str:
+        return self.exec(netns or self.netns, "cat", "/proc/sys/" + name.replace(".", "/")).stdout.strip()
+
+    # configs and calls
+
+    def conf(self, subnet: str = "10.88.0.0/24", version: str = "1.1.0", **fields: Any) -> dict[str, Any]:
+        conf: dict[str, Any] = {"cniVersion": version, "name": "testnet", "type": "netpol-cni",
+                                "bridge": "cni0", "isGateway": True, "dataDir": str(self.state_dir),
+                                "ipam": {"type": "host-local", "dataDir": str(self.ipam_dir),
+                                         "ranges": [[{"subnet": s}] for s in subnet.split(",")]}}
+        conf.update(fields)
+        return conf
+
+    def call(self, command: str, conf: dict[str, Any] | str, container_id: str = "ctr", netns: str = "",
+             ifname: str = "eth0", plugin: str = "netpol-cni", env: dict[str, str] | None = None) -> CniCall:
+        """Exec a plugin inside the node namespace, as a runtime on that node would."""
+        environment = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                       "CNI_COMMAND": command, "CNI_CONTAINERID": container_id, "CNI_NETNS": netns,
+                       "CNI_IFNAME": ifname, "CNI_PATH": str(self.bin_dir)}
+        environment.update(env or {})
+        stdin = conf if isinstance(conf, str) else json.dumps(conf)
+        done = subprocess.run(["ip", "netns", "exec", self.netns, str(self.bin_dir / plugin)], input=stdin,
+                              env=environment, capture_output=True, text=True, timeout=60, check=False)
+        return CniCall(done.returncode, done.stdout, done.stderr)
+
+    def add(self, netns: str, container_id: str = "ctr", **kw: Any) -> dict[str, Any]:
+        conf = kw.pop("conf", None) or self.conf()
+        call = self.call("ADD", conf, container_id, netns, **kw)
+        assert call.code == 0, call
+        result = call.result
+        assert isinstance(result, dict)
+        return result
+
+    # conflists, as libcni runs them
+
+    def run_list(self, command: str, conflist: dict[str, Any], container_id: str, netns: str,
+                 prev_result: dict[str, Any] | None = None, ifname: str = "eth0") -> dict[str, Any] | None:
+        """ADD through every plugin in order, each getting the previous result; CHECK with the
+        final result; DEL in reverse order with the final result. Fails on the first error."""
+        plugins = conflist["plugins"] if command == "ADD" else list(conflist["plugins"])
+        if command == "DEL":
+            plugins = list(reversed(plugins))
+        result = prev_result
+        for plugin in plugins:
+            conf = dict(plugin, name=conflist["name"], cniVersion=conflist["cniVersion"])
+            if result is not None:
+                conf["prevResult"] = result
+            call = self.call(command, conf, container_id, netns, ifname, plugin=plugin["type"])
+            assert call.code == 0, f"{plugin['type']} {command}: {call}"
+            if command == "ADD":
+                result = call.result
+        return result
+
+    # real packets
+
+    def tcp_reaches(self, src_netns: str, dst_netns: str, ip: str, port: int = 8080) -> bool:
+        """A TCP connection from a process in `src_netns` to a listener on ip:port in
+        `dst_netns` (namespace names or /run/netns paths)."""
+        src, dst = (n.removeprefix("/run/netns/") for n in (src_netns, dst_netns))
+        family = "AF_INET6" if ":" in ip else "AF_INET"
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", dst, sys.executable, "-c",
+             "import socket, sys\n"
+             f"s = socket.socket(socket.{family}); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+             f"s.bind(({ip!r}, {port})); s.listen(); print('ready', flush=True); s.settimeout(5)\n"
+             "try:\n    s.accept()[0].close()\nexcept OSError:\n    pass\n"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None
+            assert server.stdout.readline().strip() == "ready", server.stderr.read() if server.stderr else ""
+            client = self.exec(src, sys.executable, "-c",
+                               f"import socket; socket.create_connection(({ip!r}, {port}), timeout=3).close()",
+                               check=False)
+            return client.returncode == 0
+        finally:
+            server.kill()
+            server.wait()
