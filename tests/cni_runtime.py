@@ -146,9 +146,11 @@ class CniNode:
 
     # real packets
 
-    def tcp_reaches(self, src_netns: str, dst_netns: str, ip: str, port: int = 8080) -> bool:
+    def tcp_reaches(self, src_netns: str, dst_netns: str, ip: str, port: int = 8080,
+                    via: tuple[str, int] | None = None) -> bool:
         """A TCP connection from a process in `src_netns` to a listener on ip:port in
-        `dst_netns` (namespace names or /run/netns paths)."""
+        `dst_netns` (namespace names or /run/netns paths), dialled at `via` if given (a
+        port-mapped address)."""
         src, dst = (n.removeprefix("/run/netns/") for n in (src_netns, dst_netns))
         family = "AF_INET6" if ":" in ip else "AF_INET"
         server = subprocess.Popen(
@@ -162,7 +164,7 @@ class CniNode:
             assert server.stdout is not None
             assert server.stdout.readline().strip() == "ready", server.stderr.read() if server.stderr else ""
             client = self.exec(src, sys.executable, "-c",
-                               f"import socket; socket.create_connection(({ip!r}, {port}), timeout=3).close()",
+                               f"import socket; socket.create_connection({via or (ip, port)!r}, timeout=3).close()",
                                check=False)
             return client.returncode == 0
         finally:

@@ -1,7 +1,7 @@
 """The benchmarks run from a clean clone, at a size small enough for CI: every stage finishes,
 the incremental compiler's rulesets equal a compile from scratch, the kernel loads the largest
-ruleset, and the data plane moves real connections under every configuration. No timing is
-asserted: the numbers are for the README, not for pass/fail."""
+ruleset, the data plane moves real connections under every configuration, and the CNI latency
+benchmark times both plugins. No timing is asserted: the numbers are for the README, not for pass/fail."""
 
 from __future__ import annotations
 
@@ -52,6 +52,19 @@ def test_dataplane_measures_every_configuration(tmp_path):
     rates = [v for v in _numbers(result, "rate")]
     assert rates and all(rate > 0 for rate in rates)
     assert result["netns_left_behind"] == []  # its own; other tests' namespaces come and go meanwhile
+
+
+@needs_kernel
+@pytest.mark.skipif(not Path("/usr/lib/cni/bridge").exists(), reason="needs containernetworking-plugins")
+def test_cni_latency_times_both_plugins(tmp_path):
+    out = tmp_path / "cni.json"
+    done = run(["benchmarks/cni_latency.py", "--ops", "3", "--rounds", "2", "--json", str(out)], 300)
+    rows = {(row["plugin"], row["op"]): row for row in json.loads(out.read_text())}
+    assert set(rows) == {(p, op) for p in ("netpol-cni", "bridge") for op in ("ADD", "CHECK", "DEL")}
+    assert all(row["n"] == 6 and row["median_ms"] > 0 for row in rows.values())
+    assert "ours ÷ ref" in done.stderr
+    assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                          check=True).stdout.split() if n.startswith("np-bench-cni-")]
 
 
 def _numbers(value: object, key: str) -> list[float]:

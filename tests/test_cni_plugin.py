@@ -6,6 +6,7 @@ namespaces and the temporary directory each test makes (see cni_runtime)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -318,3 +319,102 @@ def test_the_plugin_imports_no_heavy_modules():
              "ipaddress", "ctypes", "netpol", "threading", "selectors"}
     assert loaded & heavy == set()
     assert "netpol_cni.commands" in loaded
+
+
+# ── chained: reference plugins consume our result as prevResult ────────────────────────────
+
+
+def test_reference_plugins_chain_after_ours_and_del_unwinds_them(node):
+    """tuning, bandwidth, firewall and portmap (Debian's containernetworking-plugins) find the
+    host veth (no sandbox) and the pod's addresses (ips[].interface) in our result; ADD in
+    order, CHECK, DEL in reverse; a port mapping carries real packets."""
+    ours = {k: v for k, v in node.conf(version="1.0.0").items() if k not in ("name", "cniVersion")}
+    conflist = {"cniVersion": "1.0.0", "name": "testnet", "plugins": [
+        ours,
+        {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}},
+        {"type": "bandwidth", "ingressRate": 100_000_000, "ingressBurst": 1_000_000,
+         "egressRate": 100_000_000, "egressBurst": 1_000_000},
+        {"type": "firewall", "backend": "iptables"},
+        {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True,
+         "runtimeConfig": {"portMappings": [{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}]}},
+    ]}
+    pod = node.pod()
+    result = node.run_list("ADD", conflist, "ctr-chain", pod)
+    assert result is not None
+    host = result["interfaces"][1]["name"]
+    pod_ip = result["ips"][0]["address"].split("/")[0]
+
+    assert node.sysctl("net.core.somaxconn", netns=pod) == "512"  # tuning, inside the pod
+    qdiscs = subprocess.run(["ip", "netns", "exec", node.netns, "tc", "qdisc", "show", "dev", host],
+                            capture_output=True, text=True, check=True).stdout
+    assert "tbf" in qdiscs and "ingress" in qdiscs  # bandwidth, on our host veth
+    assert any(name.startswith("bwp") for name in node.links())  # its ifb device
+    assert pod_ip in node.exec(node.netns, "iptables", "-S").stdout  # firewall
+    assert "18080" in node.exec(node.netns, "iptables", "-t", "nat", "-S").stdout  # portmap
+    assert node.tcp_reaches(node.netns, pod, pod_ip, 8080, via=("10.88.0.1", 18080))
+
+    # portmap 1.1.1's CHECK fails for IPv4-only pods (containernetworking/plugins#819): not ours
+    without_portmap = dict(conflist, plugins=conflist["plugins"][:-1])
+    node.run_list("CHECK", without_portmap, "ctr-chain", pod, prev_result=result)
+
+    node.run_list("DEL", conflist, "ctr-chain", pod, prev_result=result)
+    assert pod_ip not in node.exec(node.netns, "iptables", "-S").stdout
+    assert "18080" not in node.exec(node.netns, "iptables", "-t", "nat", "-S").stdout
+    assert not any(name.startswith("bwp") for name in node.links()) and veths(node) == []
+    assert ipam_files(node) == []
+
+
+# ── cnitool: the CNI project's own libcni client (built by .ci/build-cnitool) ──────────────
+
+CNITOOL = shutil.which("cnitool")
+
+
+@pytest.mark.skipif(CNITOOL is None, reason="cnitool not installed (.ci/build-cnitool builds it)")
+@pytest.mark.parametrize("chained", [False, True], ids=["alone", "with-tuning-and-firewall"])
+def test_cnitool_adds_checks_and_deletes_through_libcni(node, tmp_path, chained):
+    """libcni builds the stdin (name, cniVersion, runtimeConfig from CAP_ARGS), caches our
+    result under /var/lib/cni/results and hands it back as prevResult to CHECK and DEL."""
+    assert CNITOOL is not None
+    network = f"netpol-test-{os.getpid()}-{int(chained)}"
+    ours = {k: v for k, v in node.conf(version="1.0.0", isDefaultGateway=True).items()
+            if k not in ("name", "cniVersion")}
+    ours["capabilities"] = {"mac": True}  # libcni copies CAP_ARGS' "mac" into our runtimeConfig
+    plugins = [ours]
+    if chained:  # (not portmap: its 1.1.1 CHECK is broken, containernetworking/plugins#819)
+        plugins += [{"type": "tuning", "sysctl": {"net.core.somaxconn": "600"}},
+                    {"type": "firewall", "backend": "iptables"}]
+    confdir = tmp_path / "net.d"
+    confdir.mkdir()
+    (confdir / "10-netpol.conflist").write_text(json.dumps(
+        {"cniVersion": "1.0.0", "name": network, "plugins": plugins}))
+    pod = node.pod()
+    env = {"PATH": os.environ["PATH"], "NETCONFPATH": str(confdir), "CNI_PATH": str(node.bin_dir),
+           "CAP_ARGS": json.dumps({"mac": "02:42:0a:58:00:63"})}
+
+    def cnitool(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", node.netns, CNITOOL, command, network, pod],
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    cache = [Path("/var/lib/cni/results") / name for name in os.listdir("/var/lib/cni/results")
+             if name.startswith(network)] if Path("/var/lib/cni/results").exists() else []
+    assert cache == []
+    added = cnitool("add")
+    try:
+        assert added.returncode == 0, added.stderr + added.stdout
+        result = json.loads(added.stdout)
+        assert result["interfaces"][2] == {"name": "eth0", "mac": "02:42:0a:58:00:63", "sandbox": pod}
+        assert result["ips"][0]["interface"] == 2
+        pod_ip = result["ips"][0]["address"].split("/")[0]
+        assert node.tcp_reaches(pod, node.netns, "10.88.0.1")
+        assert node.tcp_reaches(node.netns, pod, pod_ip)
+        if chained:
+            assert node.sysctl("net.core.somaxconn", netns=pod) == "600"
+            assert pod_ip in node.exec(node.netns, "iptables", "-S").stdout
+        checked = cnitool("check")
+        assert checked.returncode == 0, checked.stderr + checked.stdout
+    finally:
+        deleted = cnitool("del")
+    assert deleted.returncode == 0, deleted.stderr + deleted.stdout
+    assert veths(node) == [] and ipam_files(node) == []
+    assert "eth0" not in node.links(netns=pod) and node.ip("route", netns=pod) == ""
+    assert not [n for n in os.listdir("/var/lib/cni/results") if n.startswith(network)]

@@ -1,8 +1,9 @@
 """The CNI operations: ADD, DEL, CHECK, STATUS, GC (VERSION is answered by `main`).
 
-ADD, in order: the bridge (ensured), an address from the IPAM plugin, forwarding sysctls, a veth
-pair whose peer is created directly inside the pod's namespace, the host end on the bridge,
-addresses and routes inside, the gateway address on the bridge, and a record for DEL/GC. Each
+ADD, in order: the IPAM plugin started (it allocates while the rest runs), the bridge (ensured),
+a veth pair whose peer is created directly inside the pod's namespace, the host end on the
+bridge; then the IPAM result, forwarding sysctls, addresses and routes inside, the gateway
+address on the bridge, and a record for DEL/GC. Each
 step that made something registers its undo; if a later step fails, the undo steps run newest
 first, so a failed ADD leaves no veth, no allocated address and no record behind."""
 
@@ -77,16 +78,13 @@ class _Address:
 # ── ADD ─────────────────────────────────────────────────────────────────────────────────────
 
 
-def cmd_add(inv: Invocation) -> dict[str, Any]:
+def cmd_add(inv: Invocation, adding: ipam.Delegation) -> dict[str, Any]:
+    """`adding`: the IPAM ADD, already running (main starts it before loading this module)."""
     conf = inv.conf
-    host = Rtnl()
     with Rollback() as undo:
+        undo.push(_release, inv, adding)
+        host = Rtnl()
         bridge = ensure_bridge(host, conf.bridge, conf.mtu)
-        allocation = ipam.allocate(inv)
-        undo.push(ipam.delegate, inv, "DEL")
-        addresses = _addresses(allocation, conf.is_gateway)
-        ensure_forwarding(any(a.family == AF_INET for a in addresses),
-                          any(a.family == AF_INET6 for a in addresses))
         netns = _open_netns(inv.netns, INVALID_ENVIRONMENT)
         try:
             if netns.rtnl.get_link(inv.ifname) is not None:
@@ -101,6 +99,10 @@ def cmd_add(inv: Invocation) -> dict[str, Any]:
             inside = netns.rtnl.get_link(inv.ifname)
             if inside is None:
                 raise CniError(IO_FAILURE, f"{inv.ifname!r} did not appear in {inv.netns}")
+            allocation = ipam.allocation(inv, adding)
+            addresses = _addresses(allocation, conf.is_gateway)
+            ensure_forwarding(any(a.family == AF_INET for a in addresses),
+                              any(a.family == AF_INET6 for a in addresses))
             for address in addresses:
                 netns.rtnl.add_address(inside.index, address.ip, address.prefixlen)
             netns.rtnl.set_link(inside.index, up=True)
@@ -120,6 +122,12 @@ def cmd_add(inv: Invocation) -> dict[str, Any]:
         bridge = host.get_link(conf.bridge) or bridge  # its MAC may have changed as the port joined
     host.close()
     return _result(inv, allocation, addresses, routes, interfaces=(bridge, host_veth, inside))
+
+
+def _release(inv: Invocation, adding: ipam.Delegation) -> None:
+    """Undo an IPAM ADD: let it finish (whatever it answered), then DEL."""
+    adding.settle()
+    ipam.delegate(inv, "DEL")
 
 
 def _open_netns(path: str, code: int) -> Netns:
@@ -211,12 +219,11 @@ def _result(inv: Invocation, allocation: dict[str, Any], addresses: list[_Addres
 # ── DEL ─────────────────────────────────────────────────────────────────────────────────────
 
 
-def cmd_del(inv: Invocation) -> None:
+def cmd_del(inv: Invocation, releasing: ipam.Delegation) -> None:
     """Release the address, remove the pod's interface (its veth peer goes with it) and the
     record. Everything already gone — the namespace, the interface, the record, CNI_NETNS
     itself — is success: the runtime may call DEL any number of times."""
     conf = inv.conf
-    ipam.delegate(inv, "DEL")
     if inv.netns and os.path.exists(inv.netns):
         try:
             netns: Netns | None = Netns(inv.netns)
@@ -232,6 +239,7 @@ def cmd_del(inv: Invocation) -> None:
     record = store.load(conf.data_dir, conf.name, inv.container_id, inv.ifname)
     if record is not None:
         _delete_host_veth(record.get("hostInterface"), _alias(conf.name, inv.container_id, inv.ifname))
+    releasing.result()
     store.remove(conf.data_dir, conf.name, inv.container_id, inv.ifname)
 
 
@@ -251,14 +259,21 @@ def _delete_host_veth(name: object, alias: str) -> None:
 # ── CHECK ───────────────────────────────────────────────────────────────────────────────────
 
 
-def cmd_check(inv: Invocation) -> None:
+def cmd_check(inv: Invocation, checking: ipam.Delegation) -> None:
     """Compare the real state with prevResult: the pod's interface, its MAC, addresses and
-    routes; the host veth, that it is the pod interface's peer, and on the right bridge."""
+    routes; the host veth, that it is the pod interface's peer, and on the right bridge. The
+    IPAM plugin checks its side meanwhile (`checking`); both must pass."""
+    try:
+        _check_state(inv)
+    finally:
+        checking.settle()
+    checking.result()
+
+
+def _check_state(inv: Invocation) -> None:
     conf = inv.conf
     prev = conf.prev_result
-    if prev is None:
-        raise CniError(INVALID_CONFIG, "prevResult: required for CHECK")
-    ipam.delegate(inv, "CHECK")
+    assert prev is not None  # load_config requires it for CHECK
     interfaces = prev.get("interfaces")
     if not isinstance(interfaces, list) or not all(isinstance(i, dict) for i in interfaces):
         raise CniError(INVALID_CONFIG, "prevResult.interfaces: expected a list of objects")
@@ -334,7 +349,7 @@ def _check_host(bridge_name: str, hosts: list[dict[str, Any]], inside: Link) -> 
 # ── STATUS and GC ───────────────────────────────────────────────────────────────────────────
 
 
-def cmd_status(inv: Invocation) -> None:
+def cmd_status(inv: Invocation, _unused: ipam.Delegation | None = None) -> None:
     """Ready for ADD: the IPAM plugin is installed and br_netfilter is (or can be) loaded."""
     try:
         ipam.find_plugin(inv.conf.ipam["type"], inv.cni_path)
@@ -347,7 +362,7 @@ def cmd_status(inv: Invocation) -> None:
             raise CniError(NOT_AVAILABLE, exc.msg) from None
 
 
-def cmd_gc(inv: Invocation) -> None:
+def cmd_gc(inv: Invocation, _unused: ipam.Delegation | None = None) -> None:
     """Release every attachment of this network that is not in cni.dev/valid-attachments: its
     IPAM allocation (an IPAM DEL in its name), its host veth, its record."""
     conf = inv.conf
@@ -378,6 +393,7 @@ def cmd_gc(inv: Invocation) -> None:
         raise CniError(IO_FAILURE, f"GC could not release {len(failures)} attachment(s)", "; ".join(failures))
 
 
-HANDLERS: dict[str, Callable[[Invocation], object]] = {
+# ADD, DEL and CHECK get the IPAM plugin already at work on the same command (see main).
+HANDLERS: dict[str, Callable[[Invocation, Any], object]] = {
     "ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "STATUS": cmd_status, "GC": cmd_gc,
 }

@@ -122,6 +122,8 @@ def load_config(stdin: str, command: str = "ADD") -> NetConf:
         raise CniError(INVALID_CONFIG, f"dataDir: {conf.data_dir!r} is not an absolute path")
     conf.dns = _object(raw, "dns")
     conf.prev_result = _object(raw, "prevResult")
+    if command == "CHECK" and conf.prev_result is None:
+        raise CniError(INVALID_CONFIG, "prevResult: required for CHECK")
     ipam = _object(raw, "ipam")
     if ipam is None:
         if command in ("ADD", "DEL", "CHECK", "STATUS", "GC"):

@@ -2,7 +2,9 @@
 
 The IPAM plugin gets our stdin (the whole network configuration) and our CNI_* environment with
 CNI_COMMAND set to what we ask of it; it is found on CNI_PATH and started with posix_spawn (no
-`subprocess`: its import alone costs more than the spawn). Its errors come back as ours, code
+`subprocess`: its import alone costs more than the spawn). It runs while the plugin does its
+own work (`Delegation`): an IPAM plugin's run is about half of an ADD, and nothing the veth
+set-up does depends on the address until the very end. Its errors come back as ours, code
 kept, message prefixed with the plugin's name.
 
 IPAM plugins that only speak CNI 1.0.0 (host-local 1.1.x) refuse a 1.1.0 configuration with
@@ -31,63 +33,101 @@ def find_plugin(kind: str, cni_path: tuple[str, ...]) -> str:
     raise CniError(INVALID_CONFIG, f"ipam.type: no plugin {kind!r} in CNI_PATH ({':'.join(cni_path)})")
 
 
+class Running:
+    """A started plugin: stdin written and closed, stdout still to be read."""
+
+    def __init__(self, path: str, stdin: str, env: dict[str, str]) -> None:
+        in_read, in_write = os.pipe()
+        out_read, out_write = os.pipe()
+        try:
+            self.pid = os.posix_spawn(path, [path], env, file_actions=[
+                (os.POSIX_SPAWN_DUP2, in_read, 0), (os.POSIX_SPAWN_DUP2, out_write, 1)])
+        except OSError as exc:
+            for fd in (in_read, in_write, out_read, out_write):
+                os.close(fd)
+            raise CniError(IO_FAILURE, f"cannot run {path}: {exc.strerror}") from None
+        os.close(in_read)
+        os.close(out_write)
+        self._out = out_read
+        data = stdin.encode()
+        try:
+            while data:  # a config is far below the pipe's 64 KiB: this does not wait for the plugin
+                data = data[os.write(in_write, data):]
+        except BrokenPipeError:
+            pass  # it exited without reading everything; its exit code says why
+        finally:
+            os.close(in_write)
+
+    def finish(self) -> tuple[int, str]:
+        """Wait for it: (exit code, stdout). Its stderr went to ours."""
+        chunks = []
+        while chunk := os.read(self._out, 65536):
+            chunks.append(chunk)
+        os.close(self._out)
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status), b"".join(chunks).decode("utf-8", "replace")
+
+
 def run_plugin(path: str, stdin: str, env: dict[str, str]) -> tuple[int, str]:
-    """Run a plugin with `stdin` and `env`; (exit code, stdout). Its stderr is ours."""
-    in_read, in_write = os.pipe()
-    out_read, out_write = os.pipe()
-    try:
-        pid = os.posix_spawn(path, [path], env, file_actions=[
-            (os.POSIX_SPAWN_DUP2, in_read, 0), (os.POSIX_SPAWN_DUP2, out_write, 1)])
-    except OSError as exc:
-        for fd in (in_read, in_write, out_read, out_write):
-            os.close(fd)
-        raise CniError(IO_FAILURE, f"cannot run {path}: {exc.strerror}") from None
-    os.close(in_read)
-    os.close(out_write)
-    data = stdin.encode()
-    try:
-        while data:
-            data = data[os.write(in_write, data):]
-    except BrokenPipeError:
-        pass  # it exited without reading everything; its exit code says why
-    finally:
-        os.close(in_write)
-    chunks = []
-    while chunk := os.read(out_read, 65536):
-        chunks.append(chunk)
-    os.close(out_read)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode("utf-8", "replace")
+    """Run a plugin with `stdin` and `env` to the end; (exit code, stdout)."""
+    return Running(path, stdin, env).finish()
+
+
+class Delegation:
+    """The IPAM plugin working on `command` while the caller does its own part (an ADD sets up
+    the veth while host-local allocates; a DEL removes the interface while it releases).
+    `result()` waits for it."""
+
+    def __init__(self, inv: Invocation, command: str, *, container_id: str = "", ifname: str = "",
+                 netns: str | None = None) -> None:
+        self.inv = inv
+        self.kind: str = inv.conf.ipam["type"]
+        self.path = find_plugin(self.kind, inv.cni_path)
+        env = dict(os.environ)
+        env["CNI_COMMAND"] = command
+        if container_id:
+            env["CNI_CONTAINERID"] = container_id
+        if ifname:
+            env["CNI_IFNAME"] = ifname
+        if netns is not None:
+            env["CNI_NETNS"] = netns
+        self.env = env
+        self._running: Running | None = Running(self.path, dumps(inv.conf.raw), env)
+        self._outcome: tuple[int, str] | None = None
+
+    def _finish(self) -> tuple[int, str]:
+        if self._outcome is None:
+            assert self._running is not None
+            self._outcome, self._running = self._running.finish(), None
+        return self._outcome
+
+    def settle(self) -> None:
+        """Wait for it, whatever it answers (used when undoing)."""
+        self._finish()
+
+    def result(self) -> Any:
+        """Its decoded stdout (None when empty); CniError when it failed."""
+        code, out = self._finish()
+        if code != 0:
+            error = _error_of(self.kind, code, out)
+            if error.code != INCOMPATIBLE_VERSION or self.inv.conf.cni_version == "1.0.0":
+                raise error
+            code, out = run_plugin(self.path, dumps(dict(self.inv.conf.raw, cniVersion="1.0.0")), self.env)
+            if code != 0:
+                raise _error_of(self.kind, code, out)
+        if not out.strip():
+            return None
+        try:
+            return loads(out)
+        except ValueError:
+            raise CniError(IO_FAILURE,
+                           f"ipam plugin {self.kind!r}: its result is not JSON: {out[:200]!r}") from None
 
 
 def delegate(inv: Invocation, command: str, *, container_id: str = "", ifname: str = "",
              netns: str | None = None) -> Any:
-    """Run the IPAM plugin for `command`; its decoded stdout (None when empty)."""
-    kind = inv.conf.ipam["type"]
-    path = find_plugin(kind, inv.cni_path)
-    env = dict(os.environ)
-    env["CNI_COMMAND"] = command
-    if container_id:
-        env["CNI_CONTAINERID"] = container_id
-    if ifname:
-        env["CNI_IFNAME"] = ifname
-    if netns is not None:
-        env["CNI_NETNS"] = netns
-    stdin = dumps(inv.conf.raw)
-    code, out = run_plugin(path, stdin, env)
-    if code != 0:
-        error = _error_of(kind, code, out)
-        if error.code != INCOMPATIBLE_VERSION or inv.conf.cni_version == "1.0.0":
-            raise error
-        code, out = run_plugin(path, dumps(dict(inv.conf.raw, cniVersion="1.0.0")), env)
-        if code != 0:
-            raise _error_of(kind, code, out)
-    if not out.strip():
-        return None
-    try:
-        return loads(out)
-    except ValueError:
-        raise CniError(IO_FAILURE, f"ipam plugin {kind!r}: its result is not JSON: {out[:200]!r}") from None
+    """Run the IPAM plugin for `command` to the end; its decoded stdout (None when empty)."""
+    return Delegation(inv, command, container_id=container_id, ifname=ifname, netns=netns).result()
 
 
 def _error_of(kind: str, code: int, out: str) -> CniError:
@@ -101,9 +141,9 @@ def _error_of(kind: str, code: int, out: str) -> CniError:
     return CniError(IO_FAILURE, f"ipam plugin {kind!r} failed (exit {code}): {out.strip()[:200]}")
 
 
-def allocate(inv: Invocation) -> dict[str, Any]:
-    """IPAM ADD: the result, checked to carry at least one address."""
-    result = delegate(inv, "ADD")
+def allocation(inv: Invocation, adding: Delegation) -> dict[str, Any]:
+    """The result of an IPAM ADD, checked to carry at least one address."""
+    result = adding.result()
     ips = result.get("ips") if isinstance(result, dict) else None
     if not isinstance(ips, list) or not ips or not all(
             isinstance(ip, dict) and isinstance(ip.get("address"), str) for ip in ips):
