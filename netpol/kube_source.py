@@ -1,0 +1,315 @@
+"""The Kubernetes source: list + watch of namespaces, nodes, pods and networkpolicies through
+the official `kubernetes` client, as raw API objects.
+
+Per kind, one thread does what client-go's reflector does:
+
+1. **List** (paginated, `limit` + `continue`), emit a `Snapshot` of every object and remember
+   the list's resourceVersion. A continue token that expired (410) restarts the list.
+2. **Watch** from that resourceVersion with `allowWatchBookmarks`, emitting a `Delta` per
+   ADDED/MODIFIED/DELETED and advancing the resourceVersion with every event and BOOKMARK.
+   A watch that ends (its `timeoutSeconds`) is reopened from where it stopped.
+3. **410 Gone** ("too old resource version", an ERROR event or an HTTP 410): list again — the
+   next Snapshot replaces everything of that kind, and `Mirror` turns it into the deletions,
+   additions and changes that were missed.
+4. **Anything else** (connection refused or dropped mid-stream, timeouts, 401/5xx, garbage):
+   wait with capped exponential backoff and jitter (`netpol.backoff`), then watch again from the
+   last resourceVersion (which may in turn be 410 → relist).
+
+Objects stay dicts, in the shape the API serves (items of a list get their kind and apiVersion
+back); the caller decodes them, so that an invalid object is reported by the same code that
+reports it in a manifest. The client's model classes are bypassed (`_preload_content=False`):
+deserialising 100k pods into them costs more than the whole compile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+from urllib3.exceptions import HTTPError
+
+from netpol.backoff import Backoff
+
+log = logging.getLogger("netpol.kube_source")
+
+
+@dataclass(frozen=True)
+class Watched:
+    kind: str
+    api_version: str
+    api: str  # the client class: CoreV1Api, NetworkingV1Api
+    method: str  # its list-all method
+
+    def list_call(self, api_client: client.ApiClient) -> Callable[..., Any]:
+        return getattr(getattr(client, self.api)(api_client), self.method)  # type: ignore[no-any-return]
+
+
+KINDS = (
+    Watched("Namespace", "v1", "CoreV1Api", "list_namespace"),
+    Watched("Node", "v1", "CoreV1Api", "list_node"),
+    Watched("Pod", "v1", "CoreV1Api", "list_pod_for_all_namespaces"),
+    Watched("NetworkPolicy", "networking.k8s.io/v1", "NetworkingV1Api",
+            "list_network_policy_for_all_namespaces"),
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every object of one kind, as of `resource_version` (the initial list, or a relist)."""
+
+    kind: str
+    objects: tuple[dict[str, Any], ...]
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class Delta:
+    kind: str
+    type: str  # ADDED, MODIFIED, DELETED
+    object: dict[str, Any]
+
+
+SourceEvent = Snapshot | Delta
+
+
+class Expired(Exception):
+    """410 Gone: the resourceVersion (or continue token) is older than the server's history."""
+
+
+def object_key(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def new_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """A client from `kubeconfig`, else in-cluster config (a pod's service account), else the
+    default kubeconfig (~/.kube/config)."""
+    if kubeconfig:
+        return config.new_client_from_config(config_file=kubeconfig)
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+        return client.ApiClient(configuration)
+    return config.new_client_from_config()
+
+
+@dataclass
+class SourceStats:
+    lists: int = 0
+    relists: int = 0  # lists after a 410
+    watches: int = 0
+    events: int = 0
+    bookmarks: int = 0
+    errors: int = 0
+
+
+@dataclass
+class KubeSource:
+    """List + watch every kind on its own thread, handing events to `sink` (called from those
+    threads: it must be thread-safe, e.g. `queue.Queue.put`)."""
+
+    api_client: client.ApiClient
+    sink: Callable[[SourceEvent], None]
+    page_size: int = 500
+    watch_timeout: int = 300
+    connect_timeout: float = 10.0
+    backoff_initial: float = 0.2
+    backoff_cap: float = 30.0
+    kinds: tuple[Watched, ...] = KINDS
+    sleep: Callable[[float], bool] | None = None  # tests inject; default waits on the stop event
+    stats: SourceStats = field(default_factory=SourceStats)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _responses: dict[str, Any] = field(default_factory=dict)
+    _versions: dict[str, str | None] = field(default_factory=dict)  # where each kind resumes
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> KubeSource:
+        for kind in self.kinds:
+            thread = threading.Thread(target=self.run, args=(kind,), name=f"watch-{kind.kind}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._lock:
+            responses = list(self._responses.values())
+        for resp in responses:  # wake threads blocked reading a watch stream
+            _shutdown(resp)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # ── one kind ──────────────────────────────────────────────────────────────────────────
+
+    def run(self, kind: Watched) -> None:
+        call = kind.list_call(self.api_client)
+        backoff = Backoff(initial=self.backoff_initial, cap=self.backoff_cap)
+        self._versions[kind.kind] = None
+        while not self._stop.is_set():
+            try:
+                version = self._versions[kind.kind]
+                if version is None:
+                    version = self._versions[kind.kind] = self._list(kind, call)
+                self._watch(kind, call, version)
+                backoff.reset()
+            except Expired:
+                log.info("%s: resourceVersion %s expired (410 Gone); listing again", kind.kind,
+                         self._versions[kind.kind])
+                self.stats.relists += 1
+                self._versions[kind.kind] = None
+            except (ApiException, HTTPError, OSError, ValueError) as exc:
+                if self._stop.is_set():
+                    return
+                self.stats.errors += 1
+                delay = backoff.next_delay()
+                log.warning("%s: %s; retrying in %.2f s", kind.kind, _describe(exc), delay)
+                if not self._wait(delay):
+                    return
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep unless stopped; False when stopped."""
+        if self.sleep is not None:
+            return self.sleep(seconds) and not self._stop.is_set()
+        return not self._stop.wait(seconds)
+
+    def _list(self, kind: Watched, call: Callable[..., Any]) -> str:
+        objects: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            kwargs: dict[str, Any] = {"_preload_content": False, "limit": self.page_size,
+                                      "_request_timeout": (self.connect_timeout, 120)}
+            if token:
+                kwargs["_continue"] = token
+            try:
+                resp = call(**kwargs)
+            except ApiException as exc:
+                if exc.status == 410:
+                    log.info("%s: list continue token expired; listing from the start", kind.kind)
+                    objects, token = [], ""
+                    continue
+                raise
+            page = orjson.loads(resp.data)
+            for item in page.get("items") or ():
+                if isinstance(item, dict):
+                    item.setdefault("kind", kind.kind)
+                    item.setdefault("apiVersion", kind.api_version)
+                    objects.append(item)
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") or ""
+            if not token:
+                self.stats.lists += 1
+                version = str(meta.get("resourceVersion") or "")
+                self.sink(Snapshot(kind.kind, tuple(objects), version))
+                return version
+
+    def _watch(self, kind: Watched, call: Callable[..., Any], version: str) -> None:
+        """Follow one watch stream to its end, moving `_versions[kind]` with every event and
+        bookmark (so that a stream cut mid-way resumes after the last event it delivered)."""
+        resp = call(watch=True, resource_version=version, allow_watch_bookmarks=True,
+                    timeout_seconds=self.watch_timeout, _preload_content=False,
+                    _request_timeout=(self.connect_timeout, self.watch_timeout + 30))
+        self.stats.watches += 1
+        with self._lock:
+            self._responses[kind.kind] = resp
+        try:
+            for event in _events(resp):
+                kind_of_event = event.get("type")
+                obj = event.get("object") or {}
+                if kind_of_event == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Expired(obj.get("message", ""))
+                    raise ApiException(status=obj.get("code"),
+                                       reason=f"{obj.get('reason')}: {obj.get('message')}")
+                meta = obj.get("metadata") or {}
+                if kind_of_event == "BOOKMARK":
+                    self.stats.bookmarks += 1
+                elif kind_of_event in ("ADDED", "MODIFIED", "DELETED"):
+                    obj.setdefault("kind", kind.kind)
+                    obj.setdefault("apiVersion", kind.api_version)
+                    self.stats.events += 1
+                    self.sink(Delta(kind.kind, kind_of_event, obj))
+                else:
+                    raise ValueError(f"unexpected watch event type {kind_of_event!r}")
+                self._versions[kind.kind] = str(meta.get("resourceVersion") or version)
+                if self._stop.is_set():
+                    break
+        finally:
+            with self._lock:
+                self._responses.pop(kind.kind, None)
+            with contextlib.suppress(Exception):
+                resp.release_conn()
+
+
+def _events(resp: Any) -> Iterator[dict[str, Any]]:
+    for line in iter_resp_lines(resp):
+        if line:
+            event = orjson.loads(line)
+            if not isinstance(event, dict):
+                raise ValueError(f"a watch event must be an object, got {line[:80]!r}")
+            yield event
+
+
+def _shutdown(resp: Any) -> None:
+    connection = getattr(resp, "connection", None) or getattr(resp, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        return f"API error {exc.status} {exc.reason or ''}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Mirror:
+    """The last known objects of every kind, kept from Snapshots and Deltas; `apply` returns
+    what actually changed as Deltas — a relist after 410 becomes the deletions, additions and
+    modifications the watch missed, and a replayed event that changes nothing becomes nothing."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self.listed: set[str] = set()
+
+    def apply(self, event: SourceEvent) -> list[Delta]:
+        store = self.objects.setdefault(event.kind, {})
+        if isinstance(event, Delta):
+            key = object_key(event.object)
+            if event.type == "DELETED":
+                return [event] if store.pop(key, None) is not None else []
+            before = store.get(key)
+            store[key] = event.object
+            if before is not None and _version(before) == _version(event.object) and before == event.object:
+                return []
+            return [Delta(event.kind, "MODIFIED" if before is not None else "ADDED", event.object)]
+        self.listed.add(event.kind)
+        fresh = {object_key(o): o for o in event.objects}
+        changes = [Delta(event.kind, "DELETED", old) for key, old in store.items() if key not in fresh]
+        for key, obj in fresh.items():
+            before = store.get(key)
+            if before is None:
+                changes.append(Delta(event.kind, "ADDED", obj))
+            elif before != obj:
+                changes.append(Delta(event.kind, "MODIFIED", obj))
+        self.objects[event.kind] = fresh
+        return changes
+
+
+def _version(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")

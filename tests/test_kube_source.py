@@ -1,0 +1,204 @@
+"""The Kubernetes source against the in-process API server (netpol.testing.apiserver), through
+the unmodified `kubernetes` client and a generated kubeconfig: initial lists (paginated),
+watch events, dropped streams, 410 Gone, a restarted server with a new history, bookmarks,
+bursts, and backoff. In every case, the objects the source's events add up to (Mirror) end
+equal to the server's."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import pytest
+
+from netpol.backoff import Backoff
+from netpol.kube_source import KINDS as WATCHED
+from netpol.kube_source import Delta, KubeSource, Mirror, Snapshot, new_api_client, object_key
+from netpol.testing.apiserver import FakeApiServer
+
+KINDS = ("Namespace", "Node", "Pod", "NetworkPolicy")
+
+
+def ns(name, **labels):
+    return {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": name, "labels": labels}}
+
+
+def pod(name, ip, namespace="shop", **labels):
+    return {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "c"}]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
+
+
+def policy(name, namespace="shop"):
+    return {"kind": "NetworkPolicy", "apiVersion": "networking.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+
+
+class Follower:
+    """Runs a KubeSource into a queue and a Mirror; waits until the mirror equals the server."""
+
+    def __init__(self, api: FakeApiServer, tmp_path, **options):
+        self.api = api
+        self.events: queue.Queue = queue.Queue()
+        self.mirror = Mirror()
+        self.seen: list = []
+        options.setdefault("backoff_initial", 0.02)
+        options.setdefault("backoff_cap", 0.2)
+        self.source = KubeSource(new_api_client(str(api.kubeconfig(tmp_path / "kubeconfig"))), self.events.put,
+                                 **options)
+
+    def __enter__(self):
+        self.source.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.source.stop()
+
+    def drain(self, seconds=0.05):
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return
+            self.seen.append(event)
+            self.mirror.apply(event)
+
+    def state(self):
+        return {kind: {object_key(o): _strip(o) for o in self.mirror.objects.get(kind, {}).values()}
+                for kind in KINDS}
+
+    def server_state(self):
+        return {kind: {object_key(o): _strip(o) for o in self.api.objects(kind)} for kind in KINDS}
+
+    def converge(self, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.drain(0.05)
+            if self.mirror.listed == set(KINDS) and self.state() == self.server_state():
+                return
+        assert self.state() == self.server_state()
+
+
+def _strip(obj):
+    return {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+
+
+@pytest.fixture
+def api():
+    with FakeApiServer(bookmark_interval=0.2) as server:
+        server.apply_all([ns("shop", team="a"), ns("db"), pod("web-1", "10.0.0.1", app="web"),
+                          pod("web-2", "10.0.0.2", app="web"), pod("pg-0", "10.0.1.1", "db", app="pg"),
+                          policy("deny")])
+        yield server
+
+
+def test_initial_list_is_one_snapshot_per_kind_with_kind_and_api_version(api, tmp_path):
+    with Follower(api, tmp_path, page_size=2) as f:
+        f.converge()
+        snapshots = {e.kind: e for e in f.seen if isinstance(e, Snapshot)}
+        assert set(snapshots) == set(KINDS)
+        pods = snapshots["Pod"].objects
+        assert sorted(p["metadata"]["name"] for p in pods) == ["pg-0", "web-1", "web-2"]
+        assert all(p["kind"] == "Pod" and p["apiVersion"] == "v1" for p in pods)
+        assert snapshots["NetworkPolicy"].objects[0]["apiVersion"] == "networking.k8s.io/v1"
+    assert any("continue=" in r for r in api.requests)  # 3 pods in pages of 2
+
+
+def test_changes_arrive_as_deltas_in_order(api, tmp_path):
+    with Follower(api, tmp_path) as f:
+        f.converge()
+        before = len(f.seen)
+        api.apply(pod("web-3", "10.0.0.3", app="web"))
+        api.apply(pod("web-3", "10.0.0.3", app="web", tier="front"))
+        api.delete("Pod", "web-1", "shop")
+        f.converge()
+        deltas = [(e.type, e.object["metadata"]["name"]) for e in f.seen[before:] if isinstance(e, Delta)]
+        assert deltas == [("ADDED", "web-3"), ("MODIFIED", "web-3"), ("DELETED", "web-1")]
+
+
+def test_a_dropped_watch_resumes_from_the_last_resource_version(api, tmp_path):
+    with Follower(api, tmp_path) as f:
+        f.converge()
+        for i in range(5):
+            api.apply(pod(f"extra-{i}", f"10.0.2.{i}"))
+            api.drop_watches()
+            api.apply(pod(f"extra-{i}", f"10.0.2.{i}", round=str(i)))
+        f.converge()
+        assert f.source.stats.errors >= 1 and f.source.stats.relists == 0
+        names = [e.object["metadata"]["name"] for e in f.seen if isinstance(e, Delta) and e.type == "ADDED"]
+        assert len(names) == len(set(names))  # resumed, not replayed
+    assert any("resourceVersion=" in r and "watch=true" in r for r in api.requests)
+
+
+def test_410_gone_relists_and_the_mirror_catches_up_with_deletions(api, tmp_path):
+    with Follower(api, tmp_path) as f:
+        f.converge()
+        with api.paused_watches():
+            api.delete("Pod", "web-2", "shop")
+            api.apply(pod("late", "10.0.3.1"))
+            api.compact()
+            api.drop_watches()
+        f.converge()
+        assert f.source.stats.relists >= 1
+        assert ("shop", "web-2") not in f.mirror.objects["Pod"]
+
+
+def test_a_restarted_server_with_a_new_history_is_relisted(api, tmp_path):
+    with Follower(api, tmp_path) as f:
+        f.converge()
+        api.restart([ns("shop"), pod("only", "10.9.9.9"), policy("allow-all")])
+        f.converge()
+        assert set(f.mirror.objects["Pod"]) == {("shop", "only")}
+
+
+def test_a_burst_of_a_thousand_pod_events_arrives_complete(api, tmp_path):
+    with Follower(api, tmp_path) as f:
+        f.converge()
+        api.burst([pod(f"p{i}", f"10.1.{i // 250}.{i % 250}", app=str(i % 7)) for i in range(1000)])
+        api.burst([pod(f"p{i}", f"10.1.{i // 250}.{i % 250}", app="moved") for i in range(0, 1000, 3)])
+        f.converge(timeout=30)
+        assert len(f.mirror.objects["Pod"]) == 1003
+
+
+def test_bookmarks_move_the_resume_point(api, tmp_path):
+    with Follower(api, tmp_path) as f:
+        f.converge()
+        api.apply(ns("other"))  # a Namespace change moves the revision past the pod watch's events
+        time.sleep(0.6)  # a few bookmarks
+        api.drop_watches()
+        f.converge()
+        assert f.source.stats.bookmarks >= 1
+    revision = api.revision
+    pod_watches = [r for r in api.requests if r.startswith("GET /api/v1/pods?") and "watch=true" in r]
+    assert any(f"resourceVersion={revision}" in r for r in pod_watches[1:])
+
+
+def test_unreachable_or_unauthorised_servers_are_retried_with_growing_delays(api, tmp_path):
+    delays: list[float] = []
+    enough = threading.Event()
+
+    def record(seconds: float) -> bool:
+        delays.append(seconds)
+        if len(delays) >= 6:
+            enough.set()
+            return False
+        return True
+
+    f = Follower(api, tmp_path, sleep=record, kinds=WATCHED[:1], backoff_initial=0.1, backoff_cap=0.4)
+    api.token = "rotated"  # the kubeconfig's token is no longer accepted: every call is a 401
+    with f:
+        assert enough.wait(10)
+    assert f.source.stats.errors >= 6 and f.mirror.listed == set()
+    assert all(0.05 <= d <= 0.4 for d in delays) and delays[-1] > delays[0]
+
+
+def test_backoff_doubles_to_its_cap_with_jitter_and_resets():
+    backoff = Backoff(initial=1, cap=8)
+    delays = [backoff.next_delay() for _ in range(6)]
+    for delay, ceiling in zip(delays, [1, 2, 4, 8, 8, 8], strict=True):
+        assert ceiling / 2 <= delay <= ceiling
+    backoff.reset()
+    assert backoff.next_delay() <= 1
