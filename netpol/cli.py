@@ -90,6 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="probe this port (repeatable); default: every port a policy or "
                               "container port names")
     verify_.set_defaults(run=run_verify)
+
+    agent = commands.add_parser("agent", help="enforce policy on one node: watch, compile, apply "
+                                              "(long-running)")
+    agent.add_argument("--node", required=True, help="this node's name (spec.nodeName of its pods)")
+    source = agent.add_mutually_exclusive_group()
+    source.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    source.add_argument("--dir", dest="directory",
+                        help="a folder of manifests to follow instead of an API server")
+    agent.add_argument("--netns", help="load rulesets into this named network namespace, not our own")
+    agent.add_argument("--listen", default="127.0.0.1:9909", help="/healthz, /readyz, /metrics (HOST:PORT)")
+    agent.add_argument("--min-interval", type=float, default=0.02,
+                       help="coalesce events until none came for this long (s)")
+    agent.add_argument("--max-interval", type=float, default=0.5, help="never delay a change longer (s)")
+    agent.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    agent.set_defaults(run=run_agent_command)
     return parser
 
 
@@ -150,6 +165,19 @@ def run_verify(args: argparse.Namespace) -> int:
     report = verify(state, args.probes, args.node, render=render_nftables)
     sys.stdout.write(format_report(report))
     return EXIT_MISMATCH if report.mismatches else EXIT_OK
+
+
+def run_agent_command(args: argparse.Namespace) -> int:
+    from netpol import logs  # noqa: PLC0415 - the agent's imports stay out of batch runs
+    from netpol.agent import SyncTiming  # noqa: PLC0415
+    from netpol.agent_runner import AgentOptions, run_agent  # noqa: PLC0415
+
+    logs.configure(args.log_level)
+    if args.directory and not Path(args.directory).exists():
+        raise UsageError(f"--dir {args.directory}: no such directory")
+    timing = SyncTiming(min_interval=args.min_interval, max_interval=args.max_interval)
+    options = AgentOptions(args.node, args.kubeconfig, args.directory, args.netns, args.listen, timing)
+    return run_agent(options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

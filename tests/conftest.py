@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -89,3 +90,32 @@ def netns_guard() -> Iterator[None]:
         before = lab_namespaces()
         yield
         assert lab_namespaces() == before, "network namespaces leaked"
+
+
+# ── our table in a namespace, compared order-insensitively ──────────────────────────────────
+
+
+def nft_table(netns: str) -> object:
+    """The table as JSON, in an order of its own: hash sets list elements, and tables chains,
+    in the order they were added."""
+    listed = subprocess.run(["ip", "netns", "exec", netns, "nft", "-j", "list", "table", "inet", "netpol"],
+                            capture_output=True, text=True, check=True).stdout
+    items = json.loads(listed)["nftables"]
+    for item in items:
+        for kind in ("set", "map"):
+            if kind in item:
+                item[kind].pop("handle", None)
+                if "elem" in item[kind]:
+                    item[kind]["elem"] = sorted(item[kind]["elem"], key=json.dumps)
+        for kind in ("chain", "rule", "table"):
+            if kind in item:
+                item[kind].pop("handle", None)
+
+    def place(item: dict) -> tuple[str, str]:  # chains list in creation order; rules keep theirs
+        kind = next(iter(item))
+        return kind, str(item[kind].get("chain", item[kind].get("name", "")))
+    return sorted(items, key=place)
+
+
+def nft_load(netns: str, text: str) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=text, text=True, check=True)

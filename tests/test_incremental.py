@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import json
 import os
 import shutil
-import subprocess
 
 import pytest
-from conftest import fresh_netns
+from conftest import fresh_netns, nft_load, nft_table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -138,32 +136,6 @@ def test_a_pod_joining_a_peer_group_elsewhere_is_an_element_update():
     assert "10.0.1.3" in delta
 
 
-def _table(netns: str) -> object:
-    """The table as JSON, in an order of its own: hash sets list elements, and tables chains,
-    in the order they were added."""
-    listed = subprocess.run(["ip", "netns", "exec", netns, "nft", "-j", "list", "table", "inet", "netpol"],
-                            capture_output=True, text=True, check=True).stdout
-    items = json.loads(listed)["nftables"]
-    for item in items:
-        for kind in ("set", "map"):
-            if kind in item:
-                item[kind].pop("handle", None)
-                if "elem" in item[kind]:
-                    item[kind]["elem"] = sorted(item[kind]["elem"], key=json.dumps)
-        for kind in ("chain", "rule", "table"):
-            if kind in item:
-                item[kind].pop("handle", None)
-
-    def place(item: dict) -> tuple[str, str]:  # chains list in creation order; rules keep theirs
-        kind = next(iter(item))
-        return kind, str(item[kind].get("chain", item[kind].get("name", "")))
-    return sorted(items, key=place)
-
-
-def _load(netns: str, text: str) -> None:
-    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=text, text=True, check=True)
-
-
 @needs_kernel
 def test_updates_leave_the_kernel_where_the_new_ruleset_would(left_netns, right_netns):
     monitoring = LabelSelector(Labels({"team": "obs"}))
@@ -194,15 +166,15 @@ def test_updates_leave_the_kernel_where_the_new_ruleset_would(left_netns, right_
     ]
     left, right = left_netns, right_netns
     current = world.compiler.program("node-a")
-    _load(left, render(current))
+    nft_load(left, render(current))
     for event, obj in steps:
         world.send(event, obj)
         new = world.compiler.program("node-a")
         delta = render_update(current, new)
         assert delta.startswith("# netpol update") and "table inet netpol {" not in delta, delta
-        _load(left, delta)
-        _load(right, render(new))
-        assert _table(left) == _table(right)
+        nft_load(left, delta)
+        nft_load(right, render(new))
+        assert nft_table(left) == nft_table(right)
         current = new
 
 
@@ -210,7 +182,7 @@ def test_updates_leave_the_kernel_where_the_new_ruleset_would(left_netns, right_
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(start=clusters(max_pods=POD_SLOTS, max_policies=3), data=st.data())
-def test_every_update_applied_in_the_kernel_equals_loading_the_new_table(left_netns, right_netns, start, data):
+def test_every_update_applied_in_the_kernel_equals_loading_the_newnft_table(left_netns, right_netns, start, data):
     """Structural updates too: pods arriving, leaving, relabelled; policies added and removed."""
     if len({ip for p in start.pods if p.takes_part for ip in p.ips}) < len(
             [ip for p in start.pods if p.takes_part for ip in p.ips]):
@@ -218,7 +190,7 @@ def test_every_update_applied_in_the_kernel_equals_loading_the_new_table(left_ne
     names = tuple(n.name for n in start.namespaces) or NAMESPACE_NAMES
     world = World(start)
     current = world.compiler.program("node-a")
-    _load(left_netns, render(current))
+    nft_load(left_netns, render(current))
     for event, obj in data.draw(st.lists(events(names, unique_addresses=True), min_size=1, max_size=8)):
         if isinstance(obj, Pod) and obj.key not in world.pods and any(
                 p.key != obj.key and set(p.ips) & set(obj.ips) for p in world.pods.values() if p.takes_part):
@@ -227,9 +199,9 @@ def test_every_update_applied_in_the_kernel_equals_loading_the_new_table(left_ne
         if "node-a" not in update.programs:
             continue
         new = world.compiler.program("node-a")
-        _load(left_netns, render_update(current, new) or "")
-        _load(right_netns, render(new))
-        assert _table(left_netns) == _table(right_netns), render_update(current, new)
+        nft_load(left_netns, render_update(current, new) or "")
+        nft_load(right_netns, render(new))
+        assert nft_table(left_netns) == nft_table(right_netns), render_update(current, new)
         current = new
 
 

@@ -1,0 +1,46 @@
+"""The agent's local HTTP endpoints: `/healthz` (the loop is alive), `/readyz` (the last sync
+succeeded: 200, else 503 with the error), `/metrics` (Prometheus text format)."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from netpol.agent import Agent
+
+
+def serve(agent: Agent, host: str = "127.0.0.1", port: int = 9909) -> ThreadingHTTPServer:
+    """Start serving on a daemon thread; `shutdown()` the returned server to stop."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/healthz":
+                self._send(200, b"ok\n")
+            elif path == "/readyz":
+                if agent.ready:
+                    self._send(200, b"ok\n")
+                else:
+                    self._send(503, f"not ready: {agent.last_error or 'no successful sync yet'}\n".encode())
+            elif path == "/metrics":
+                self._send(200, agent.metrics.exposition(), CONTENT_TYPE_LATEST)
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="agent-http", daemon=True).start()
+    return server

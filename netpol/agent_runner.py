@@ -1,0 +1,63 @@
+"""`netpol agent`: wire a source (Kubernetes or a directory), the sync loop, the applier and the
+HTTP endpoints together, and run until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+
+from netpol.agent import Agent, SyncTiming
+from netpol.agent_http import serve
+from netpol.apply import Applier
+from netpol.batch import settle_long_lived
+from netpol.dir_source import DirectorySource
+from netpol.kube_source import KubeSource, new_api_client
+
+log = logging.getLogger("netpol.agent")
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    node: str
+    kubeconfig: str | None = None
+    directory: str | None = None
+    netns: str | None = None  # load into this named namespace instead of our own
+    listen: str = "127.0.0.1:9909"
+    timing: SyncTiming = SyncTiming()
+
+
+def run_agent(options: AgentOptions, stop: threading.Event | None = None) -> int:
+    gc.enable()  # long-lived: the CLI turned the cyclic collector off for batch runs
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    applier = Applier(options.netns)
+    agent = Agent(options.node, applier, options.timing)
+    host, _, port = options.listen.rpartition(":")
+    http = serve(agent, host or "127.0.0.1", int(port))
+    source: KubeSource | DirectorySource
+    if options.directory:
+        source = DirectorySource(options.directory, agent.submit).start()
+    else:
+        source = KubeSource(new_api_client(options.kubeconfig), agent.submit).start()
+    log.info("agent started", extra={"node": options.node, "listen": options.listen,
+                                     "source": options.directory or "kubernetes"})
+    loop = threading.Thread(target=agent.run, args=(stop,), name="sync-loop", daemon=True)
+    loop.start()
+    settled = False
+    try:
+        while not stop.wait(0.5):
+            if not settled and agent.ready:
+                settle_long_lived()  # freeze the initial state out of the collector's sight
+                settled = True
+    finally:
+        source.stop()
+        loop.join(5)
+        http.shutdown()
+        applier.close()
+        log.info("agent stopped", extra={"node": options.node})
+    return 0
