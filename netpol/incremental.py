@@ -168,7 +168,8 @@ class IncrementalCompiler:
         self._programs[node] = NodeProgram(
             node, self._addresses(node, members), programs,
             tuple(self._compiler.peer_sets[n] for n in peer_names),
-            tuple(self._compiler.port_sets[n] for n in port_names))
+            tuple(self._compiler.port_sets[n] for n in port_names),
+            self.resolver.nodes[node].pod_cidrs if node in self.resolver.nodes else ())
 
     def _forget_node(self, node: str) -> None:
         for name in self._set_positions.pop(node, {}):
@@ -187,7 +188,7 @@ class IncrementalCompiler:
                 else:
                     port_sets[-1 - at] = self._compiler.port_sets[name]
         self._programs[node] = NodeProgram(node, old.node_addresses, old.pods, tuple(peer_sets),
-                                           tuple(port_sets))
+                                           tuple(port_sets), old.pod_cidrs)
         return self._programs[node]
 
     def _addresses(self, node: str, members: Iterable[Pod]) -> tuple[IPAddress, ...]:

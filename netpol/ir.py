@@ -26,7 +26,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from netpol.intervals import Interval, merge_intervals
-from netpol.model import ClusterState, ContainerPort, Direction, IPAddress, IPBlock, NetworkPolicy, Pod, Rule
+from netpol.model import (
+    ClusterState,
+    ContainerPort,
+    Direction,
+    IPAddress,
+    IPBlock,
+    IPNetwork,
+    NetworkPolicy,
+    Pod,
+    Rule,
+)
 from netpol.resolver import DIRECTIONS, NodeId, Resolver
 
 NamedElement = tuple[IPAddress, str, int]  # destination address, protocol, port
@@ -174,11 +184,16 @@ class PodProgram:
 
 @dataclass(frozen=True)
 class NodeProgram:
+    """`pod_cidrs`: the node's spec.podCIDRs. An address inside them that is not one of `pods`
+    is a pod the compiler has not been told about yet (or no pod): its traffic is dropped, so
+    a new pod is never reachable, and reaches nothing, before its policies are programmed."""
+
     node: str
     node_addresses: tuple[IPAddress, ...]
     pods: tuple[PodProgram, ...]
     peer_sets: tuple[PeerSet, ...]
     port_sets: tuple[PortSet, ...] = ()
+    pod_cidrs: tuple[IPNetwork, ...] = ()
 
     @cached_property
     def sets(self) -> Mapping[str, PeerSet | PortSet]:
@@ -517,14 +532,20 @@ class NodeCompiler:
     def compile(self, node: str) -> NodeProgram:
         """The program of every active pod on `node`."""
         programs = tuple(self._compiler.pod_program(p) for p in self._by_node.get(node, []))
-        return assemble(node, node_addresses(self.state, node), programs, self._compiler)
+        return assemble(node, node_addresses(self.state, node), programs, self._compiler,
+                        node_pod_cidrs(self.state, node))
 
 
 def assemble(node: str, addresses: tuple[IPAddress, ...], programs: tuple[PodProgram, ...],
-             compiler: _Compiler) -> NodeProgram:
+             compiler: _Compiler, pod_cidrs: tuple[IPNetwork, ...] = ()) -> NodeProgram:
     peer_names, port_names = used_sets(programs)
     return NodeProgram(node, addresses, programs, tuple(compiler.peer_sets[n] for n in peer_names),
-                       tuple(compiler.port_sets[n] for n in port_names))
+                       tuple(compiler.port_sets[n] for n in port_names), pod_cidrs)
+
+
+def node_pod_cidrs(state: ClusterState, node: str) -> tuple[IPNetwork, ...]:
+    found = next((n for n in state.nodes if n.name == node), None)
+    return found.pod_cidrs if found is not None else ()
 
 
 def compile_node(state: ClusterState, node: str, resolver: Resolver | None = None) -> NodeProgram:

@@ -106,7 +106,8 @@ def _matches(match: JSON, packet: Packet, ruleset: NodeRuleset) -> bool:
     if match["op"] == "in":  # ct state flags
         return bool(value & set(right))
     if isinstance(right, str) and right.startswith("@"):
-        return any(_same(e, value) for e in ruleset.sets[right[1:]])
+        member = any(_same(e, value) for e in ruleset.sets[right[1:]])
+        return not member if match["op"] == "!=" else member
     if isinstance(right, dict) and "set" in right:
         return any(_same(e, value) for e in right["set"])
     return bool(_same(right, value))

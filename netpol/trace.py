@@ -56,6 +56,12 @@ def _local(programs: Mapping[str, NodeProgram], ip: IPAddress) -> tuple[NodeProg
     return None
 
 
+def _unprogrammed(node: NodeProgram, ip: IPAddress) -> bool:
+    """The node's leak-window guard: an address in its podCIDRs that none of its pods holds."""
+    return any(ip in cidr for cidr in node.pod_cidrs if cidr.version == ip.version) and not any(
+        ip in pod.ips for pod in node.pods)
+
+
 def trace(programs: Mapping[str, NodeProgram], packet: Packet) -> Trace:
     """Egress on the source pod's node, then ingress on the destination pod's node."""
     src, dst = _local(programs, packet.src), _local(programs, packet.dst)
@@ -64,6 +70,12 @@ def trace(programs: Mapping[str, NodeProgram], packet: Packet) -> Trace:
     steps = []
     hops: tuple[tuple[Direction, tuple[NodeProgram, PodProgram] | None, IPAddress], ...] = (
         ("egress", src, packet.dst), ("ingress", dst, packet.src))
+    path = [end[0] for end in (src, dst) if end is not None]  # the nodes whose forward hook it crosses
+    for node in path:
+        for ip, way in ((packet.src, "from"), (packet.dst, "to")):
+            if _unprogrammed(node, ip):
+                steps.append(f"{node.node}: {way} {ip}, in its podCIDRs but not a pod it programmed: dropped")
+                return Trace(False, tuple(steps))
     for direction, end, other_ip in hops:
         if end is None:
             steps.append(f"{direction}: not a local pod on any node")

@@ -84,8 +84,9 @@ def ip(*args: str) -> None:
 
 
 @contextmanager
-def node_with_pods(state: ClusterState, node: str) -> Iterator[dict[str, str]]:
-    """Namespaces for the node and its pods; yields pod key → namespace name. Always cleaned up."""
+def node_with_pods(state: ClusterState, node: str, ruleset: str | None = None) -> Iterator[dict[str, str]]:
+    """Namespaces for the node and its pods; yields pod key → namespace name (and "" → the
+    node's). Loads `ruleset`, by default the state's compiled one. Always cleaned up."""
     tag = uuid.uuid4().hex[:6]
     node_ns = f"np-{tag}-node"
     created: list[str] = []
@@ -115,10 +116,21 @@ def node_with_pods(state: ClusterState, node: str) -> Iterator[dict[str, str]]:
             stack.callback(server.kill)
             assert server.stdout is not None and server.stdout.readline().strip() == "ready"
             pods[pod.key] = pod_ns
-        loaded = subprocess.run(["ip", "netns", "exec", node_ns, "nft", "-f", "-"], text=True, capture_output=True,
-                                input=render(compile_cluster(state)[node]), check=False)
-        assert loaded.returncode == 0, loaded.stderr
+        load(node_ns, ruleset if ruleset is not None else render(compile_cluster(state)[node]))
+        pods[""] = node_ns
         yield pods
+
+
+def load(netns: str, ruleset: str) -> None:
+    loaded = subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], text=True, capture_output=True,
+                            input=ruleset, check=False)
+    assert loaded.returncode == 0, loaded.stderr
+
+
+def connects(netns: str, ip: object, port: int) -> bool:
+    out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", PROBE, str(ip), str(port)],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip() == "open"
 
 
 def test_every_cell_on_real_packets_matches_the_semantics():
@@ -131,11 +143,38 @@ def test_every_cell_on_real_packets_matches_the_semantics():
                 if src == dst:
                     continue
                 for port in PORTS:
-                    out = subprocess.run(["ip", "netns", "exec", namespaces[src.key], sys.executable, "-c", PROBE,
-                                          str(dst.ips[0]), str(port)], capture_output=True, text=True, check=True)
-                    got = out.stdout.strip() == "open"
+                    got = connects(namespaces[src.key], dst.ips[0], port)
                     if got != pods_connect(state, src, dst, port, "TCP"):
                         mismatches.append(f"{src.key} -> {dst.key}:{port} real={got}")
     assert lab_namespaces() == before, "namespaces leaked"
     assert not mismatches, mismatches
     assert not pods_connect(state, state.pod("other/c"), state.pod("shop/b"), 9090, "TCP")  # the except
+
+
+NODE_A = """
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+spec: {podCIDR: 10.244.0.0/24, podCIDRs: [10.244.0.0/24]}
+status: {addresses: [{type: InternalIP, address: 192.168.1.10}]}
+"""
+
+
+def test_a_pod_the_ruleset_does_not_know_yet_is_neither_reachable_nor_reaching():
+    """The leak-window guard: pod c exists (its namespace, its address in node-a's podCIDR) but
+    the loaded ruleset was compiled before the agent heard of it. Nothing reaches c and c
+    reaches nothing — although no policy would stop c → a — until the ruleset knows c."""
+    state = load_text(CLUSTER + NODE_A)
+    c, a, b = state.pod("other/c"), state.pod("shop/a"), state.pod("shop/b")
+    assert c is not None and a is not None and b is not None
+    before_c = ClusterState.build(namespaces=state.namespaces, nodes=state.nodes, policies=state.policies,
+                                  pods=[p for p in state.pods if p.key != c.key])
+    assert pods_connect(state, c, a, 9090, "TCP") and pods_connect(state, a, c, 8080, "TCP")
+    with node_with_pods(state, "node-a", ruleset=render(compile_cluster(before_c)["node-a"])) as namespaces:
+        assert not connects(namespaces[c.key], a.ips[0], 9090)
+        assert not connects(namespaces[a.key], c.ips[0], 8080)
+        assert connects(namespaces[a.key], b.ips[0], 8080)  # known pods are not affected
+        load(namespaces[""], render(compile_cluster(state)["node-a"]))
+        assert connects(namespaces[c.key], a.ips[0], 9090)
+        assert connects(namespaces[a.key], c.ips[0], 8080)

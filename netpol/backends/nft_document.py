@@ -95,16 +95,18 @@ def _element_json(element: Element) -> Any:
 
 @dataclass(frozen=True)
 class InNamedSet:
-    """`LEFT @set` — membership in a named set."""
+    """`LEFT @set` — membership in a named set (`LEFT != @set` when `negate`)."""
 
     left: Expression
     set_name: str
+    negate: bool = False
 
     def text(self) -> str:
-        return f"{self.left.text()} @{self.set_name}"
+        return f"{self.left.text()} {'!= ' if self.negate else ''}@{self.set_name}"
 
     def json(self) -> JSON:
-        return {"match": {"op": "==", "left": self.left.json(), "right": f"@{self.set_name}"}}
+        return {"match": {"op": "!=" if self.negate else "==", "left": self.left.json(),
+                          "right": f"@{self.set_name}"}}
 
 
 @dataclass(frozen=True)

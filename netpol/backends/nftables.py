@@ -42,6 +42,7 @@ from netpol.backends.nft_document import (
     object_command,
     script,
 )
+from netpol.intervals import merge_intervals
 from netpol.ir import Allow, NamedElement, NodeProgram, PeerSet, PodProgram, PortSet
 from netpol.model import Direction, IPAddress
 
@@ -178,23 +179,60 @@ def _dispatch_maps(programs: list[PodProgram]) -> list[VerdictMap]:
             for direction in DISPATCH_ORDER for version, (_, addr_type) in FAMILIES.items()]
 
 
-FORWARD = Chain("forward", (
-    Rule((InFlags(Ct("state"), ("established", "related")), Verdict("accept")),
-         "replies of allowed connections"),
-    Rule((InValues(Payload("icmpv6", "type"), ND_TYPES), Verdict("accept")), "IPv6 neighbour discovery"),
-    *(Rule((VerdictMapLookup(Payload(proto_kw, field), f"{direction}-v{version}"),))
-      for direction, field in (("egress", "saddr"), ("ingress", "daddr"))
-      for version, (proto_kw, _) in FAMILIES.items()),
-), "pod traffic: routed, and bridged through br_netfilter", BaseHook("filter", "forward", "filter", "accept"))
+GUARD_CIDRS, GUARD_PODS = "node-pod-cidrs", "node-pods"
+
+
+@functools.lru_cache(maxsize=16)
+def _forward(guarded: tuple[int, ...]) -> Chain:
+    """The forward hook. For each family in `guarded` (the node has podCIDRs of it), before any
+    policy: traffic from or to an address in the node's podCIDRs that is not a pod the program
+    knows is dropped — a pod the agent has not programmed yet is neither reachable nor reaching."""
+    guards = [Rule((InNamedSet(Payload(FAMILIES[v][0], field), f"{GUARD_CIDRS}-v{v}"),
+                    InNamedSet(Payload(FAMILIES[v][0], field), f"{GUARD_PODS}-v{v}", negate=True),
+                    Verdict("drop")),
+                   f"{way} an address of this node's podCIDRs that is no pod netpol has programmed")
+              for v in guarded for field, way in (("saddr", "from"), ("daddr", "to"))]
+    return Chain("forward", (
+        Rule((InFlags(Ct("state"), ("established", "related")), Verdict("accept")),
+             "replies of allowed connections"),
+        Rule((InValues(Payload("icmpv6", "type"), ND_TYPES), Verdict("accept")), "IPv6 neighbour discovery"),
+        *guards,
+        *(Rule((VerdictMapLookup(Payload(proto_kw, field), f"{direction}-v{version}"),))
+          for direction, field in (("egress", "saddr"), ("ingress", "daddr"))
+          for version, (proto_kw, _) in FAMILIES.items()),
+    ), "pod traffic: routed, and bridged through br_netfilter",
+        BaseHook("filter", "forward", "filter", "accept"))
+
+
+def _guarded(program: NodeProgram) -> tuple[int, ...]:
+    return tuple(sorted({cidr.version for cidr in program.pod_cidrs}))
+
+
+def _programmed(program: NodeProgram, version: int) -> tuple[str, ...]:
+    """Addresses of the node's programmed pods, of one family, in address order."""
+    return tuple(_address(version, a) for a in sorted({int(ip) for pod in program.pods for ip in pod.ips
+                                                       if ip.version == version}))
+
+
+def _guard_sets(program: NodeProgram) -> Iterator[NamedSet]:
+    for v in _guarded(program):
+        cidrs = merge_intervals((int(c.network_address), int(c.broadcast_address))
+                                for c in program.pod_cidrs if c.version == v)
+        yield NamedSet(f"{GUARD_CIDRS}-v{v}", (FAMILIES[v][1],), _interval_elements(v, tuple(cidrs)),
+                       interval=True, comment=f"podCIDRs of node {program.node}")
+        yield NamedSet(f"{GUARD_PODS}-v{v}", (FAMILIES[v][1],), _programmed(program, v),
+                       comment=f"pods netpol has programmed on node {program.node}")
 
 
 def build_table(program: NodeProgram) -> Table:
     """The node's table: sets, dispatch maps, the forward hook and one chain per isolated pod side."""
     pods = list(program.pods)
     return Table("inet", TABLE, f"netpol: Kubernetes NetworkPolicy for node {program.node}",
-                 sets=tuple(s for ps in (*program.peer_sets, *program.port_sets) for _, s in _declared(ps)),
+                 sets=(*_guard_sets(program),
+                       *(s for ps in (*program.peer_sets, *program.port_sets) for _, s in _declared(ps))),
                  maps=tuple(_dispatch_maps(pods)),
-                 chains=(FORWARD, *(chain for pod in pods for chain in _pod_chains(pod))))
+                 chains=(_forward(_guarded(program)),
+                         *(chain for pod in pods for chain in _pod_chains(pod))))
 
 
 def render(program: NodeProgram) -> str:
@@ -252,7 +290,11 @@ def render_update(old: NodeProgram, new: NodeProgram) -> str:
     changed. Empty when nothing differs.
 
     Order within the transaction: new sets; element changes; unhook changed pods (map elements),
-    then drop their chains; add the new chains and hook them; finally drop sets nothing uses."""
+    then drop their chains; add the new chains and hook them; finally drop sets nothing uses.
+    When the node's podCIDRs changed, the forward hook itself differs: the update is then the
+    whole new table (still one transaction)."""
+    if old.pod_cidrs != new.pod_cidrs:
+        return render(new)
     table = OUR_TABLE
     old_sets: list[PeerSet | PortSet] = [*old.peer_sets, *old.port_sets]
     new_sets: list[PeerSet | PortSet] = [*new.peer_sets, *new.port_sets]
@@ -286,6 +328,13 @@ def render_update(old: NodeProgram, new: NodeProgram) -> str:
         new_pods = {pod.pod: pod for pod in new.pods}
         leaving = [pod for key, pod in old_pods.items() if (n := new_pods.get(key)) is not pod and n != pod]
         arriving = [pod for key, pod in new_pods.items() if (o := old_pods.get(key)) is not pod and o != pod]
+    if leaving or arriving:
+        for v in _guarded(new):
+            held, now = set(_programmed(old, v)), set(_programmed(new, v))
+            for verb, changed in (("delete", [a for a in held if a not in now]),
+                                  ("add", [a for a in now if a not in held])):
+                if changed:
+                    lines.append(element_command(verb, table, f"{GUARD_PODS}-v{v}", sorted(changed)))
     for pod in leaving:
         for map_name, entries in _map_entries(pod).items():
             lines.append(map_element_command("delete", table, map_name, entries))
