@@ -35,6 +35,7 @@ from netpol.kube_source import KINDS, Delta, Mirror, SourceEvent, object_key
 from netpol.manifests import build_state
 from netpol.metrics import AgentMetrics
 from netpol.model import NetworkPolicy
+from netpol.routes import RouteKeeper, desired_routes
 
 log = logging.getLogger("netpol.agent")
 ALL_KINDS = frozenset(k.kind for k in KINDS)
@@ -88,6 +89,7 @@ class Agent:
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
     clock: Callable[[], float] = time.monotonic
     on_sync: Callable[[NodeProgram], None] | None = None  # tests and the demo hook in here
+    routes: RouteKeeper | None = None  # host-gw routes to the other nodes' podCIDRs
 
     def __post_init__(self) -> None:
         self.events: queue.Queue[SourceEvent] = queue.Queue()
@@ -104,6 +106,7 @@ class Agent:
         self._retry_at = 0.0
         self._backoff = Backoff(initial=self.timing.retry_initial, cap=self.timing.retry_cap)
         self._synced = threading.Event()
+        self._routes_dirty = True
 
     # ── input ─────────────────────────────────────────────────────────────────────────────
 
@@ -115,6 +118,7 @@ class Agent:
         deltas = self.mirror.apply(event)
         for delta in deltas:
             self.metrics.events.labels(delta.kind, delta.type).inc()
+            self._routes_dirty = self._routes_dirty or delta.kind == "Node"
         if self.compiler is None:
             if self.mirror.listed >= ALL_KINDS:
                 self._start_compiler()
@@ -244,6 +248,9 @@ class Agent:
                     event = None
             if self.sync_due():
                 self.sync()
+            if self._routes_dirty and self.routes is not None and self.compiler is not None:
+                self._routes_dirty = False
+                self.routes.sync(desired_routes(self.compiler.resolver.nodes.values(), self.node))
 
     def wait_synced(self, timeout: float) -> bool:
         return self._synced.wait(timeout)

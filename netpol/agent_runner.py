@@ -15,6 +15,7 @@ from netpol.apply import Applier
 from netpol.batch import settle_long_lived
 from netpol.dir_source import DirectorySource
 from netpol.kube_source import KubeSource, new_api_client
+from netpol.routes import RouteKeeper
 
 log = logging.getLogger("netpol.agent")
 
@@ -36,7 +37,7 @@ def run_agent(options: AgentOptions, stop: threading.Event | None = None) -> int
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
     applier = Applier(options.netns)
-    agent = Agent(options.node, applier, options.timing)
+    agent = Agent(options.node, applier, options.timing, routes=RouteKeeper(options.netns))
     host, _, port = options.listen.rpartition(":")
     http = serve(agent, host or "127.0.0.1", int(port))
     source: KubeSource | DirectorySource

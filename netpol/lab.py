@@ -311,15 +311,16 @@ class Lab:
         if lines:
             run_command(["ip", "-n", netns, "-batch", "-"], stdin=lines)
 
-    def build(self) -> None:
+    def build(self, with_pods: bool = True) -> None:
         self.add_netns(self.plan.fabric_netns)
         self.batch(self.plan.fabric_netns, [("link", "set", "lo", "up"),
                                             ("link", "add", FABRIC_BRIDGE, "type", "bridge"),
                                             ("link", "set", FABRIC_BRIDGE, "up")])
         for node in self.plan.nodes:
             self.build_node(node)
-        for pod in self.plan.pods:
-            self.build_pod(pod, self.node_netns[pod.node])
+        if with_pods:
+            for pod in self.plan.pods:
+                self.build_pod(pod, self.node_netns[pod.node])
 
     def build_node(self, node: NodePlan) -> None:
         self.add_netns(node.netns)
@@ -447,16 +448,17 @@ def _interrupts_handled() -> Iterator[None]:
 
 
 @contextmanager
-def open_lab(state: ClusterState | LabPlan) -> Iterator[Lab]:
+def open_lab(state: ClusterState | LabPlan, with_pods: bool = True) -> Iterator[Lab]:
     """Build the cluster (a state, or a plan made from one) in network namespaces; yield the
-    Lab; always remove every namespace and process it created."""
+    Lab; always remove every namespace and process it created. Without `with_pods`, only the
+    fabric and the nodes: the caller attaches pods (the demo, through the CNI plugin)."""
     check_environment()
     plan = state if isinstance(state, LabPlan) else plan_lab(state)
     stack = ExitStack()
     with _interrupts_handled():
         try:
             lab = Lab(plan, stack)
-            lab.build()
+            lab.build(with_pods)
             yield lab
         finally:
             with _INTERRUPTS.held():  # an interrupt during the teardown is raised after it

@@ -8,6 +8,8 @@ exactly the table that program renders."""
 from __future__ import annotations
 
 import copy
+import ipaddress
+import subprocess
 import threading
 import time
 import urllib.error
@@ -26,6 +28,8 @@ from netpol.dir_source import DirectorySource, read_objects
 from netpol.ir import compile_node
 from netpol.kube_source import KINDS, KubeSource, new_api_client
 from netpol.manifests import build_state
+from netpol.model import Node
+from netpol.routes import RouteKeeper, desired_routes
 from netpol.testing.apiserver import FakeApiServer
 
 NODE = "node-a"
@@ -307,3 +311,32 @@ def test_the_directory_source_follows_a_folder_of_manifests(netns, tmp_path):
         source.stop()
         loop.join(5)
         applier.close()
+
+
+def _node(name: str, address: str, *cidrs: str) -> Node:
+    return Node(name, addresses=(ipaddress.ip_address(address),),
+                pod_cidrs=tuple(ipaddress.ip_network(c) for c in cidrs))
+
+
+def test_routes_follow_the_other_nodes_pod_cidrs_and_leave_foreign_routes_alone(netns):
+    for args in (["link", "add", "fabric", "type", "veth", "peer", "name", "fabric-peer"],
+                 ["addr", "add", "192.168.7.1/24", "dev", "fabric"],
+                 ["addr", "add", "fd07::1/64", "dev", "fabric", "nodad"],
+                 ["link", "set", "fabric-peer", "up"], ["link", "set", "fabric", "up"],
+                 ["route", "add", "10.99.0.0/16", "via", "192.168.7.254"]):  # someone else's route
+        subprocess.run(["ip", "-n", netns, *args], check=True, capture_output=True)
+    keeper = RouteKeeper(netns)
+    nodes = [_node("node-a", "192.168.7.1", "10.244.0.0/24"), _node("node-b", "192.168.7.2", "10.244.1.0/24"),
+             _node("node-c", "fd07::3", "fd00:244:2::/64"), _node("node-d", "192.168.7.4")]
+    assert desired_routes(nodes, "node-a") == {
+        ipaddress.ip_network("10.244.1.0/24"): ipaddress.ip_address("192.168.7.2"),
+        ipaddress.ip_network("fd00:244:2::/64"): ipaddress.ip_address("fd07::3")}
+    keeper.sync(desired_routes(nodes, "node-a"))
+    assert keeper.current() == {"10.244.1.0/24": "192.168.7.2", "fd00:244:2::/64": "fd07::3"}
+    assert keeper.sync(desired_routes(nodes, "node-a")) == []  # nothing to do the second time
+    nodes[1] = _node("node-b", "192.168.7.22", "10.244.1.0/24")  # moved
+    del nodes[2]  # gone
+    keeper.sync(desired_routes(nodes, "node-a"))
+    assert keeper.current() == {"10.244.1.0/24": "192.168.7.22"}
+    routes = subprocess.run(["ip", "-n", netns, "route"], capture_output=True, text=True, check=True).stdout
+    assert "10.99.0.0/16 via 192.168.7.254" in routes  # not ours: untouched

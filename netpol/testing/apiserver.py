@@ -45,6 +45,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -108,13 +109,26 @@ class FakeApiServer:
 
     # ── life cycle ────────────────────────────────────────────────────────────────────────
 
-    def start(self) -> FakeApiServer:
+    def start(self, host: str = "127.0.0.1", port: int = 0, netns: str | None = None) -> FakeApiServer:
+        """Listen on host:port (0: any free port). With `netns` (a named network namespace),
+        the listening socket is made inside it, so clients in that network reach the server
+        while this process stays where it is."""
         server = self
 
         class Handler(_Handler):
             api = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if netns is None:
+            self._httpd = ThreadingHTTPServer((host, port), Handler)
+        else:
+            from netpol.apply import _enter_netns  # noqa: PLC0415
+
+            def listen_inside() -> ThreadingHTTPServer:
+                _enter_netns(netns)  # this short-lived thread only
+                return ThreadingHTTPServer((host, port), Handler)
+
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                self._httpd = pool.submit(listen_inside).result()
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-apiserver", daemon=True)
         self._thread.start()

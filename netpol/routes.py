@@ -1,0 +1,77 @@
+"""Host-gw routing between nodes: in the node's namespace, a route to every other node's
+podCIDR via that node's address (its first InternalIP/ExternalIP of the same family), so pods
+on different nodes reach each other without an overlay.
+
+Our routes carry their own routing protocol number (`proto 199`, shown as 199 by `ip route`),
+so the agent recognises them: it adds or replaces the ones that should exist and removes stale
+ones of its own, and never touches a route anything else made. `ip` is run with argument lists
+(never a shell); `desired_routes` is pure."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from netpol.model import IPAddress, IPNetwork, Node
+
+log = logging.getLogger("netpol.routes")
+PROTO = "199"
+
+
+def desired_routes(nodes: Iterable[Node], me: str) -> dict[IPNetwork, IPAddress]:
+    """Other nodes' podCIDRs → the address to reach each through."""
+    out: dict[IPNetwork, IPAddress] = {}
+    for node in sorted(nodes, key=lambda n: n.name):
+        if node.name == me:
+            continue
+        for cidr in node.pod_cidrs:
+            via = next((a for a in node.addresses if a.version == cidr.version), None)
+            if via is not None:
+                out[cidr] = via
+    return out
+
+
+@dataclass
+class RouteKeeper:
+    """Keeps the routes `proto 199` of one namespace equal to what it is told (`netns`: a named
+    namespace to work in, or None for our own)."""
+
+    netns: str | None = None
+
+    def _ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        prefix = ["ip", "-n", self.netns] if self.netns else ["ip"]
+        return subprocess.run([*prefix, *args], capture_output=True, text=True, check=check)
+
+    def current(self) -> dict[str, str]:
+        """Our routes now: destination → gateway."""
+        found: dict[str, str] = {}
+        for family in ("-4", "-6"):
+            listed = self._ip("-j", family, "route", "show", "proto", PROTO, check=False)
+            if listed.returncode != 0 or not listed.stdout.strip():
+                continue
+            for route in json.loads(listed.stdout):
+                found[route["dst"]] = route.get("gateway", "")
+        return found
+
+    def sync(self, desired: Mapping[IPNetwork, IPAddress]) -> list[str]:
+        """Add, replace and remove our routes; the changes made, as `ip route` words."""
+        want = {str(cidr): str(via) for cidr, via in desired.items()}
+        have = self.current()
+        changes = []
+        for dst, via in sorted(want.items()):
+            if have.get(dst) != via:
+                done = self._ip("route", "replace", dst, "via", via, "proto", PROTO, check=False)
+                if done.returncode != 0:
+                    log.warning("cannot add route",
+                                extra={"dst": dst, "via": via, "error": done.stderr.strip()})
+                    continue
+                changes.append(f"replace {dst} via {via}")
+        for dst in sorted(set(have) - set(want)):
+            self._ip("route", "del", dst, "proto", PROTO, check=False)
+            changes.append(f"del {dst}")
+        if changes:
+            log.info("routes", extra={"changes": changes})
+        return changes
