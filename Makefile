@@ -41,6 +41,8 @@ demo: setup
 	@grep -A9 -E 'map ingress-v4|chain forward|chain ingress-.*postgres-0' node-a.nft | head -40
 	@echo "== netpol verify: both nodes built in network namespaces, rulesets loaded, every cell probed =="
 	$(BIN)/netpol verify -f $(EXAMPLE)
+	@echo "== netpol demo: 3 live nodes, pods attached by netpol-cni, one agent per node, scenarios =="
+	$(BIN)/netpol demo -f $(EXAMPLE)
 
 lint: setup
 	$(BIN)/ruff check .

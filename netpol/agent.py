@@ -47,7 +47,7 @@ class RulesetLoader(Protocol):
     def apply(self, ruleset: str, force: bool = False) -> Any: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class SyncTiming:
     """Coalescing: a sync waits until no event came for `min_interval`, but never delays a
     pending change more than `max_interval`; after a failed apply the next try waits for the

@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--max-interval", type=float, default=0.5, help="never delay a change longer (s)")
     agent.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     agent.set_defaults(run=run_agent_command)
+
+    demo = commands.add_parser("demo", help="a live 3-node cluster: CNI plugin, API server, one agent per "
+                                            "node, scenarios probed with real packets (root)")
+    demo.add_argument("-f", "--filename", dest="example",
+                      default=str(Path(__file__).parent / "examples" / "shop"),
+                      help="the example cluster (default: the bundled shop)")
+    demo.set_defaults(run=run_demo_command)
     return parser
 
 
@@ -178,6 +185,14 @@ def run_agent_command(args: argparse.Namespace) -> int:
     timing = SyncTiming(min_interval=args.min_interval, max_interval=args.max_interval)
     options = AgentOptions(args.node, args.kubeconfig, args.directory, args.netns, args.listen, timing)
     return run_agent(options)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from netpol.demo import run_demo  # noqa: PLC0415 - only the demo needs the API server and lab
+    from netpol.lab import check_environment  # noqa: PLC0415
+
+    check_environment()
+    return run_demo(args.example)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ broadcast address of its node's given podCIDR (IPAM never assigns those) is not 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import shutil
@@ -333,7 +334,8 @@ class Lab:
                              "netns", node.netns),
                             ("link", "set", node.fabric_port, "master", FABRIC_BRIDGE, "up")])
         commands: list[Sequence[str]] = [("link", "set", "lo", "up"),
-                                          ("link", "add", BRIDGE, "type", "bridge"),
+                                          ("link", "add", BRIDGE, "address", _bridge_mac(node.netns),
+                                           "type", "bridge"),  # the address pinned: see _bridge_mac
                                           ("link", "set", BRIDGE, "up"), ("link", "set", UPLINK, "up")]
         commands += [_addr_add(str(g), BRIDGE, g.version) for g in node.gateways]
         commands += [_addr_add(f"{a}/{HOST_PREFIX[a.version]}", UPLINK, a.version)
@@ -370,6 +372,14 @@ class Lab:
                                     start_new_session=True)
             self._stack.callback(_stop, proc)
         return proc
+
+
+def _bridge_mac(seed: str) -> str:
+    """A fixed, locally administered MAC for a node's bridge. A bridge whose address was never
+    set follows the lowest MAC among its ports; when that port leaves, pods still hold the old
+    gateway MAC and their traffic to other nodes stops until it expires."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
 def _addr_add(address: str, dev: str, version: int) -> tuple[str, ...]:

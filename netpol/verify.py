@@ -141,12 +141,17 @@ def format_report(report: Report) -> str:
 # ── I/O: servers, probers, the run ──────────────────────────────────────────────────────────
 
 
-def start_servers(lab: Lab, state: ClusterState, probes: Sequence[Probe]) -> None:
-    """One server per pod on every probed port, both protocols; returns once all are bound."""
+def start_servers(lab: Lab, state: ClusterState, probes: Sequence[Probe],
+                  only: Iterable[str] | None = None) -> None:
+    """One server per pod (of `only`, pod keys, if given) on every probed port, both protocols;
+    returns once all are bound."""
     ports = {proto: ",".join(sorted({str(p.port) for p in probes if p.protocol == proto}))
              for proto in PROBED_PROTOCOLS}
     servers = []
+    wanted = set(only) if only is not None else None
     for pod in lab_pods(state):
+        if wanted is not None and pod.key not in wanted:
+            continue
         argv = [sys.executable, TRAFFIC_SCRIPT, "serve", f"--ips={','.join(map(str, pod.ips))}",
                 f"--tcp={ports['TCP']}", f"--udp={ports['UDP']}"]
         servers.append((pod.key, lab.spawn(lab.pod_netns[pod.key], argv)))

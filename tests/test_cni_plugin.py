@@ -418,3 +418,18 @@ def test_cnitool_adds_checks_and_deletes_through_libcni(node, tmp_path, chained)
     assert veths(node) == [] and ipam_files(node) == []
     assert "eth0" not in node.links(netns=pod) and node.ip("route", netns=pod) == ""
     assert not [n for n in os.listdir("/var/lib/cni/results") if n.startswith(network)]
+
+
+def test_the_bridge_mac_is_pinned_so_pods_keep_their_gateway_when_ports_leave(node):
+    """A bridge whose MAC was never set follows its lowest port MAC; when that port's pod goes,
+    the gateway's MAC changes under the other pods' neighbour caches and their routed traffic
+    is flooded away (seen in the live demo). The plugin pins the bridge's address."""
+    conf = node.conf()
+    pods = {f"ctr-{i}": node.pod() for i in range(4)}
+    for cid, pod in pods.items():
+        node.add(pod, cid, conf=conf)
+    mac = node.links()["cni0"]["address"]
+    assert node.exec(node.netns, "cat", "/sys/class/net/cni0/addr_assign_type").stdout.strip() == "3"  # set
+    for cid, pod in pods.items():
+        assert node.call("DEL", conf, cid, pod).code == 0
+        assert node.links()["cni0"]["address"] == mac

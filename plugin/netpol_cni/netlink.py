@@ -211,13 +211,15 @@ class Rtnl:
         return True
 
     def set_link(self, index: int, *, up: bool | None = None, master: int | None = None,
-                 mtu: int = 0, alias: str = "") -> None:
+                 mtu: int = 0, alias: str = "", mac: str = "") -> None:
         """Change a link in one request (the kernel ignores an alias given at creation)."""
         flags = change = 0
         if up is not None:
             flags, change = (IFF_UP if up else 0), IFF_UP
         attrs = (_attr_u32(_IFLA_MASTER, master) if master is not None else b"") + (
             _attr_u32(_IFLA_MTU, mtu) if mtu else b"") + (_attr_str(_IFLA_IFALIAS, alias) if alias else b"")
+        if mac:
+            attrs += _attr(_IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
         self._request(_RTM_NEWLINK, 0, _IFINFO.pack(AF_UNSPEC, 0, index, flags, change) + attrs)
 
     def set_hairpin(self, index: int, on: bool) -> None:

@@ -16,8 +16,15 @@ _MODPROBE = ("/usr/sbin/modprobe", "/sbin/modprobe")
 
 
 def ensure_bridge(rtnl: Rtnl, name: str, mtu: int) -> Link:
-    """The bridge `name`, up; created unless it exists. Another kind of interface with that
-    name is a configuration error."""
+    """The bridge `name`, up, its MAC address pinned; created unless it exists. Another kind of
+    interface with that name is a configuration error.
+
+    Pinning: a Linux bridge whose MAC was never set takes the lowest MAC among its ports, and
+    takes another when that port leaves. Pods keep the gateway's old MAC in their neighbour
+    cache, their frames for it are flooded instead of routed, and traffic to other nodes
+    stops until the entry expires (the reference plugin pins it for the same reason). Setting
+    the address to its current value makes it fixed; doing it on every ADD also fixes a bridge
+    someone else created."""
     rtnl.create_bridge(name, mtu)
     link = rtnl.get_link(name)
     if link is None:  # deleted between our create and get: the runtime may retry
@@ -25,8 +32,7 @@ def ensure_bridge(rtnl: Rtnl, name: str, mtu: int) -> Link:
     if link.kind != "bridge":
         raise CniError(INVALID_CONFIG, f"bridge: {name!r} exists and is a {link.kind or 'plain'} "
                        "interface, not a bridge")
-    if not link.up:
-        rtnl.set_link(link.index, up=True)
+    rtnl.set_link(link.index, up=True, mac=link.mac)
     return link
 
 

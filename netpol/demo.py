@@ -1,0 +1,383 @@
+"""`netpol demo`: the whole system live, on three nodes built in network namespaces.
+
+1. The bundled example cluster, spread over three nodes (node-c takes the monitoring pods),
+   is built as a fabric and node namespaces (`netpol.lab`, bridge `cni0`, no routes between
+   nodes: the agents add them).
+2. The in-process API server (`netpol.testing.apiserver`) listens inside the fabric, where
+   the nodes reach it; it holds the namespaces and Node objects (InternalIP, podCIDR).
+3. One `netpol agent` process per node runs inside that node's namespace
+   (`ip netns exec … netpol agent --kubeconfig …`), watching the API server.
+4. Every pod is a namespace attached by `netpol-cni` (ADD, with host-local IPAM asked for the
+   pod's address from the manifests), then published to the API server, as a kubelet would.
+5. Scenarios change the cluster through the API. After each, the demo waits until every node
+   whose program changed has logged a successful sync — the change → enforcement time — then
+   probes every pair of pods on every port with real packets, compares each cell with
+   `netpol.semantics`, and prints a matrix.
+
+Exit 0 only if every cell of every scenario matched. Everything is torn down at the end, on
+errors and on Ctrl-C/SIGTERM (`netpol.lab`'s guarantees): namespaces, processes, and files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from netpol.decode import decode_document
+from netpol.encode import encode_namespace, encode_network_policy, encode_node, encode_pod
+from netpol.errors import LabError
+from netpol.ir import compile_cluster
+from netpol.lab import FABRIC_BRIDGE, UPLINK, Lab, LabPlan, open_lab, plan_lab
+from netpol.labels import Labels
+from netpol.manifests import build_state, load_state
+from netpol.model import ClusterState, NetworkPolicy, Node, Pod
+from netpol.probes import Probe, default_probes
+from netpol.testing.apiserver import FakeApiServer
+from netpol.verify import (
+    CONFIRM_TIMEOUT,
+    PROBE_TIMEOUT,
+    Cell,
+    CellResult,
+    compare,
+    plan_cells,
+    probe_cells,
+    start_servers,
+)
+
+API_ADDRESS = ipaddress.ip_address("192.168.254.1")  # the API server, on the fabric bridge
+API_PORT = 6443
+THIRD_NODE = Node("node-c", Labels({"kubernetes.io/hostname": "node-c"}),
+                  (ipaddress.ip_address("192.168.50.12"),), (ipaddress.ip_network("10.244.2.0/24"),))
+ENFORCE_TIMEOUT = 30.0
+REFERENCE_PLUGINS = Path("/usr/lib/cni")
+
+
+# ── the cluster (pure) ──────────────────────────────────────────────────────────────────────
+
+
+def on_three_nodes(state: ClusterState) -> ClusterState:
+    """The example with a third node: the monitoring namespace's pods move to node-c, their
+    addresses renumbered into its podCIDR (same last octet)."""
+    cidr = THIRD_NODE.pod_cidrs[0]
+    pods: list[Pod] = []
+    for original in state.pods:
+        pod = original
+        if pod.namespace == "monitoring" and not pod.host_network:
+            moved = sum(1 for p in pods if p.node_name == THIRD_NODE.name)
+            address = ipaddress.ip_address(int(cidr.network_address) + 40 + moved)
+            pod = dataclasses.replace(pod, node_name=THIRD_NODE.name, ips=(address,))
+        pods.append(pod)
+    return ClusterState.build(namespaces=state.namespaces, pods=pods, policies=state.policies,
+                              nodes=(*state.nodes, THIRD_NODE))
+
+
+def without_node_routes(plan: LabPlan) -> LabPlan:
+    """Keep only the on-link routes between node addresses: routes to pod subnets are the
+    agents' job (host-gw), and the demo shows they do it."""
+    nodes = tuple(dataclasses.replace(n, routes=tuple(r for r in n.routes if "dev" in r)) for n in plan.nodes)
+    return dataclasses.replace(plan, nodes=nodes)
+
+
+@dataclass
+class Scenario:
+    title: str
+    change: Callable[[Demo], None]
+    focus: Probe  # the port whose matrix is printed
+
+
+def _policy(state: ClusterState, key: str) -> NetworkPolicy:
+    found = next((p for p in state.policies if p.key == key), None)
+    if found is None:
+        raise LabError(f"the example has no policy {key}")
+    return found
+
+
+def _nothing(demo: Demo) -> None:
+    pass
+
+
+def scenarios(example: ClusterState) -> list[Scenario]:
+    deny = [p for p in example.policies if p.name == "default-deny"]
+    dns = [p for p in example.policies if p.name == "allow-dns"]
+    def tcp(port: int) -> Probe:
+        return Probe("TCP", port)
+
+    web_to_api = [_policy(example, "backend/allow-api"), _policy(example, "frontend/allow-web")]
+    rest = [p for p in example.policies if p not in (*deny, *dns, *web_to_api)]
+    web3 = Pod("frontend", "web-3", Labels({"app": "web", "tier": "frontend"}),
+               (ipaddress.ip_address("10.244.2.13"),), THIRD_NODE.name)
+    web3 = dataclasses.replace(web3, ports=next(p for p in example.pods if p.key == "frontend/web-1").ports)
+    return [
+        Scenario("no policies: every pod reaches every pod", _nothing, tcp(8443)),
+        Scenario("default-deny in frontend, backend and db (with DNS egress allowed)",
+                 lambda d: d.apply_policies([*deny, *dns]), tcp(8443)),
+        Scenario("allow frontend → backend on the named port `api` (8443): ingress and egress",
+                 lambda d: d.apply_policies(web_to_api), tcp(8443)),
+        Scenario("the rest of the example's policies (postgres, metrics, grafana)",
+                 lambda d: d.apply_policies(rest), tcp(5432)),
+        Scenario("relabel frontend/web-2 app=web → app=canary: it loses the backend",
+                 lambda d: d.relabel("frontend/web-2", {"app": "canary", "tier": "frontend"}), tcp(8443)),
+        Scenario("delete db/allow-postgres: the API can no longer reach postgres",
+                 lambda d: d.delete_policy("db/allow-postgres"), tcp(5432)),
+        Scenario("add pod frontend/web-3 on node-c (netpol-cni ADD): it reaches the backend",
+                 lambda d: d.add_pod(web3), tcp(8443)),
+        Scenario("remove pod backend/worker-1 (netpol-cni DEL)", lambda d: d.remove_pod("backend/worker-1"),
+                 tcp(8443)),
+    ]
+
+
+# ── the live cluster (I/O) ──────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class AgentProcess:
+    node: str
+    proc: subprocess.Popen[str]
+    syncs: list[float] = field(default_factory=list)  # monotonic times of "synced" log lines
+    log: queue.Queue[str] = field(default_factory=queue.Queue)
+
+    def follow(self) -> None:
+        """Read the agent's JSON log lines (stderr) until it exits."""
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                self.log.put(f"{self.node}: {line.rstrip()}")  # not a log record: a crash report
+                continue
+            if record.get("msg") == "synced":
+                self.syncs.append(time.monotonic())
+            elif record.get("level") in ("warning", "error"):
+                self.log.put(f"{self.node}: {record.get('msg')} {record.get('error', '')}".rstrip())
+
+
+@dataclass
+class Demo:
+    lab: Lab
+    api: FakeApiServer
+    work: Path
+    state: ClusterState  # what the API server holds now (decoded)
+    agents: dict[str, AgentProcess] = field(default_factory=dict)
+    out: TextIO = sys.stdout
+
+    # changes
+
+    def apply_policies(self, policies: Sequence[NetworkPolicy]) -> None:
+        self.api.apply_all(encode_network_policy(p) for p in policies)
+
+    def delete_policy(self, key: str) -> None:
+        namespace, name = key.split("/")
+        self.api.delete("NetworkPolicy", name, namespace)
+
+    def relabel(self, key: str, labels: dict[str, str]) -> None:
+        pod = next(p for p in self.state.pods if p.key == key)
+        self.api.apply(encode_pod(dataclasses.replace(pod, labels=Labels(labels))))
+
+    def sandbox(self, netns: str) -> None:
+        """A pod's network namespace with its loopback up (a runtime's `loopback` plugin)."""
+        self.lab.add_netns(netns)
+        self.lab.batch(netns, [("link", "set", "lo", "up")])
+
+    def add_pod(self, pod: Pod) -> None:
+        netns = f"np-{self.lab.plan.tag}-p{len(self.lab.pod_netns)}"
+        self.sandbox(netns)
+        self.lab.pod_netns[pod.key] = netns
+        self.cni("ADD", pod, netns)
+        self.api.apply(encode_pod(pod))
+
+    def remove_pod(self, key: str) -> None:
+        pod = next(p for p in self.state.pods if p.key == key)
+        self.api.delete("Pod", pod.name, pod.namespace)
+        self.cni("DEL", pod, self.lab.pod_netns[key])
+
+    # the CNI plugin, as a kubelet/containerd would call it
+
+    def cni_config(self, pod: Pod) -> dict[str, Any]:
+        plan = next(n for n in self.lab.plan.nodes if n.name == pod.node_name)
+        gateway = next(g for g in plan.gateways if g.version == 4)
+        return {"cniVersion": "1.0.0", "name": "demo", "type": "netpol-cni", "bridge": "cni0",
+                "isGateway": True, "isDefaultGateway": True, "dataDir": str(self.work / "cni-state"),
+                "runtimeConfig": {"ips": [f"{ip}/{gateway.network.prefixlen}" for ip in pod.ips]},
+                "ipam": {"type": "host-local", "dataDir": str(self.work / "ipam" / plan.name),
+                         "ranges": [[{"subnet": str(gateway.network), "gateway": str(gateway.ip)}]]}}
+
+    def cni(self, command: str, pod: Pod, netns: str) -> dict[str, Any] | None:
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_COMMAND": command,
+               "CNI_CONTAINERID": pod.key.replace("/", "_"), "CNI_NETNS": f"/run/netns/{netns}",
+               "CNI_IFNAME": "eth0", "CNI_PATH": str(self.work / "bin")}
+        node_netns = self.lab.node_netns[pod.node_name or ""]
+        done = subprocess.run(["ip", "netns", "exec", node_netns, str(self.work / "bin" / "netpol-cni")],
+                              input=json.dumps(self.cni_config(pod)), env=env, capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0:
+            raise LabError(f"netpol-cni {command} for {pod.key} failed: "
+                           f"{done.stdout.strip()} {done.stderr.strip()}")
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    # observing
+
+    def current_state(self) -> ClusterState:
+        objects = []
+        for kind in ("Namespace", "Node", "Pod", "NetworkPolicy"):
+            for raw in self.api.objects(kind):
+                found, problems = decode_document(dict(raw, kind=kind), "api")
+                if problems:
+                    raise LabError(f"the demo published an invalid object: {problems[0]}")
+                objects += found
+        return build_state(objects)
+
+    def wait_enforced(self, nodes: set[str], since: float) -> float:
+        """Seconds from `since` until every node in `nodes` logged a sync after it."""
+        deadline = since + ENFORCE_TIMEOUT
+        while True:
+            done = {n: next((t for t in self.agents[n].syncs if t >= since), None) for n in nodes}
+            if all(t is not None for t in done.values()):
+                return max([t - since for t in done.values() if t is not None], default=0.0)
+            for agent in self.agents.values():
+                if agent.proc.poll() is not None:
+                    time.sleep(0.1)  # let the follower read what it said last
+                    said = " | ".join(agent.log.get_nowait() for _ in range(agent.log.qsize()))
+                    raise LabError(f"the agent of {agent.node} exited ({agent.proc.returncode}): {said}")
+            if time.monotonic() > deadline:
+                raise LabError(f"nodes {sorted(n for n, t in done.items() if t is None)} did not sync "
+                               f"within {ENFORCE_TIMEOUT:.0f} s")
+            time.sleep(0.005)
+
+
+def _matrix(state: ClusterState, results: Sequence[CellResult], focus: Probe) -> str:
+    """Rows sources, columns destinations, on the focus port: ● open, · blocked, ! mismatch."""
+    pods = sorted({r.cell.src for r in results} | {r.cell.dst for r in results})
+    cell = {(r.cell.src, r.cell.dst): r for r in results
+            if r.cell.port == focus.port and r.cell.protocol == focus.protocol and r.cell.family == 4}
+    width = max(len(p) for p in pods) if pods else 0
+    lines = [f"    {focus.port}/{focus.protocol}  (rows: from, columns: to; ● open · blocked ! mismatch)"]
+    lines.append(" " * (width + 5) + " ".join(f"{i:>2}" for i in range(len(pods))))
+    for i, src in enumerate(pods):
+        marks = []
+        for dst in pods:
+            r = cell.get((src, dst))
+            marks.append(" -" if r is None else (" !" if r.mismatch else (" ●" if r.kernel_open else " ·")))
+        lines.append(f"  {i:>2} {src:<{width}} {''.join(marks)}")
+    return "\n".join(lines)
+
+
+def _probe_all(lab: Lab, state: ClusterState, probes: Sequence[Probe]) -> tuple[CellResult, ...]:
+    cells: Sequence[Cell] = plan_cells(state, probes, None)
+    results = compare(cells, probe_cells(lab, cells, range(len(cells)), PROBE_TIMEOUT))
+    suspects = [i for i, r in enumerate(results) if r.mismatch]
+    if suspects:
+        retried = probe_cells(lab, cells, suspects, CONFIRM_TIMEOUT)
+        results = tuple(dataclasses.replace(r, outcome=retried.get(i, r.outcome))
+                        for i, r in enumerate(results))
+    return results
+
+
+def _install_plugins(work: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugin"))
+    try:
+        from netpol_cni.install import install  # noqa: PLC0415 - installed beside netpol, or in plugin/
+    finally:
+        sys.path.pop(0)
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    install(work / "bin", work / "lib", python)
+    host_local = REFERENCE_PLUGINS / "host-local"
+    if not host_local.exists():
+        raise LabError("the demo needs host-local (Debian: apt-get install containernetworking-plugins)")
+    (work / "bin" / "host-local").symlink_to(host_local)
+
+
+@contextmanager
+def live_cluster(example: ClusterState, out: TextIO) -> Iterator[Demo]:
+    state = on_three_nodes(example)
+    plan = without_node_routes(plan_lab(state))
+    with ExitStack() as stack:
+        work = Path(tempfile.mkdtemp(prefix="netpol-demo-"))
+        stack.callback(shutil.rmtree, work, True)
+        lab = stack.enter_context(open_lab(plan, with_pods=False))
+        fabric = plan.fabric_netns
+        lab.batch(fabric, [("addr", "add", f"{API_ADDRESS}/32", "dev", FABRIC_BRIDGE),
+                           *(("route", "add", f"{a}/32", "dev", FABRIC_BRIDGE)
+                             for n in plan.nodes for a in n.fabric_addresses if a.version == 4)])
+        for node in plan.nodes:
+            lab.batch(node.netns, [("route", "add", f"{API_ADDRESS}/32", "dev", UPLINK)])
+        api = FakeApiServer(bookmark_interval=5.0).start(str(API_ADDRESS), API_PORT, netns=fabric)
+        stack.callback(api.stop)
+        kubeconfig = api.kubeconfig(work / "kubeconfig")
+        _install_plugins(work)
+        fabric_of = {n.name: n.fabric_addresses for n in plan.nodes}
+        nodes = [dataclasses.replace(n, addresses=fabric_of.get(n.name, n.addresses)) for n in state.nodes]
+        api.apply_all([*(encode_namespace(n) for n in state.namespaces), *(encode_node(n) for n in nodes)])
+        demo = Demo(lab, api, work, state, out=out)
+        for node in plan.nodes:
+            proc = lab.spawn(node.netns, [sys.executable, "-m", "netpol.cli", "agent", "--node", node.name,
+                                          "--kubeconfig", str(kubeconfig), "--listen", "127.0.0.1:9909",
+                                          "--min-interval", "0.005", "--max-interval", "0.1"])
+            agent = AgentProcess(node.name, proc)
+            threading.Thread(target=agent.follow, daemon=True).start()
+            demo.agents[node.name] = agent
+        setup = time.monotonic()
+        for pod in (p for p in state.pods if not p.host_network):
+            plan_pod = next(p for p in plan.pods if p.key == pod.key)
+            demo.sandbox(plan_pod.netns)
+            result = demo.cni("ADD", pod, plan_pod.netns)
+            assigned = result["ips"][0]["address"].split("/")[0] if result else ""
+            if assigned != str(pod.ips[0]):
+                raise LabError(f"host-local gave {pod.key} {assigned}, not {pod.ips[0]}")
+        api.apply_all(encode_pod(p) for p in state.pods)
+        demo.wait_enforced(set(demo.agents), setup)
+        yield demo
+
+
+def run_demo(example_path: str, out: TextIO = sys.stdout) -> int:
+    example = load_state([example_path])
+    steps = scenarios(example)
+    mismatched = 0
+    started = time.monotonic()
+    with live_cluster(example, out) as demo:
+        full = on_three_nodes(example)
+        probes = default_probes(full)
+        start_servers(demo.lab, full, probes)
+        print(f"3 nodes, {len(demo.lab.pod_netns)} pods attached by netpol-cni, one agent per node "
+              f"(inside its namespace), API server at http://{API_ADDRESS}:{API_PORT}", file=out)
+        before = compile_cluster(demo.current_state())
+        for number, step in enumerate(steps, 1):
+            changed_at = time.monotonic()
+            step.change(demo)
+            new_state = demo.current_state()
+            programs = compile_cluster(new_state)
+            touched = {n for n in programs if programs[n] != before.get(n)} & set(demo.agents)
+            if step.title.startswith("add pod"):
+                start_servers(demo.lab, new_state, probes, only=["frontend/web-3"])
+            enforced = demo.wait_enforced(touched, changed_at)
+            demo.state, before = new_state, programs
+            results = _probe_all(demo.lab, new_state, probes)
+            bad = [r for r in results if r.mismatch]
+            mismatched += len(bad)
+            print(f"\n[{number}/{len(steps)}] {step.title}", file=out)
+            print(f"    enforced on {', '.join(sorted(touched)) or 'no node (nothing to change)'} "
+                  f"{enforced * 1000:.0f} ms after the API write; {len(results)} cells probed, "
+                  f"{sum(r.kernel_open for r in results)} open, {len(bad)} mismatches", file=out)
+            print(_matrix(new_state, results, step.focus), file=out)
+            for r in bad[:20]:
+                print(f"    MISMATCH {r}", file=out)
+            for agent in demo.agents.values():
+                while not agent.log.empty():
+                    print(f"    agent {agent.log.get_nowait()}", file=out)
+    total = time.monotonic() - started
+    verdict = "every cell matched the semantics" if not mismatched else f"{mismatched} mismatches"
+    print(f"\n{len(steps)} scenarios, {verdict} ({total:.1f} s, everything torn down)", file=out)
+    return 0 if not mismatched else 3
