@@ -6,10 +6,13 @@
            ──► IncrementalCompiler (this node's program, updated per event)
            ──► coalesce (min / max interval) ──► render_update or render ──► Applier
 
-Nothing is written before every kind has been listed once. The first sync, and any sync after
-a structural change or a failed apply, replaces the whole table in one transaction; a sync in
-which only set membership changed sends element updates (`render_update`) against the program
-the agent last applied, which it keeps in memory instead of reading the kernel back. A failed
+Nothing is written before every kind has been listed once. The first sync, and any sync after a
+failed apply, replaces the whole table in one transaction ("full"); a sync in which only set
+membership changed sends element updates ("elements"); one in which pods' chains changed sends
+those chains, their map elements and the set changes ("chains") — all `render_update` against
+the program the agent last applied, which it keeps in memory instead of reading the kernel
+back, and all one transaction. (`replace_on_structure` makes structural changes full
+replaces instead: at 1,000 pods that is ~140 ms per sync against ~15 ms.) A failed
 apply keeps the last good ruleset in the kernel (the transaction is atomic), marks the agent
 not ready, and retries with backoff. A restarted agent finds its previous table in the kernel
 and leaves it alone until its first full sync replaces it atomically: nothing is opened in
@@ -90,6 +93,7 @@ class Agent:
     clock: Callable[[], float] = time.monotonic
     on_sync: Callable[[NodeProgram], None] | None = None  # tests and the demo hook in here
     routes: RouteKeeper | None = None  # host-gw routes to the other nodes' podCIDRs
+    replace_on_structure: bool = False
 
     def __post_init__(self) -> None:
         self.events: queue.Queue[SourceEvent] = queue.Queue()
@@ -101,6 +105,7 @@ class Agent:
         self.last_error = ""
         self.syncs = 0
         self._structural = True
+        self._needs_full = True
         self._pending_since: float | None = None
         self._last_event = 0.0
         self._retry_at = 0.0
@@ -198,7 +203,8 @@ class Agent:
         """Apply this node's current program; True when the kernel now holds it."""
         assert self.compiler is not None
         program = self.compiler.program(self.node)
-        full = self.applied is None or self._structural
+        full = self.applied is None or self._needs_full or (self._structural and self.replace_on_structure)
+        mode = "full" if full else "chains" if self._structural else "elements"
         started = time.perf_counter()
         text = render(program) if full else render_update(self.applied, program)  # type: ignore[arg-type]
         try:
@@ -207,7 +213,7 @@ class Agent:
         except Exception as exc:  # ApplyError, or libnftables missing: keep the last good one
             self.last_error = str(exc)
             self.ready = False
-            self._structural = True  # after a failure, replace the whole table
+            self._needs_full = True  # after a failure, replace the whole table
             delay = self._backoff.next_delay()
             self._retry_at = self.clock() + delay
             self.metrics.apply_errors.inc()
@@ -221,11 +227,12 @@ class Agent:
         self.last_error = ""
         self.syncs += 1
         self._structural = False
+        self._needs_full = False
         self._pending_since = None
         self._backoff.reset()
         self._retry_at = 0.0
-        self.metrics.observe_sync(program, "full" if full else "update", elapsed)
-        log.info("synced", extra={"node": self.node, "mode": "full" if full else "update",
+        self.metrics.observe_sync(program, mode, elapsed)
+        log.info("synced", extra={"node": self.node, "mode": mode,
                                   "pods": len(program.pods), "seconds": round(elapsed, 4)})
         self._synced.set()
         if self.on_sync is not None:

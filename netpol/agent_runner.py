@@ -28,6 +28,7 @@ class AgentOptions:
     netns: str | None = None  # load into this named namespace instead of our own
     listen: str = "127.0.0.1:9909"
     timing: SyncTiming = SyncTiming()
+    replace_on_structure: bool = False
 
 
 def run_agent(options: AgentOptions, stop: threading.Event | None = None) -> int:
@@ -37,7 +38,8 @@ def run_agent(options: AgentOptions, stop: threading.Event | None = None) -> int
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
     applier = Applier(options.netns)
-    agent = Agent(options.node, applier, options.timing, routes=RouteKeeper(options.netns))
+    agent = Agent(options.node, applier, options.timing, routes=RouteKeeper(options.netns),
+                  replace_on_structure=options.replace_on_structure)
     host, _, port = options.listen.rpartition(":")
     http = serve(agent, host or "127.0.0.1", int(port))
     source: KubeSource | DirectorySource

@@ -114,7 +114,7 @@ class _Libnftables:
                 rc = self.lib.nft_run_cmd_from_filename(self.ctx, f"/proc/self/fd/{fd}".encode())
             finally:
                 os.close(fd)
-            return rc, (self.lib.nft_ctx_get_error_buffer(self.ctx) or b"").decode()
+            return rc, (self.lib.nft_ctx_get_error_buffer(self.ctx) or b"").decode("utf-8", "replace")
         finally:
             self.lib.nft_ctx_set_dry_run(self.ctx, False)
 
@@ -147,13 +147,15 @@ class Applier:
         initializer: Callable[[], None] = (lambda: _enter_netns(netns)) if netns else (lambda: None)
         self._worker = ThreadPoolExecutor(max_workers=1, initializer=initializer,
                                           thread_name_prefix=f"nft-{netns or 'self'}")
-        self._nft: _Libnftables | None = None
 
     def _call(self, fn: Callable[[_Libnftables], T]) -> T:
         def run() -> T:
-            if self._nft is None:
-                self._nft = _Libnftables()  # created inside the namespace's thread
-            return fn(self._nft)
+            # A fresh context per call, created inside the namespace's thread. A context reused
+            # after a commit kept a stale cache in libnftables 1.0.6: the next check of an update
+            # that deletes and re-adds a chain failed, and its error message pointed into the
+            # freed input of an earlier call (garbage, or an assertion in erec_print that kills
+            # the process). A context costs well under a millisecond.
+            return fn(_Libnftables())
         return self._worker.submit(run).result()
 
     def apply(self, ruleset: str | dict[str, Any], force: bool = False) -> ApplyOutcome:

@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--min-interval", type=float, default=0.02,
                        help="coalesce events until none came for this long (s)")
     agent.add_argument("--max-interval", type=float, default=0.5, help="never delay a change longer (s)")
+    agent.add_argument("--replace-on-structure", action="store_true",
+                       help="a full table replace when pods' chains change (default: only what changed)")
     agent.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     agent.set_defaults(run=run_agent_command)
 
@@ -183,7 +185,8 @@ def run_agent_command(args: argparse.Namespace) -> int:
     if args.directory and not Path(args.directory).exists():
         raise UsageError(f"--dir {args.directory}: no such directory")
     timing = SyncTiming(min_interval=args.min_interval, max_interval=args.max_interval)
-    options = AgentOptions(args.node, args.kubeconfig, args.directory, args.netns, args.listen, timing)
+    options = AgentOptions(args.node, args.kubeconfig, args.directory, args.netns, args.listen, timing,
+                           args.replace_on_structure)
     return run_agent(options)
 
 

@@ -145,12 +145,13 @@ def test_the_agent_programs_its_node_and_follows_every_kind_of_change(api, netns
         # a pod on the other node joins web's peer group: set elements only
         api.apply(pod("web-9", "10.244.1.99", node="node-b", **web["metadata"]["labels"]))
         run.converge()
-        assert run.agent.metrics.syncs.labels("update")._value.get() >= 1
+        assert run.agent.metrics.syncs.labels("elements")._value.get() >= 1
         # relabel a local pod, delete a policy, add one back
         relabelled = copy.deepcopy(web)
         relabelled["metadata"]["labels"] = {"app": "other"}
         api.apply(relabelled)
         run.converge()
+        assert run.agent.metrics.syncs.labels("chains")._value.get() >= 1  # structure, not a full table
         policy = api.objects("NetworkPolicy")[0]
         api.delete("NetworkPolicy", policy["metadata"]["name"], policy["metadata"]["namespace"])
         run.converge()

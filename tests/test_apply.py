@@ -108,3 +108,36 @@ def test_messages_point_into_our_input():
     [message] = parse_messages(stderr, source)
     assert (message.line, message.text, message.message) == (3, source[2], "No such file or directory")
     assert parse_messages("Error: syntax error\n", [])[0].message == "syntax error"
+
+
+@needs_kernel
+def test_one_applier_takes_a_chain_of_updates_that_replace_chains(example_path, netns):
+    """The agent's pattern: one Applier, a full table, then updates that drop a pod's chains and
+    add new ones under the same names. With one libnftables context reused across calls, the
+    check of the third update failed on a stale cache, with an error message read from freed
+    memory (or an assertion that killed the process); every call now gets a fresh context."""
+    from netpol.backends.nftables import render_update
+    from netpol.decode import decode_document
+    from netpol.incremental import IncrementalCompiler
+
+    state = load_state([example_path])
+    compiler = IncrementalCompiler(state)
+    node = "node-a"
+    pod = {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "extra", "namespace": "frontend",
+                                                           "labels": {"app": "web"}},
+           "spec": {"nodeName": node, "containers": [{"name": "c"}]},
+           "status": {"phase": "Running", "podIP": "10.244.0.99"}}
+    lock = {"kind": "NetworkPolicy", "apiVersion": "networking.k8s.io/v1",
+            "metadata": {"name": "lock", "namespace": "kube-system"},
+            "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.253.0.0/24"}}]}]}}
+    events = [("ADDED", pod), ("DELETED", pod), ("ADDED", lock), ("DELETED", lock), ("ADDED", lock)]
+    with Applier(netns) as applier:
+        old = compiler.program(node)
+        applier.apply(render(old))
+        for event, raw in events:
+            compiler.apply(event, decode_document(raw, "test")[0][0])
+            new = compiler.program(node)
+            applier.apply(render_update(old, new))
+            old = new
+        table = nft(netns, "list", "table", "inet", "netpol").stdout
+    assert "10.253.0.0" in table and "10.244.0.99" not in table

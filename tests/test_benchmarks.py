@@ -67,6 +67,19 @@ def test_cni_latency_times_both_plugins(tmp_path):
                                           check=True).stdout.split() if n.startswith("np-bench-cni-")]
 
 
+@needs_kernel
+def test_agent_latency_times_changes_in_both_modes(tmp_path):
+    out = tmp_path / "agent.json"
+    run(["benchmarks/agent_latency.py", "--pods", "300", "--events", "10", "--gap", "0.1", "--json", str(out)], 600)
+    results = json.loads(out.read_text())
+    assert [r["mode"] for r in results] == ["incremental", "replace-on-structure"]
+    for result in results:
+        assert result["events"] == 10 and result["change_to_enforced_ms"]["p50"] > 0
+        assert set(result["by_kind"]) == {"add-pod", "delete-pod", "add-policy", "delete-policy", "remote-peer"}
+    assert "full" not in results[0]["modes"] and results[0]["modes"].get("chains")  # no whole table
+    assert results[1]["modes"].get("full")  # the baseline replaces the table on structural changes
+
+
 def _numbers(value: object, key: str) -> list[float]:
     """Every number stored under `key`, anywhere in the result."""
     if isinstance(value, dict):
