@@ -63,6 +63,7 @@ API_PORT = 6443
 THIRD_NODE = Node("node-c", Labels({"kubernetes.io/hostname": "node-c"}),
                   (ipaddress.ip_address("192.168.50.12"),), (ipaddress.ip_network("10.244.2.0/24"),))
 ENFORCE_TIMEOUT = 30.0
+LEAK_PROBE_SECONDS = 1.0
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
 
 
@@ -173,6 +174,9 @@ class Demo:
     state: ClusterState  # what the API server holds now (decoded)
     agents: dict[str, AgentProcess] = field(default_factory=dict)
     out: TextIO = sys.stdout
+    probes: Sequence[Probe] = ()
+    leak: str = ""  # what the last add_pod measured while the agents did not know the pod
+    written_at: float = 0.0  # when a change that did more than write to the API wrote to it
 
     # changes
 
@@ -193,10 +197,27 @@ class Demo:
         self.lab.batch(netns, [("link", "set", "lo", "up")])
 
     def add_pod(self, pod: Pod) -> None:
+        """CNI ADD, then — before the pod is published, while no agent knows it — try to reach
+        it and from it, on cells its policies will allow: the leak window, measured."""
         netns = f"np-{self.lab.plan.tag}-p{len(self.lab.pod_netns)}"
         self.sandbox(netns)
         self.lab.pod_netns[pod.key] = netns
         self.cni("ADD", pod, netns)
+        with_pod = ClusterState.build(namespaces=self.state.namespaces, nodes=self.state.nodes,
+                                      policies=self.state.policies, pods=(*self.state.pods, pod))
+        start_servers(self.lab, with_pod, self.probes, only=[pod.key])
+        cells = [c for c in plan_cells(with_pod, self.probes, None)
+                 if (c.src == pod.key) != (c.dst == pod.key) and c.expected and c.family == 4]
+        attempts = opened = 0
+        started = time.monotonic()
+        while time.monotonic() - started < LEAK_PROBE_SECONDS and cells:
+            outcomes = probe_cells(self.lab, cells, range(len(cells)), PROBE_TIMEOUT)
+            attempts += len(outcomes)
+            opened += sum(1 for o in outcomes.values() if o == "open")
+        self.leak = (f"leak window: {attempts} connections tried to and from {pod.key} after CNI ADD, "
+                     f"before the agents knew it ({len(cells)} cells its policies allow): "
+                     f"{opened} got through")
+        self.written_at = time.monotonic()  # enforcement is timed from the API write
         self.api.apply(encode_pod(pod))
 
     def remove_pod(self, key: str) -> None:
@@ -349,7 +370,7 @@ def run_demo(example_path: str, out: TextIO = sys.stdout) -> int:
     started = time.monotonic()
     with live_cluster(example, out) as demo:
         full = on_three_nodes(example)
-        probes = default_probes(full)
+        probes = demo.probes = default_probes(full)
         start_servers(demo.lab, full, probes)
         print(f"3 nodes, {len(demo.lab.pod_netns)} pods attached by netpol-cni, one agent per node "
               f"(inside its namespace), API server at http://{API_ADDRESS}:{API_PORT}", file=out)
@@ -357,11 +378,10 @@ def run_demo(example_path: str, out: TextIO = sys.stdout) -> int:
         for number, step in enumerate(steps, 1):
             changed_at = time.monotonic()
             step.change(demo)
+            changed_at, demo.written_at = demo.written_at or changed_at, 0.0
             new_state = demo.current_state()
             programs = compile_cluster(new_state)
             touched = {n for n in programs if programs[n] != before.get(n)} & set(demo.agents)
-            if step.title.startswith("add pod"):
-                start_servers(demo.lab, new_state, probes, only=["frontend/web-3"])
             enforced = demo.wait_enforced(touched, changed_at)
             demo.state, before = new_state, programs
             results = _probe_all(demo.lab, new_state, probes)
@@ -371,6 +391,9 @@ def run_demo(example_path: str, out: TextIO = sys.stdout) -> int:
             print(f"    enforced on {', '.join(sorted(touched)) or 'no node (nothing to change)'} "
                   f"{enforced * 1000:.0f} ms after the API write; {len(results)} cells probed, "
                   f"{sum(r.kernel_open for r in results)} open, {len(bad)} mismatches", file=out)
+            if demo.leak:
+                print(f"    {demo.leak}", file=out)
+                demo.leak = ""
             print(_matrix(new_state, results, step.focus), file=out)
             for r in bad[:20]:
                 print(f"    MISMATCH {r}", file=out)

@@ -341,3 +341,35 @@ def test_routes_follow_the_other_nodes_pod_cidrs_and_leave_foreign_routes_alone(
     assert keeper.current() == {"10.244.1.0/24": "192.168.7.22"}
     routes = subprocess.run(["ip", "-n", netns, "route"], capture_output=True, text=True, check=True).stdout
     assert "10.99.0.0/16 via 192.168.7.254" in routes  # not ours: untouched
+
+
+def test_events_out_of_order_end_in_the_state_of_the_final_objects():
+    """No kernel: kinds listed in any order, a pod MODIFIED before it was ever ADDED, a DELETED
+    for an object never seen, pods arriving before their namespace (which then relabels what
+    selects them): the agent's program equals a compile of the final objects."""
+    from netpol.kube_source import Delta, Snapshot
+
+    class Recorder:
+        def apply(self, ruleset, force=False):
+            return None
+
+    agent = Agent(NODE, Recorder(), FAST)
+    objects = example_objects()
+    by_kind = {k.kind: [o for o in objects if o["kind"] == k.kind] for k in KINDS}
+    for kind in ("Pod", "NetworkPolicy", "Node"):
+        agent.take(Snapshot(kind, tuple(by_kind[kind]), "1"))
+    assert agent.compiler is None  # not every kind listed yet: nothing compiled, nothing written
+    agent.take(Snapshot("Namespace", tuple(o for o in by_kind["Namespace"] if o["metadata"]["name"] != "frontend"),
+                        "1"))
+    late = pod("late", "10.244.0.77", namespace="staging", app="web")
+    agent.take(Delta("Pod", "MODIFIED", late))  # never ADDED, in a namespace nobody listed yet
+    agent.take(Delta("Pod", "DELETED", pod("ghost", "10.244.0.78")))  # never seen at all
+    agent.take(Delta("NetworkPolicy", "DELETED", {"kind": "NetworkPolicy", "apiVersion": "networking.k8s.io/v1",
+                                                  "metadata": {"name": "ghost", "namespace": "db"}}))
+    agent.take(Delta("Namespace", "ADDED", next(o for o in by_kind["Namespace"]
+                                                  if o["metadata"]["name"] == "frontend")))
+    staging = {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "staging", "labels": {"tier": "frontend"}}}
+    agent.take(Delta("Namespace", "ADDED", staging))
+    final = [*objects, late, staging]
+    assert agent.compiler is not None
+    assert agent.compiler.program(NODE) == expected_program(final)

@@ -39,6 +39,8 @@ def test_the_demo_converges_on_every_scenario_and_cleans_up():
                   "remove pod"):
         assert title in out
     assert out.count("enforced on") == 8 and "mismatch" in out
+    leak = next(line for line in out.splitlines() if "leak window" in line)
+    assert leak.endswith(": 0 got through") and " 0 connections tried" not in leak
     assert lab_namespaces() == before and demo_processes() == []
     assert not list(Path("/tmp").glob("netpol-demo-*"))
 
