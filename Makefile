@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := netpol/examples/shop
 APT_PACKAGES := python3 python3-venv python3-pip iproute2 nftables libnftables1 \
-                containernetworking-plugins iptables
+                containernetworking-plugins iptables ipset
 PYTEST_ARGS ?=
 
 .PHONY: setup apt demo test lint typecheck unit bench rulesets clean

@@ -19,6 +19,7 @@ from netpol.batch import without_cyclic_gc
 from netpol.errors import InputError, LabError, RulesetRejected, UsageError
 from netpol.ir import NodeCompiler, NodeProgram, compile_cluster, node_names
 from netpol.manifests import load_state
+from netpol.model import ClusterState
 from netpol.probes import Probe, default_probes, parse_probe
 from netpol.reach import compute_reach, participants
 from netpol.reach_formats import RENDERERS
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     target = compile_.add_mutually_exclusive_group(required=True)
     target.add_argument("--node", help="the node whose ruleset to write")
     target.add_argument("--all-nodes", action="store_true", help="one file per node, in --out-dir")
-    compile_.add_argument("--backend", choices=("nftables",), default="nftables")
+    compile_.add_argument("--backend", choices=("nftables", "iptables"), default="nftables",
+                          help="iptables: -o DIR gets ipset.restore, iptables.restore, ip6tables.restore")
     compile_.add_argument("--format", choices=("nft", "json"), default="nft",
                           help="an `nft -f` script (default) or the same transaction as libnftables JSON")
     compile_.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout (--node)")
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "compiled rulesets, probe with real packets, compare with the semantics")
     _add_inputs(verify_)
     verify_.add_argument("--node", help="only pairs with the source or the destination on this node")
+    verify_.add_argument("--backend", choices=("nftables", "iptables"), default="nftables")
     verify_.add_argument("--port", dest="probes", action="append", type=_probe, metavar="PORT/PROTO",
                          help="probe this port (repeatable); default: every port a policy or "
                               "container port names")
@@ -138,6 +141,8 @@ def run_compile(args: argparse.Namespace) -> int:
     if args.all_nodes and not args.out_dir:
         raise UsageError("--all-nodes needs --out-dir DIR")
     state = load_state(args.paths)
+    if args.backend == "iptables":
+        return _compile_iptables(args, state)
     render, suffix = RULESET_FORMATS[args.format]
     if args.all_nodes:
         programs = compile_cluster(state)
@@ -159,6 +164,33 @@ def run_compile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _compile_iptables(args: argparse.Namespace, state: ClusterState) -> int:
+    """DIR/ipset.restore, DIR/iptables.restore, DIR/ip6tables.restore (DIR/NODE/… for every node)."""
+    from netpol.backends.iptables import render as render_iptables  # noqa: PLC0415
+
+    if args.all_nodes:
+        targets = {name: Path(args.out_dir) / name for name in node_names(state)}
+        programs = compile_cluster(state)
+    else:
+        if not args.output:
+            raise UsageError("--backend iptables writes three files: give -o DIR")
+        nodes = node_names(state)
+        if args.node not in nodes:
+            known = ", ".join(nodes) or "none"
+            raise UsageError(f"--node {args.node}: no such node in the input (nodes: {known})")
+        targets = {args.node: Path(args.output)}
+        programs = {args.node: NodeCompiler(state).compile(args.node)}
+    for name, directory in targets.items():
+        bundle = render_iptables(programs[name])
+        directory.mkdir(parents=True, exist_ok=True)
+        for filename, text in (("ipset.restore", bundle.ipset), ("iptables.restore", bundle.iptables),
+                               ("ip6tables.restore", bundle.ip6tables)):
+            (directory / filename).write_text(text)
+    print(f"wrote the iptables bundles of {len(targets)} node(s) to {', '.join(map(str, targets.values()))}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
 def run_explain(args: argparse.Namespace) -> int:
     state = load_state(args.paths)
     src = explaining.resolve_endpoint(state, args.source)
@@ -171,7 +203,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     state = load_state(args.paths)
-    report = verify(state, args.probes, args.node, render=render_nftables)
+    report = verify(state, args.probes, args.node, render=render_nftables, backend=args.backend)
     sys.stdout.write(format_report(report))
     return EXIT_MISMATCH if report.mismatches else EXIT_OK
 

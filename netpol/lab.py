@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from netpol.errors import LabError, RulesetRejected
+from netpol.errors import LabError, NetpolError, RulesetRejected
+from netpol.ir import NodeProgram
 from netpol.model import ClusterState, IPAddress, IPNetwork, Pod
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -361,6 +362,18 @@ class Lab:
             run_command(["ip", "netns", "exec", self.node_netns[node], "nft", "-f", "-"], stdin=text)
         except LabError as exc:
             raise RulesetRejected(node, str(exc)) from None
+
+    def load_iptables(self, node: str, program: NodeProgram) -> None:
+        """The iptables backend's bundle, loaded as the README says; RulesetRejected if refused."""
+        from netpol.apply_iptables import apply_iptables  # noqa: PLC0415
+        from netpol.backends.iptables import render  # noqa: PLC0415
+
+        netns = self.node_netns[node]
+        with _INTERRUPTS.held():  # what it adds lives in the node namespace, which the lab removes
+            try:
+                apply_iptables(render(program), program, netns)
+            except NetpolError as exc:
+                raise RulesetRejected(node, str(exc)) from None
 
     def spawn(self, netns: str, argv: Sequence[str]) -> subprocess.Popen[str]:
         """A process inside `netns`, killed (by PID) when the lab closes. Its own session, so a

@@ -202,7 +202,7 @@ def _check_node(state: ClusterState, programs: Mapping[str, NodeProgram], node: 
 
 
 def verify(state: ClusterState, probes: Sequence[Probe] | None = None, only_node: str | None = None,
-           render: Renderer = render_nftables) -> Report:
+           render: Renderer = render_nftables, backend: str = "nftables") -> Report:
     """Build the cluster, load `render(program)` on every node, probe every cell, compare."""
     started = time.monotonic()
     usable, notes = split_probes(probes or default_probes(state))
@@ -211,7 +211,10 @@ def verify(state: ClusterState, probes: Sequence[Probe] | None = None, only_node
     cells = plan_cells(state, usable, only_node)
     with open_lab(state) as lab:
         for node in lab.node_netns:
-            lab.load_ruleset(node, render(programs[node]))
+            if backend == "iptables":
+                lab.load_iptables(node, programs[node])
+            else:
+                lab.load_ruleset(node, render(programs[node]))
         start_servers(lab, state, usable)
         results = compare(cells, probe_cells(lab, cells, range(len(cells)), PROBE_TIMEOUT))
         suspects = [i for i, r in enumerate(results) if r.mismatch]

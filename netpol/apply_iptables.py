@@ -1,0 +1,58 @@
+"""Loading an iptables bundle (`netpol.backends.iptables`) into a network namespace, in the order
+the README gives: `ipset restore -exist` (each set's new contents swapped in whole), both filter
+payloads checked (`iptables-restore --test`, which needs the sets to exist), then committed
+with `iptables-restore --noflush` and `ip6tables-restore --noflush` (each one atomic commit of
+our chains), the FORWARD → NETPOL-FORWARD jump added once, and finally our chains and sets the
+new rules no longer use removed. A filter payload the kernel refuses raises ApplyError before
+any rule changes; the previous rules stay — with the new set contents, which is where this
+backend is less atomic than nftables (one transaction for sets and rules together).
+
+Binaries are run with argument lists (never a shell), inside `netns` via `ip netns exec` when a
+named namespace is given."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+
+from netpol.apply import ApplyError, NftMessage
+from netpol.backends.iptables import (
+    SET_PREFIXES,
+    IptablesBundle,
+    declared_sets,
+    ensure_hook_commands,
+    stale_chain_payload,
+)
+from netpol.ir import NodeProgram
+
+RESTORE = {4: "iptables-restore", 6: "ip6tables-restore"}
+LIST = {4: "iptables", 6: "ip6tables"}
+
+
+def _run(netns: str | None, argv: Sequence[str], stdin: str | None = None,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    done = subprocess.run([*prefix, *argv], input=stdin, text=True, capture_output=True, check=False)
+    if check and done.returncode != 0:
+        raise ApplyError(argv[0], [NftMessage(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")])
+    return done
+
+
+def apply_iptables(bundle: IptablesBundle, program: NodeProgram, netns: str | None = None) -> None:
+    _run(netns, ["ipset", "restore", "-exist"], bundle.ipset)  # the rules below refer to these sets
+    for version in (4, 6):
+        _run(netns, [RESTORE[version], "-w", "--test", "--noflush"], bundle.by_family(version))
+    for version in (4, 6):
+        _run(netns, [RESTORE[version], "-w", "--noflush"], bundle.by_family(version))
+        check, insert = ensure_hook_commands(version)
+        if _run(netns, check, check=False).returncode != 0:
+            _run(netns, insert)
+        listed = _run(netns, [LIST[version], "-w", "-S"]).stdout
+        existing = [line.split()[1] for line in listed.splitlines() if line.startswith("-N ")]
+        stale = stale_chain_payload(existing, program)
+        if stale:
+            _run(netns, [RESTORE[version], "-w", "--noflush"], stale)
+    wanted = {name for name, *_ in declared_sets(program)}
+    for name in _run(netns, ["ipset", "list", "-n"]).stdout.split():
+        if name.startswith(SET_PREFIXES) and name not in wanted:
+            _run(netns, ["ipset", "destroy", name], check=False)  # still referenced elsewhere: kept

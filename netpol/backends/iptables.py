@@ -1,0 +1,270 @@
+"""IR → iptables: an `ipset restore` payload and `iptables-restore` / `ip6tables-restore` payloads
+for the filter table, touching only our own chains and sets. Same semantics as the nftables
+backend (`netpol.backends.nftables`), from the same IR.
+
+Layout:
+* Sets: every peer set of the program per family — pod addresses `hash:ip`, ipBlocks
+  `hash:net` (intervals turned into the fewest CIDRs; a /0 as two /1, which hash:net can hold),
+  egress named-port destinations `hash:ip,port` (`10.0.0.7,tcp:8443`), and the leak-window
+  guard's `node-pods-v4` / `node-pod-cidrs-v4`. Each set is filled under a temporary name and
+  `swap`ped in, so no rule ever sees a set half-filled.
+* Chains: `NETPOL-FORWARD` (jumped to from FORWARD: `ensure_hook_commands`) accepts conntrack
+  replies (and IPv6 neighbour discovery), drops unprogrammed addresses of the node's podCIDRs,
+  then jumps by source address to the pod's egress chain (`NP-E-<hash>`: allows RETURN, the
+  rest is dropped) and by destination to its ingress chain (`NP-I-<hash>`: allows ACCEPT, the
+  rest is dropped). Chain names fit iptables' 28 characters; every rule carries the origin
+  (`NetworkPolicy ns/name spec.ingress[0]`) in `-m comment`.
+* Dispatch is one rule per local isolated pod address (iptables has no verdict maps): the
+  per-packet cost grows with the pods on the node, never with the number of policies.
+
+Loaded in this order (README; `netpol.apply.apply_iptables` does it): `ipset restore -exist`,
+`iptables-restore --noflush`, `ip6tables-restore --noflush`, then the FORWARD hook once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from netpol.ir import Allow, NodeProgram, PeerSet, PodProgram, PortSet
+from netpol.model import Direction
+
+FORWARD_CHAIN = "NETPOL-FORWARD"
+CHAIN_PREFIX = "NP-"
+GUARD_CIDRS, GUARD_PODS = "node-pod-cidrs", "node-pods"
+SET_PREFIXES = ("pods-", "cidrs-", "named-", GUARD_CIDRS, GUARD_PODS)
+ND_TYPES = ("router-solicitation", "router-advertisement", "neighbour-solicitation",
+            "neighbour-advertisement")
+MULTIPORT_MAX = 15  # ports per multiport match (a range counts as two)
+FAMILY = {4: "inet", 6: "inet6"}
+
+
+@dataclass(frozen=True)
+class IptablesBundle:
+    """The three payloads of one node, in load order."""
+
+    ipset: str
+    iptables: str
+    ip6tables: str
+
+    def by_family(self, version: int) -> str:
+        return self.iptables if version == 4 else self.ip6tables
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def chain_name(direction: str, pod: str) -> str:
+    """`NP-I-` or `NP-E-` and 12 hex digits of the pod's key: 17 of iptables' 28 characters."""
+    digest = hashlib.sha256(pod.encode()).hexdigest()[:12].upper()
+    return f"{CHAIN_PREFIX}{'I' if direction == 'ingress' else 'E'}-{digest}"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"')[:250] + '"'
+
+
+def _comment(text: str) -> str:
+    return f"-m comment --comment {_quote(text)}"
+
+
+# ── sets ────────────────────────────────────────────────────────────────────────────────────
+
+
+def _cidrs(version: int, first: int, last: int) -> list[str]:
+    cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    out = []
+    for net in ipaddress.summarize_address_range(cls(first), cls(last)):
+        if net.prefixlen == 0:  # hash:net refuses /0: the two halves
+            out += [str(half) for half in net.subnets(prefixlen_diff=1)]
+        else:
+            out.append(str(net))
+    return out
+
+
+def _address(version: int, value: int) -> str:
+    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
+
+
+def _peer_elements(peer_set: PeerSet, version: int) -> tuple[str, list[str]]:
+    intervals = peer_set.v4 if version == 4 else peer_set.v6
+    if peer_set.ranges:
+        return "hash:net", [c for a, b in intervals for c in _cidrs(version, a, b)]
+    return "hash:ip", [_address(version, a) for a, b in intervals for a in range(a, b + 1)]
+
+
+def _port_elements(port_set: PortSet, version: int) -> list[str]:
+    elements = sorted((e for e in port_set.elements if e[0].version == version),
+                      key=lambda e: (int(e[0]), e[1], e[2]))
+    return [f"{ip},{proto.lower()}:{port}" for ip, proto, port in elements]
+
+
+def _set_block(name: str, kind: str, version: int, elements: list[str], comment: str) -> list[str]:
+    size = max(65536, 2 * len(elements))
+    temp = f"{name}.new"
+    header = f"{kind} family {FAMILY[version]} maxelem {size}"
+    lines = [f"# {comment}"[:200], f"create {name} {header}", f"create {temp} {header}", f"flush {temp}"]
+    lines += [f"add {temp} {element}" for element in elements]
+    lines += [f"swap {temp} {name}", f"destroy {temp}"]
+    return lines
+
+
+def declared_sets(program: NodeProgram) -> Iterator[tuple[str, str, int, list[str], str]]:
+    """(name, type, family, elements, comment) of every set the node's rules use."""
+    for v in sorted({c.version for c in program.pod_cidrs}):
+        cidrs = [c for net in program.pod_cidrs if net.version == v
+                 for c in _cidrs(v, int(net.network_address), int(net.broadcast_address))]
+        yield f"{GUARD_CIDRS}-v{v}", "hash:net", v, cidrs, f"podCIDRs of node {program.node}"
+        pods = sorted({int(ip) for pod in program.pods for ip in pod.ips if ip.version == v})
+        yield (f"{GUARD_PODS}-v{v}", "hash:ip", v, [_address(v, a) for a in pods],
+               f"pods netpol has programmed on node {program.node}")
+    for peer_set in program.peer_sets:
+        for family in peer_set.families:
+            kind, elements = _peer_elements(peer_set, family)
+            yield f"{peer_set.name}-v{family}", kind, family, elements, peer_set.describes
+    for port_set in program.port_sets:
+        for family in port_set.families:
+            yield (f"{port_set.name}-v{family}", "hash:ip,port", family, _port_elements(port_set, family),
+                   f"named ports of {port_set.origin}")
+
+
+def render_ipset(program: NodeProgram) -> str:
+    lines = [f"# netpol ipsets for node {program.node}: `ipset restore -exist`, before iptables-restore"]
+    for name, kind, version, elements, comment in declared_sets(program):
+        lines += _set_block(name, kind, version, elements, comment)
+    return "\n".join(lines) + "\n"
+
+
+# ── rules ───────────────────────────────────────────────────────────────────────────────────
+
+
+def _port_groups(allow: Allow) -> list[tuple[str, list[str] | None]]:
+    """Per protocol: multiport chunks of `N` / `N:M`, or None for every port of the protocol."""
+    by_protocol: dict[str, list[str] | None] = {}
+    for match in allow.ports or ():
+        protocol = match.protocol.lower()
+        if match.first is None:
+            by_protocol[protocol] = None
+            continue
+        ports = by_protocol.setdefault(protocol, [])
+        if ports is None:
+            continue
+        value = str(match.first) if match.last in (None, match.first) else f"{match.first}:{match.last}"
+        if value not in ports:
+            ports.append(value)
+    out: list[tuple[str, list[str] | None]] = []
+    for protocol, ports in sorted(by_protocol.items()):
+        if ports is None:
+            out.append((protocol, None))
+            continue
+        chunk: list[str] = []
+        weight = 0
+        for value in sorted(ports, key=lambda p: int(p.split(":")[0])):
+            cost = 2 if ":" in value else 1
+            if weight + cost > MULTIPORT_MAX:
+                out.append((protocol, chunk))
+                chunk, weight = [], 0
+            chunk.append(value)
+            weight += cost
+        out.append((protocol, chunk))
+    return out
+
+
+def _allow_rules(chain: str, allow: Allow, direction: Direction, version: int) -> list[str]:
+    verdict = "ACCEPT" if direction == "ingress" else "RETURN"
+    way = "src" if direction == "ingress" else "dst"
+    comment = _comment(allow.origin)
+    peers: list[str]
+    if allow.peers is None:
+        peers = [""]
+    else:
+        peers = [f"-m set --match-set {ref.name}-v{version} {way} "
+                 for ref in allow.peers if version in ref.families]
+    rules = []
+    for peer in peers:
+        if allow.ports is None:
+            rules.append(f"-A {chain} {peer}{comment} -j {verdict}")
+            continue
+        for protocol, ports in _port_groups(allow):
+            multiport = f"-m multiport --dports {','.join(ports)} " if ports is not None else ""
+            match = f"-p {protocol} {multiport}"
+            rules.append(f"-A {chain} {peer}{match}{comment} -j {verdict}")
+    if allow.named is not None and version in allow.named.families:
+        named = f"-m set --match-set {allow.named.name}-v{version} dst,dst"
+        rules.append(f"-A {chain} {named} {comment} -j {verdict}")
+    return rules
+
+
+DIRECTIONS: tuple[Direction, ...] = ("egress", "ingress")
+
+
+def _pod_chain_rules(pod: PodProgram, version: int) -> Iterator[tuple[str, list[str]]]:
+    for direction in DIRECTIONS:
+        side = pod.side(direction)
+        if not side.isolated:
+            continue
+        chain = chain_name(direction, pod.pod)
+        rules = [r for allow in side.allows for r in _allow_rules(chain, allow, direction, version)]
+        why = f"no rule of {', '.join(side.isolated_by)} admits it"
+        rules.append(f"-A {chain} {_comment(why)} -j DROP")
+        yield chain, rules
+
+
+def pod_chains(program: NodeProgram) -> list[str]:
+    """Every per-pod chain the node's rules use (both families)."""
+    return sorted({chain_name(d, pod.pod) for pod in program.pods for d in DIRECTIONS
+                   if pod.side(d).isolated})
+
+
+def render_filter(program: NodeProgram, version: int) -> str:
+    """The `iptables-restore --noflush` (or ip6tables) payload of one family."""
+    chains = pod_chains(program)
+    lines = [f"# netpol {'iptables' if version == 4 else 'ip6tables'} rules for node {program.node}: "
+             f"`{'iptables' if version == 4 else 'ip6tables'}-restore --noflush` (after ipset restore)",
+             "*filter", f":{FORWARD_CHAIN} - [0:0]", *(f":{c} - [0:0]" for c in chains)]
+    fwd = FORWARD_CHAIN
+    replies = _comment("replies of allowed connections")
+    lines.append(f"-A {fwd} -m conntrack --ctstate ESTABLISHED,RELATED {replies} -j ACCEPT")
+    if version == 6:
+        nd = _comment("IPv6 neighbour discovery")
+        lines += [f"-A {fwd} -p ipv6-icmp -m icmp6 --icmpv6-type {t} {nd} -j ACCEPT" for t in ND_TYPES]
+    if any(c.version == version for c in program.pod_cidrs):
+        for way, word in (("src", "from"), ("dst", "to")):
+            why = _comment(f"{word} an address of this node's podCIDRs that is no pod netpol has programmed")
+            lines.append(f"-A {fwd} -m set --match-set {GUARD_CIDRS}-v{version} {way} "
+                         f"-m set ! --match-set {GUARD_PODS}-v{version} {way} {why} -j DROP")
+    mask = 32 if version == 4 else 128
+    for direction, flag in zip(DIRECTIONS, ("-s", "-d"), strict=True):
+        for pod in program.pods:
+            if pod.side(direction).isolated:
+                chain = chain_name(direction, pod.pod)
+                lines += [f"-A {fwd} {flag} {ip}/{mask} -j {chain}"
+                          for ip in pod.ips if ip.version == version]
+    for pod in program.pods:
+        for _, rules in _pod_chain_rules(pod, version):
+            lines += rules
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def render(program: NodeProgram) -> IptablesBundle:
+    return IptablesBundle(render_ipset(program), render_filter(program, 4), render_filter(program, 6))
+
+
+def ensure_hook_commands(version: int) -> tuple[list[str], list[str]]:
+    """(check, insert) argument lists: FORWARD jumps to our chain exactly once."""
+    binary = "iptables" if version == 4 else "ip6tables"
+    return ([binary, "-w", "-C", "FORWARD", "-j", FORWARD_CHAIN],
+            [binary, "-w", "-I", "FORWARD", "1", "-j", FORWARD_CHAIN])
+
+
+def stale_chain_payload(existing: Iterable[str], program: NodeProgram) -> str:
+    """`iptables-restore --noflush` input removing our per-pod chains the program no longer has
+    (after the new rules stopped jumping to them): flush, then delete."""
+    keep = set(pod_chains(program))
+    stale = sorted(c for c in existing if c.startswith(CHAIN_PREFIX) and c not in keep)
+    if not stale:
+        return ""
+    lines = ["*filter", *(f":{c} - [0:0]" for c in stale), *(f"-X {c}" for c in stale), "COMMIT"]
+    return "\n".join(lines) + "\n"
