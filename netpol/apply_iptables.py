@@ -25,8 +25,15 @@ from netpol.backends.iptables import (
 )
 from netpol.ir import NodeProgram
 
-RESTORE = {4: "iptables-restore", 6: "ip6tables-restore"}
-LIST = {4: "iptables", 6: "ip6tables"}
+# Debian's default `iptables` is the nf_tables flavour; `legacy` drives the old x_tables one.
+VARIANTS = ("nft", "legacy")
+
+
+def binaries(variant: str, version: int) -> tuple[str, str]:
+    """(restore, list) binaries of a variant and family."""
+    base = "iptables" if version == 4 else "ip6tables"
+    suffix = "-legacy" if variant == "legacy" else ""
+    return f"{base}{suffix}-restore", f"{base}{suffix}"
 
 
 def _run(netns: str | None, argv: Sequence[str], stdin: str | None = None,
@@ -38,20 +45,25 @@ def _run(netns: str | None, argv: Sequence[str], stdin: str | None = None,
     return done
 
 
-def apply_iptables(bundle: IptablesBundle, program: NodeProgram, netns: str | None = None) -> None:
+def apply_iptables(bundle: IptablesBundle, program: NodeProgram, netns: str | None = None,
+                   variant: str = "nft") -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"iptables variant {variant!r}: one of {', '.join(VARIANTS)}")
     _run(netns, ["ipset", "restore", "-exist"], bundle.ipset)  # the rules below refer to these sets
     for version in (4, 6):
-        _run(netns, [RESTORE[version], "-w", "--test", "--noflush"], bundle.by_family(version))
+        restore, _ = binaries(variant, version)
+        _run(netns, [restore, "-w", "--test", "--noflush"], bundle.by_family(version))
     for version in (4, 6):
-        _run(netns, [RESTORE[version], "-w", "--noflush"], bundle.by_family(version))
-        check, insert = ensure_hook_commands(version)
+        restore, listing = binaries(variant, version)
+        _run(netns, [restore, "-w", "--noflush"], bundle.by_family(version))
+        check, insert = ensure_hook_commands(listing)
         if _run(netns, check, check=False).returncode != 0:
             _run(netns, insert)
-        listed = _run(netns, [LIST[version], "-w", "-S"]).stdout
+        listed = _run(netns, [listing, "-w", "-S"]).stdout
         existing = [line.split()[1] for line in listed.splitlines() if line.startswith("-N ")]
         stale = stale_chain_payload(existing, program)
         if stale:
-            _run(netns, [RESTORE[version], "-w", "--noflush"], stale)
+            _run(netns, [restore, "-w", "--noflush"], stale)
     wanted = {name for name, *_ in declared_sets(program)}
     for name in _run(netns, ["ipset", "list", "-n"]).stdout.split():
         if name.startswith(SET_PREFIXES) and name not in wanted:

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "compiled rulesets, probe with real packets, compare with the semantics")
     _add_inputs(verify_)
     verify_.add_argument("--node", help="only pairs with the source or the destination on this node")
-    verify_.add_argument("--backend", choices=("nftables", "iptables"), default="nftables")
+    verify_.add_argument("--backend", choices=("nftables", "iptables", "iptables-legacy"), default="nftables")
     verify_.add_argument("--port", dest="probes", action="append", type=_probe, metavar="PORT/PROTO",
                          help="probe this port (repeatable); default: every port a policy or "
                               "container port names")

@@ -363,7 +363,7 @@ class Lab:
         except LabError as exc:
             raise RulesetRejected(node, str(exc)) from None
 
-    def load_iptables(self, node: str, program: NodeProgram) -> None:
+    def load_iptables(self, node: str, program: NodeProgram, variant: str = "nft") -> None:
         """The iptables backend's bundle, loaded as the README says; RulesetRejected if refused."""
         from netpol.apply_iptables import apply_iptables  # noqa: PLC0415
         from netpol.backends.iptables import render  # noqa: PLC0415
@@ -371,7 +371,7 @@ class Lab:
         netns = self.node_netns[node]
         with _INTERRUPTS.held():  # what it adds lives in the node namespace, which the lab removes
             try:
-                apply_iptables(render(program), program, netns)
+                apply_iptables(render(program), program, netns, variant)
             except NetpolError as exc:
                 raise RulesetRejected(node, str(exc)) from None
 

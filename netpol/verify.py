@@ -211,8 +211,8 @@ def verify(state: ClusterState, probes: Sequence[Probe] | None = None, only_node
     cells = plan_cells(state, usable, only_node)
     with open_lab(state) as lab:
         for node in lab.node_netns:
-            if backend == "iptables":
-                lab.load_iptables(node, programs[node])
+            if backend.startswith("iptables"):  # iptables (nf_tables flavour) or iptables-legacy
+                lab.load_iptables(node, programs[node], "legacy" if backend.endswith("legacy") else "nft")
             else:
                 lab.load_ruleset(node, render(programs[node]))
         start_servers(lab, state, usable)

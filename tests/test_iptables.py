@@ -124,22 +124,26 @@ def test_a_pod_and_a_policy_that_leave_take_their_chains_and_sets_along(example_
 @pytest.mark.usefixtures("netns_guard")
 def test_both_backends_match_the_semantics_cell_for_cell_on_the_example(example_path):
     state = load_state([example_path])
-    reports = {backend: verify(state, backend=backend) for backend in ("nftables", "iptables")}
+    backends = ["nftables", "iptables"] + (["iptables-legacy"] if shutil.which("iptables-legacy-restore") else [])
+    reports = {backend: verify(state, backend=backend) for backend in backends}
     for report in reports.values():
         assert not report.mismatches, format_report(report)
     outcomes = {b: [(str(r.cell), r.outcome) for r in report.results] for b, report in reports.items()}
-    assert outcomes["nftables"] == outcomes["iptables"]
+    assert all(outcome == outcomes["nftables"] for outcome in outcomes.values())
 
 
 @needs_kernel
 @pytest.mark.kernel
 @pytest.mark.usefixtures("netns_guard")
-@settings(max_examples=6, deadline=None,
+@pytest.mark.parametrize("backend", ["iptables", "iptables-legacy"])
+@settings(max_examples=4, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(clusters(max_pods=10).filter(lambda state: len({p.node_name for p in lab_pods(state)}) == 2))
-def test_generated_multi_node_clusters_agree_with_the_semantics_through_iptables(state):
+@given(state=clusters(max_pods=10).filter(lambda state: len({p.node_name for p in lab_pods(state)}) == 2))
+def test_generated_multi_node_clusters_agree_with_the_semantics_through_iptables(backend, state):
+    if backend == "iptables-legacy" and shutil.which("iptables-legacy-restore") is None:
+        pytest.skip("no iptables-legacy")
     probes = list(dict.fromkeys([*default_probes(state), parse_probe("80/TCP"), parse_probe("53/UDP")]))
-    report = verify(state, probes, backend="iptables")
+    report = verify(state, probes, backend=backend)
     assert not report.mismatches, format_report(report)
 
 

@@ -252,9 +252,9 @@ def render(program: NodeProgram) -> IptablesBundle:
     return IptablesBundle(render_ipset(program), render_filter(program, 4), render_filter(program, 6))
 
 
-def ensure_hook_commands(version: int) -> tuple[list[str], list[str]]:
-    """(check, insert) argument lists: FORWARD jumps to our chain exactly once."""
-    binary = "iptables" if version == 4 else "ip6tables"
+def ensure_hook_commands(binary: str) -> tuple[list[str], list[str]]:
+    """(check, insert) argument lists for `binary` (iptables, ip6tables, iptables-legacy, …):
+    FORWARD jumps to our chain exactly once."""
     return ([binary, "-w", "-C", "FORWARD", "-j", FORWARD_CHAIN],
             [binary, "-w", "-I", "FORWARD", "1", "-j", FORWARD_CHAIN])
 
