@@ -74,6 +74,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic
 
+from netpol.apply_iptables import apply_iptables
+from netpol.backends.iptables import SET_PREFIXES, IptablesBundle
+from netpol.backends.iptables import render as render_iptables
 from netpol.backends.nftables import chain_name, render
 from netpol.ir import NodeProgram, compile_node
 from netpol.manifests import load_text
@@ -191,12 +194,15 @@ def cluster_manifests(policies: int) -> list[dict[str, Any]]:
 
 @dataclass
 class Ruleset:
-    """One configuration's ruleset (None: no table at all) and what it is made of."""
+    """One configuration's ruleset (None: no table at all) and what it is made of; `bundle`
+    (with its `program`) instead of `text` for the iptables backend."""
 
     name: str
     policies: int | None
     text: str | None
     stats: dict[str, Any] = field(default_factory=dict)
+    bundle: IptablesBundle | None = None
+    program: NodeProgram | None = None
 
 
 def _chain_rules(text: str) -> dict[str, int]:
@@ -234,6 +240,17 @@ def ruleset_stats(program: NodeProgram, text: str) -> dict[str, Any]:
     }
 
 
+def iptables_ruleset(nft: Ruleset) -> Ruleset:
+    """The same node program through the iptables backend."""
+    assert nft.program is not None
+    started = time.perf_counter()
+    bundle = render_iptables(nft.program)
+    texts = (bundle.ipset, bundle.iptables, bundle.ip6tables)
+    stats = {"lines": sum(t.count("\n") for t in texts), "bytes": sum(len(t) for t in texts),
+             "render_s": round(time.perf_counter() - started, 2), "pods": nft.stats.get("pods")}
+    return Ruleset(f"iptables {nft.name}", nft.policies, None, stats, bundle, nft.program)
+
+
 def build_ruleset(policies: int) -> Ruleset:
     started = time.perf_counter()
     state = load_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": cluster_manifests(policies)}))
@@ -244,14 +261,14 @@ def build_ruleset(policies: int) -> Ruleset:
     stats = ruleset_stats(program, text)
     stats.update(pods=len(state.pods), load_manifests_s=round(loaded - started, 2),
                  compile_s=round(compiled - loaded, 2), render_s=round(time.perf_counter() - compiled, 2))
-    return Ruleset(f"{policies} policies", policies, text, stats)
+    return Ruleset(f"{policies} policies", policies, text, stats, program=program)
 
 
 # ---------------------------------------------------------------- namespaces and processes
 
-def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(argv, input=stdin, text=True, capture_output=True, check=False)
-    if done.returncode != 0:
+    if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:6])}…: {done.stderr.strip()}")
     return done
 
@@ -270,8 +287,9 @@ class Topology:
         self.groups: list[subprocess.Popen[str]] = []
         self.server_group = 0
 
-    def exec(self, ns: str, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return _run(["ip", "netns", "exec", ns, *argv], stdin)
+    def exec(self, ns: str, argv: list[str], stdin: str | None = None,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run(["ip", "netns", "exec", ns, *argv], stdin, check)
 
     def _add(self, ns: str) -> None:
         _run(["ip", "netns", "add", ns])
@@ -343,10 +361,31 @@ class Topology:
             signal.signal(signal.SIGINT, interrupt)
 
     def load(self, ruleset: Ruleset) -> float:
-        """Replace our table (or remove it); seconds `nft -f` took."""
+        """Replace our table (or remove it), or load the iptables bundle instead; seconds the
+        load took (`nft -f`, or ipset + iptables-restore + ip6tables-restore)."""
+        if ruleset.bundle is None:
+            self.clear_iptables()
+        else:
+            self.exec(self.node, ["nft", "-f", "-"], NO_TABLE)
         started = time.perf_counter()
-        self.exec(self.node, ["nft", "-f", "-"], ruleset.text or NO_TABLE)
+        if ruleset.bundle is not None and ruleset.program is not None:
+            self.iptables_used = True
+            apply_iptables(ruleset.bundle, ruleset.program, self.node)
+        else:
+            self.exec(self.node, ["nft", "-f", "-"], ruleset.text or NO_TABLE)
         return time.perf_counter() - started
+
+    def clear_iptables(self) -> None:
+        """Nothing of iptables left in the node namespace (ours alone): the filter tables
+        iptables-nft made there, hooks included, and our sets."""
+        if not getattr(self, "iptables_used", False):
+            return
+        for family in ("ip", "ip6"):
+            self.exec(self.node, ["nft", "delete", "table", family, "filter"], check=False)
+        for name in self.exec(self.node, ["ipset", "list", "-n"]).stdout.split():
+            if name.startswith(SET_PREFIXES):
+                self.exec(self.node, ["ipset", "destroy", name])
+        self.iptables_used = False
 
     def conntrack_count(self) -> int:
         return int(self.exec(self.node, ["cat", "/proc/sys/net/netfilter/nf_conntrack_count"]).stdout)
@@ -674,7 +713,7 @@ def results(rulesets: list[Ruleset], measured: dict[str, Any], protocols: list[s
 
     return [{"name": r.name, "policies": r.policies, "ruleset": r.stats,
              "nft_load_s": {"median": statistics.median(measured["loads"][r.name]), "all": measured["loads"][r.name]}
-             if r.text else None,
+             if r.text or r.bundle else None,
              **{p: summarize(runs[r.name][p], clean_below, median("none", p) or 0.0, median("0 policies", p))
                 for p in protocols}}
             for r in rulesets]
@@ -718,6 +757,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default %(default)s)")
     parser.add_argument("--policies", default="0,100,1000,10000", help="cluster sizes (default %(default)s)")
     parser.add_argument("--udp", action="store_true", help="also measure new UDP flows")
+    parser.add_argument("--iptables", action="store_true",
+                        help="also measure the iptables backend (ipset + iptables-restore) at every size")
     parser.add_argument("--breakdown", action="store_true",
                         help="also measure a table with an empty forward chain, and with conntrack only")
     parser.add_argument("--client-procs", type=int, default=2, help="load processes (default %(default)s)")
@@ -742,6 +783,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     for n in (int(x) for x in args.policies.split(",")):
         print(f"compiling {n} policies …", file=sys.stderr, flush=True)
         rulesets.append(build_ruleset(n))
+    if args.iptables:
+        rulesets += [iptables_ruleset(r) for r in rulesets if r.program is not None]
     protocols = ["tcp", "udp"] if args.udp else ["tcp"]
     with topology() as topo:
         prefix = topo.prefix

@@ -44,10 +44,10 @@ def test_compile_scale_runs_every_stage(tmp_path):
 def test_dataplane_measures_every_configuration(tmp_path):
     out = tmp_path / "dataplane.json"
     run(["benchmarks/dataplane.py", "--seconds", "0.5", "--rounds", "1", "--policies", "0,100", "--udp",
-         "--quiet-wait", "0", "--json", str(out)], 600)
+         "--iptables", "--quiet-wait", "0", "--json", str(out)], 600)
     result = json.loads(out.read_text())
     text = json.dumps(result)
-    for name in ("none", "0 policies", "100 policies"):
+    for name in ("none", "0 policies", "100 policies", "iptables 0 policies", "iptables 100 policies"):
         assert name in text
     rates = [v for v in _numbers(result, "rate")]
     assert rates and all(rate > 0 for rate in rates)
