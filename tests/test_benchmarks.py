@@ -80,6 +80,17 @@ def test_agent_latency_times_changes_in_both_modes(tmp_path):
     assert results[1]["modes"].get("full")  # the baseline replaces the table on structural changes
 
 
+@needs_kernel
+@pytest.mark.skipif(shutil.which("ipset") is None, reason="needs ipset")
+def test_iptables_scale_renders_and_loads_both_backends(tmp_path):
+    out = tmp_path / "ipt.json"
+    run(["benchmarks/iptables_scale.py", "--sizes", "300", "--json", str(out)], 600)
+    [row] = json.loads(out.read_text())
+    assert row["pods"] == 300 and row["nodes"] == 2
+    for backend in ("nftables", "iptables"):
+        assert row[backend]["bytes_all"] > 0 and row[backend]["load_largest_s"] > 0
+
+
 def _numbers(value: object, key: str) -> list[float]:
     """Every number stored under `key`, anywhere in the result."""
     if isinstance(value, dict):

@@ -29,6 +29,7 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from netpol.backends.nftables import _address as nft_address
 from netpol.ir import Allow, NodeProgram, PeerSet, PodProgram, PortSet
 from netpol.model import Direction
 
@@ -84,7 +85,7 @@ def _cidrs(version: int, first: int, last: int) -> list[str]:
 
 
 def _address(version: int, value: int) -> str:
-    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
+    return nft_address(version, value)  # the nftables backend's cached conversion
 
 
 def _peer_elements(peer_set: PeerSet, version: int) -> tuple[str, list[str]]:
@@ -110,8 +111,10 @@ def _set_block(name: str, kind: str, version: int, elements: list[str], comment:
     return lines
 
 
-def declared_sets(program: NodeProgram) -> Iterator[tuple[str, str, int, list[str], str]]:
-    """(name, type, family, elements, comment) of every set the node's rules use."""
+def declared_sets(program: NodeProgram,
+                  with_shared: bool = True) -> Iterator[tuple[str, str, int, list[str], str]]:
+    """(name, type, family, elements, comment) of every set the node's rules use (only the
+    node's own guard sets without `with_shared`)."""
     for v in sorted({c.version for c in program.pod_cidrs}):
         cidrs = [c for net in program.pod_cidrs if net.version == v
                  for c in _cidrs(v, int(net.network_address), int(net.broadcast_address))]
@@ -119,6 +122,8 @@ def declared_sets(program: NodeProgram) -> Iterator[tuple[str, str, int, list[st
         pods = sorted({int(ip) for pod in program.pods for ip in pod.ips if ip.version == v})
         yield (f"{GUARD_PODS}-v{v}", "hash:ip", v, [_address(v, a) for a in pods],
                f"pods netpol has programmed on node {program.node}")
+    if not with_shared:
+        return
     for peer_set in program.peer_sets:
         for family in peer_set.families:
             kind, elements = _peer_elements(peer_set, family)
@@ -129,10 +134,24 @@ def declared_sets(program: NodeProgram) -> Iterator[tuple[str, str, int, list[st
                    f"named ports of {port_set.origin}")
 
 
+@functools.lru_cache(maxsize=65536)  # the same set recurs in many nodes: its text is made once
+def _shared_set_text(peer_set: PeerSet | PortSet, version: int) -> str:
+    if isinstance(peer_set, PortSet):
+        block = _set_block(f"{peer_set.name}-v{version}", "hash:ip,port", version,
+                           _port_elements(peer_set, version), f"named ports of {peer_set.origin}")
+    else:
+        kind, elements = _peer_elements(peer_set, version)
+        block = _set_block(f"{peer_set.name}-v{version}", kind, version, elements, peer_set.describes)
+    return "\n".join(block)
+
+
 def render_ipset(program: NodeProgram) -> str:
     lines = [f"# netpol ipsets for node {program.node}: `ipset restore -exist`, before iptables-restore"]
-    for name, kind, version, elements, comment in declared_sets(program):
+    sets: list[PeerSet | PortSet] = [*program.peer_sets, *program.port_sets]
+    shared = {f"{one.name}-v{v}": (one, v) for one in sets for v in one.families}
+    for name, kind, version, elements, comment in declared_sets(program, with_shared=False):
         lines += _set_block(name, kind, version, elements, comment)
+    lines += [_shared_set_text(*shared[name]) for name in shared]
     return "\n".join(lines) + "\n"
 
 
@@ -172,6 +191,11 @@ def _port_groups(allow: Allow) -> list[tuple[str, list[str] | None]]:
 
 
 def _allow_rules(chain: str, allow: Allow, direction: Direction, version: int) -> list[str]:
+    return [f"-A {chain} {body}" for body in _allow_bodies(allow, direction, version)]
+
+
+@functools.lru_cache(maxsize=1 << 16)  # an allow applied to many pods renders the same each time
+def _allow_bodies(allow: Allow, direction: Direction, version: int) -> tuple[str, ...]:
     verdict = "ACCEPT" if direction == "ingress" else "RETURN"
     way = "src" if direction == "ingress" else "dst"
     comment = _comment(allow.origin)
@@ -184,16 +208,16 @@ def _allow_rules(chain: str, allow: Allow, direction: Direction, version: int) -
     rules = []
     for peer in peers:
         if allow.ports is None:
-            rules.append(f"-A {chain} {peer}{comment} -j {verdict}")
+            rules.append(f"{peer}{comment} -j {verdict}")
             continue
         for protocol, ports in _port_groups(allow):
             multiport = f"-m multiport --dports {','.join(ports)} " if ports is not None else ""
             match = f"-p {protocol} {multiport}"
-            rules.append(f"-A {chain} {peer}{match}{comment} -j {verdict}")
+            rules.append(f"{peer}{match}{comment} -j {verdict}")
     if allow.named is not None and version in allow.named.families:
         named = f"-m set --match-set {allow.named.name}-v{version} dst,dst"
-        rules.append(f"-A {chain} {named} {comment} -j {verdict}")
-    return rules
+        rules.append(f"{named} {comment} -j {verdict}")
+    return tuple(rules)
 
 
 DIRECTIONS: tuple[Direction, ...] = ("egress", "ingress")
