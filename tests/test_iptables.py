@@ -150,3 +150,17 @@ def test_generated_multi_node_clusters_agree_with_the_semantics_through_iptables
 def test_the_bundle_names_its_payloads_by_family():
     bundle = IptablesBundle("sets", "v4", "v6")
     assert (bundle.by_family(4), bundle.by_family(6)) == ("v4", "v6")
+
+
+@needs_kernel
+def test_a_refused_payload_keeps_the_last_good_rules(example_path, netns):
+    from netpol.apply import ApplyError
+
+    program = compile_cluster(load_state([example_path]))["node-a"]
+    good = render(program)
+    apply_iptables(good, program, netns)
+    before = (_ipt(netns, "iptables", "-S"), _ipt(netns, "ip6tables", "-S"))
+    broken = IptablesBundle(good.ipset, good.iptables.replace("-j DROP", "-j NO-SUCH-TARGET", 1), good.ip6tables)
+    with pytest.raises(ApplyError, match="NO-SUCH-TARGET|iptables-restore"):
+        apply_iptables(broken, program, netns)
+    assert (_ipt(netns, "iptables", "-S"), _ipt(netns, "ip6tables", "-S")) == before
