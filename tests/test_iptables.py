@@ -65,6 +65,11 @@ def test_compile_writes_the_three_files(example_path, tmp_path):
     text = (tmp_path / "a" / "iptables.restore").read_text()
     assert text.startswith("# netpol iptables rules") and "*filter" in text and text.rstrip().endswith("COMMIT")
     assert '-m comment --comment "NetworkPolicy db/allow-postgres spec.ingress[0]"' in text
+    sets = (tmp_path / "a" / "ipset.restore").read_text().splitlines()
+    # PITFALLS 14: never flush-then-add a live set; fill a temporary one and swap it in
+    live = [line.split()[1] for line in sets if line.startswith("swap ")]
+    assert live and all(f"swap {name}.new {name}" in sets for name in [n.removesuffix(".new") for n in live])
+    assert not any(line.startswith(("flush ", "add ")) and ".new" not in line.split()[1] for line in sets)
     assert main(["compile", "-f", example_path, "--backend", "iptables", "--all-nodes",
                  "--out-dir", str(tmp_path / "all")]) == 0
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["node-a", "node-b"]
