@@ -41,15 +41,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kube_burner
+from latency_stats import percentile
 
 from netpol.testing.apiserver import FakeApiServer
 
 NODE = "worker-0"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class AgentLog:

@@ -10,7 +10,7 @@ exactly one exec of the plugin: stdin config, CNI_* environment, wait for exit �
 `ip netns exec` in the clock. Per round, the plugins take turns (ours, reference, ours, ...
 interleaved op by op) so machine noise hits both alike: --ops ADDs into fresh pod namespaces,
 then --ops CHECKs with each ADD's result as prevResult, then --ops DELs. Ours is installed the
-way plugin/README.md says (the launcher written by `python -m netpol_cni.install`, run by
+way the README says (the launcher written by `python -m netpol_cni.install`, run by
 /usr/bin/python3 -IS when there is one); the reference is /usr/lib/cni/bridge. Both get
 `isGateway: true`, host-local with its own dataDir and subnet; the reference gets
 `ipMasq: false` (no iptables: ours does not masquerade either).
@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "plugin"))
 
+from latency_stats import percentile
 from netpol_cni.install import install
 
 REFERENCE = Path("/usr/lib/cni")
@@ -52,11 +53,6 @@ def plugin_configs(work: Path) -> dict[str, dict[str, object]]:
         "bridge": {"cniVersion": "1.0.0", "name": "bench-ref", "type": "bridge", "bridge": "cniref0",
                    "isGateway": True, "ipMasq": False, "ipam": ipam("ref", "10.91.0.0/16")},
     }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 # ── the child: inside the node namespace ────────────────────────────────────────────────────

@@ -183,21 +183,21 @@ class Agent:
 
     # ── output ────────────────────────────────────────────────────────────────────────────
 
-    def sync_due(self) -> bool:
+    def _due_at(self) -> float | None:
+        """When the pending change should be synced (None: nothing pending): once no event came
+        for min_interval, at the latest max_interval after the first, never before a retry."""
         if self._pending_since is None or self.compiler is None:
-            return False
-        now = self.clock()
-        if now < self._retry_at:
-            return False
-        return (now - self._last_event >= self.timing.min_interval
-                or now - self._pending_since >= self.timing.max_interval)
+            return None
+        due = min(self._last_event + self.timing.min_interval, self._pending_since + self.timing.max_interval)
+        return max(due, self._retry_at)
+
+    def sync_due(self) -> bool:
+        due = self._due_at()
+        return due is not None and self.clock() >= due
 
     def seconds_to_sync(self) -> float:
-        if self._pending_since is None or self.compiler is None:
-            return 0.5
-        now = self.clock()
-        due = min(self._last_event + self.timing.min_interval, self._pending_since + self.timing.max_interval)
-        return max(0.0, max(due, self._retry_at) - now)
+        due = self._due_at()
+        return 0.5 if due is None else max(0.0, due - self.clock())
 
     def sync(self) -> bool:
         """Apply this node's current program; True when the kernel now holds it."""

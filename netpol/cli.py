@@ -23,7 +23,7 @@ from netpol.model import ClusterState
 from netpol.probes import Probe, default_probes, parse_probe
 from netpol.reach import compute_reach, participants
 from netpol.reach_formats import RENDERERS
-from netpol.verify import format_report, verify
+from netpol.verify import IPTABLES_VARIANTS, format_report, verify
 
 RULESET_FORMATS: dict[str, tuple[Callable[[NodeProgram], str], str]] = {
     "nft": (render_nftables, ".nft"),
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "compiled rulesets, probe with real packets, compare with the semantics")
     _add_inputs(verify_)
     verify_.add_argument("--node", help="only pairs with the source or the destination on this node")
-    verify_.add_argument("--backend", choices=("nftables", "iptables", "iptables-legacy"), default="nftables")
+    verify_.add_argument("--backend", choices=("nftables", *IPTABLES_VARIANTS), default="nftables")
     verify_.add_argument("--port", dest="probes", action="append", type=_probe, metavar="PORT/PROTO",
                          help="probe this port (repeatable); default: every port a policy or "
                               "container port names")

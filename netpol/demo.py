@@ -48,12 +48,10 @@ from netpol.model import ClusterState, NetworkPolicy, Node, Pod
 from netpol.probes import Probe, default_probes
 from netpol.testing.apiserver import FakeApiServer
 from netpol.verify import (
-    CONFIRM_TIMEOUT,
     PROBE_TIMEOUT,
-    Cell,
     CellResult,
-    compare,
     plan_cells,
+    probe_and_confirm,
     probe_cells,
     start_servers,
 )
@@ -296,17 +294,6 @@ def _matrix(state: ClusterState, results: Sequence[CellResult], focus: Probe) ->
     return "\n".join(lines)
 
 
-def _probe_all(lab: Lab, state: ClusterState, probes: Sequence[Probe]) -> tuple[CellResult, ...]:
-    cells: Sequence[Cell] = plan_cells(state, probes, None)
-    results = compare(cells, probe_cells(lab, cells, range(len(cells)), PROBE_TIMEOUT))
-    suspects = [i for i, r in enumerate(results) if r.mismatch]
-    if suspects:
-        retried = probe_cells(lab, cells, suspects, CONFIRM_TIMEOUT)
-        results = tuple(dataclasses.replace(r, outcome=retried.get(i, r.outcome))
-                        for i, r in enumerate(results))
-    return results
-
-
 def _install_plugins(work: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugin"))
     try:
@@ -384,7 +371,7 @@ def run_demo(example_path: str, out: TextIO = sys.stdout) -> int:
             touched = {n for n in programs if programs[n] != before.get(n)} & set(demo.agents)
             enforced = demo.wait_enforced(touched, changed_at)
             demo.state, before = new_state, programs
-            results = _probe_all(demo.lab, new_state, probes)
+            results = probe_and_confirm(demo.lab, plan_cells(new_state, probes, None))
             bad = [r for r in results if r.mismatch]
             mismatched += len(bad)
             print(f"\n[{number}/{len(steps)}] {step.title}", file=out)

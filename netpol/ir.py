@@ -161,6 +161,20 @@ class Allow:
         return self._hash
 
 
+def ports_by_protocol(allow: Allow) -> dict[str, list[tuple[int, int]] | None]:
+    """Per protocol of `allow.ports`: its (first, last) port ranges, each once, in rule order;
+    None when the protocol is allowed on every port. Both backends render from this."""
+    by_protocol: dict[str, list[tuple[int, int]] | None] = {}
+    for m in allow.ports or ():
+        if m.first is None:
+            by_protocol[m.protocol] = None
+        elif (ports := by_protocol.setdefault(m.protocol, [])) is not None:
+            value = (m.first, m.last or m.first)
+            if value not in ports:
+                ports.append(value)
+    return by_protocol
+
+
 @dataclass(frozen=True)
 class DirectionProgram:
     isolated_by: tuple[str, ...] = ()

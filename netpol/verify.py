@@ -32,6 +32,7 @@ from netpol.semantics import Endpoint, allowed
 Renderer = Callable[[NodeProgram], str]
 PROBE_TIMEOUT = 0.4  # seconds a blocked cell costs; an open one answers within microseconds
 CONFIRM_TIMEOUT = 2.0  # seconds a mismatch gets on its second try, before it is reported
+IPTABLES_VARIANTS = {"iptables": "nft", "iptables-legacy": "legacy"}  # --backend → apply_iptables variant
 PROBED_PROTOCOLS = ("TCP", "UDP")
 TRAFFIC_SCRIPT = str(Path(lab_traffic.__file__).resolve())
 PROCESS_SLACK = 30.0  # seconds on top of the probing itself before a prober counts as hung
@@ -196,6 +197,14 @@ def probe_cells(lab: Lab, cells: Sequence[Cell], indexes: Iterable[int], timeout
             raise
 
 
+def probe_and_confirm(lab: Lab, cells: Sequence[Cell]) -> tuple[CellResult, ...]:
+    """Probe every cell; probe each mismatch once more, with a longer timeout, before it counts."""
+    results = compare(cells, probe_cells(lab, cells, range(len(cells)), PROBE_TIMEOUT))
+    suspects = [i for i, r in enumerate(results) if r.mismatch]
+    retried = probe_cells(lab, cells, suspects, CONFIRM_TIMEOUT) if suspects else {}
+    return tuple(replace(r, outcome=retried.get(i, r.outcome)) for i, r in enumerate(results))
+
+
 def _check_node(state: ClusterState, programs: Mapping[str, NodeProgram], node: str | None) -> None:
     if node is not None and node not in programs:
         raise UsageError(f"--node {node}: no such node in the input (nodes: {', '.join(programs) or 'none'})")
@@ -211,14 +220,11 @@ def verify(state: ClusterState, probes: Sequence[Probe] | None = None, only_node
     cells = plan_cells(state, usable, only_node)
     with open_lab(state) as lab:
         for node in lab.node_netns:
-            if backend.startswith("iptables"):  # iptables (nf_tables flavour) or iptables-legacy
-                lab.load_iptables(node, programs[node], "legacy" if backend.endswith("legacy") else "nft")
+            if backend in IPTABLES_VARIANTS:
+                lab.load_iptables(node, programs[node], IPTABLES_VARIANTS[backend])
             else:
                 lab.load_ruleset(node, render(programs[node]))
         start_servers(lab, state, usable)
-        results = compare(cells, probe_cells(lab, cells, range(len(cells)), PROBE_TIMEOUT))
-        suspects = [i for i, r in enumerate(results) if r.mismatch]
-        retried = probe_cells(lab, cells, suspects, CONFIRM_TIMEOUT)
-        results = tuple(replace(r, outcome=retried.get(i, r.outcome)) for i, r in enumerate(results))
+        results = probe_and_confirm(lab, cells)
         return Report(results, lab.plan.notes + notes, len(lab.node_netns), len(lab.pod_netns),
                       len(usable), time.monotonic() - started)

@@ -130,9 +130,7 @@ class CniNode:
                  prev_result: dict[str, Any] | None = None, ifname: str = "eth0") -> dict[str, Any] | None:
         """ADD through every plugin in order, each getting the previous result; CHECK with the
         final result; DEL in reverse order with the final result. Fails on the first error."""
-        plugins = conflist["plugins"] if command == "ADD" else list(conflist["plugins"])
-        if command == "DEL":
-            plugins = list(reversed(plugins))
+        plugins = list(reversed(conflist["plugins"])) if command == "DEL" else conflist["plugins"]
         result = prev_result
         for plugin in plugins:
             conf = dict(plugin, name=conflist["name"], cniVersion=conflist["cniVersion"])

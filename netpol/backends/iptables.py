@@ -29,13 +29,12 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from netpol.backends.nftables import _address as nft_address
-from netpol.ir import Allow, NodeProgram, PeerSet, PodProgram, PortSet
+from netpol.backends.nftables import GUARD_CIDRS, GUARD_PODS, address_text, programmed_addresses
+from netpol.ir import Allow, NodeProgram, PeerSet, PodProgram, PortSet, ports_by_protocol
 from netpol.model import Direction
 
 FORWARD_CHAIN = "NETPOL-FORWARD"
 CHAIN_PREFIX = "NP-"
-GUARD_CIDRS, GUARD_PODS = "node-pod-cidrs", "node-pods"
 SET_PREFIXES = ("pods-", "cidrs-", "named-", GUARD_CIDRS, GUARD_PODS)
 ND_TYPES = ("router-solicitation", "router-advertisement", "neighbour-solicitation",
             "neighbour-advertisement")
@@ -84,15 +83,11 @@ def _cidrs(version: int, first: int, last: int) -> list[str]:
     return out
 
 
-def _address(version: int, value: int) -> str:
-    return nft_address(version, value)  # the nftables backend's cached conversion
-
-
 def _peer_elements(peer_set: PeerSet, version: int) -> tuple[str, list[str]]:
     intervals = peer_set.v4 if version == 4 else peer_set.v6
     if peer_set.ranges:
         return "hash:net", [c for a, b in intervals for c in _cidrs(version, a, b)]
-    return "hash:ip", [_address(version, a) for a, b in intervals for a in range(a, b + 1)]
+    return "hash:ip", [address_text(version, a) for a, b in intervals for a in range(a, b + 1)]
 
 
 def _port_elements(port_set: PortSet, version: int) -> list[str]:
@@ -119,8 +114,7 @@ def declared_sets(program: NodeProgram,
         cidrs = [c for net in program.pod_cidrs if net.version == v
                  for c in _cidrs(v, int(net.network_address), int(net.broadcast_address))]
         yield f"{GUARD_CIDRS}-v{v}", "hash:net", v, cidrs, f"podCIDRs of node {program.node}"
-        pods = sorted({int(ip) for pod in program.pods for ip in pod.ips if ip.version == v})
-        yield (f"{GUARD_PODS}-v{v}", "hash:ip", v, [_address(v, a) for a in pods],
+        yield (f"{GUARD_PODS}-v{v}", "hash:ip", v, list(programmed_addresses(program, v)),
                f"pods netpol has programmed on node {program.node}")
     if not with_shared:
         return
@@ -160,33 +154,22 @@ def render_ipset(program: NodeProgram) -> str:
 
 def _port_groups(allow: Allow) -> list[tuple[str, list[str] | None]]:
     """Per protocol: multiport chunks of `N` / `N:M`, or None for every port of the protocol."""
-    by_protocol: dict[str, list[str] | None] = {}
-    for match in allow.ports or ():
-        protocol = match.protocol.lower()
-        if match.first is None:
-            by_protocol[protocol] = None
-            continue
-        ports = by_protocol.setdefault(protocol, [])
-        if ports is None:
-            continue
-        value = str(match.first) if match.last in (None, match.first) else f"{match.first}:{match.last}"
-        if value not in ports:
-            ports.append(value)
     out: list[tuple[str, list[str] | None]] = []
-    for protocol, ports in sorted(by_protocol.items()):
-        if ports is None:
-            out.append((protocol, None))
+    for protocol, ranges in sorted(ports_by_protocol(allow).items()):
+        name = protocol.lower()
+        if ranges is None:
+            out.append((name, None))
             continue
         chunk: list[str] = []
         weight = 0
-        for value in sorted(ports, key=lambda p: int(p.split(":")[0])):
-            cost = 2 if ":" in value else 1
+        for a, b in sorted(ranges, key=lambda r: r[0]):
+            cost = 1 if a == b else 2  # a range counts twice against multiport's 15
             if weight + cost > MULTIPORT_MAX:
-                out.append((protocol, chunk))
+                out.append((name, chunk))
                 chunk, weight = [], 0
-            chunk.append(value)
+            chunk.append(str(a) if a == b else f"{a}:{b}")
             weight += cost
-        out.append((protocol, chunk))
+        out.append((name, chunk))
     return out
 
 

@@ -43,7 +43,7 @@ from netpol.backends.nft_document import (
     script,
 )
 from netpol.intervals import merge_intervals
-from netpol.ir import Allow, NamedElement, NodeProgram, PeerSet, PodProgram, PortSet
+from netpol.ir import Allow, NamedElement, NodeProgram, PeerSet, PodProgram, PortSet, ports_by_protocol
 from netpol.model import Direction, IPAddress
 
 TABLE = "netpol"
@@ -66,19 +66,19 @@ def chain_name(direction: Direction, pod: str) -> str:
 
 
 @functools.lru_cache(maxsize=1 << 18)  # pod addresses recur in many sets, versions and nodes
-def _address(version: int, value: int) -> str:
+def address_text(version: int, value: int) -> str:
     if version == 4:
         return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
     return str(ipaddress.IPv6Address(value))
 
 
 def _text(ip: IPAddress) -> str:
-    return _address(ip.version, int(ip))
+    return address_text(ip.version, int(ip))
 
 
 @functools.lru_cache(maxsize=65536)  # the same peer sets recur in every node's ruleset
 def _interval_elements(version: int, intervals: tuple[tuple[int, int], ...]) -> tuple[Element, ...]:
-    return tuple(_address(version, a) if a == b else (_address(version, a), _address(version, b))
+    return tuple(address_text(version, a) if a == b else (address_text(version, a), address_text(version, b))
                  for a, b in intervals)
 
 
@@ -104,16 +104,9 @@ def _declared(peer_set: PeerSet | PortSet) -> tuple[tuple[int, NamedSet], ...]:
 
 
 def _port_values(allow: Allow) -> dict[str, list[Element] | None]:
-    """Per protocol: the port elements, or None for every port of the protocol."""
-    by_protocol: dict[str, list[Element] | None] = {}
-    for m in allow.ports or ():
-        if m.first is None:
-            by_protocol[m.protocol] = None
-        elif (ports := by_protocol.setdefault(m.protocol, [])) is not None:
-            value: Element = m.first if m.first == m.last else (m.first, m.last or m.first)
-            if value not in ports:
-                ports.append(value)
-    return by_protocol
+    """Per protocol: the port elements (`N` or `(first, last)`), or None for every port."""
+    return {protocol: None if ranges is None else [a if a == b else (a, b) for a, b in ranges]
+            for protocol, ranges in ports_by_protocol(allow).items()}
 
 
 def _first_port(value: Element) -> Any:
@@ -208,10 +201,10 @@ def _guarded(program: NodeProgram) -> tuple[int, ...]:
     return tuple(sorted({cidr.version for cidr in program.pod_cidrs}))
 
 
-def _programmed(program: NodeProgram, version: int) -> tuple[str, ...]:
+def programmed_addresses(program: NodeProgram, version: int) -> tuple[str, ...]:
     """Addresses of the node's programmed pods, of one family, in address order."""
-    return tuple(_address(version, a) for a in sorted({int(ip) for pod in program.pods for ip in pod.ips
-                                                       if ip.version == version}))
+    found = {int(ip) for pod in program.pods for ip in pod.ips if ip.version == version}
+    return tuple(address_text(version, a) for a in sorted(found))
 
 
 def _guard_sets(program: NodeProgram) -> Iterator[NamedSet]:
@@ -220,7 +213,7 @@ def _guard_sets(program: NodeProgram) -> Iterator[NamedSet]:
                                 for c in program.pod_cidrs if c.version == v)
         yield NamedSet(f"{GUARD_CIDRS}-v{v}", (FAMILIES[v][1],), _interval_elements(v, tuple(cidrs)),
                        interval=True, comment=f"podCIDRs of node {program.node}")
-        yield NamedSet(f"{GUARD_PODS}-v{v}", (FAMILIES[v][1],), _programmed(program, v),
+        yield NamedSet(f"{GUARD_PODS}-v{v}", (FAMILIES[v][1],), programmed_addresses(program, v),
                        comment=f"pods netpol has programmed on node {program.node}")
 
 
@@ -330,7 +323,7 @@ def render_update(old: NodeProgram, new: NodeProgram) -> str:
         arriving = [pod for key, pod in new_pods.items() if (o := old_pods.get(key)) is not pod and o != pod]
     if leaving or arriving:
         for v in _guarded(new):
-            held, now = set(_programmed(old, v)), set(_programmed(new, v))
+            held, now = set(programmed_addresses(old, v)), set(programmed_addresses(new, v))
             for verb, changed in (("delete", [a for a in held if a not in now]),
                                   ("add", [a for a in now if a not in held])):
                 if changed:

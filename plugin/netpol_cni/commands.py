@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from netpol_cni.config import Invocation
 
 ALIAS_PREFIX = "netpol-cni"
+_MAIN_TABLE = 254
 _IFALIASZ = 255
 _VETH_ATTEMPTS = 4
 
@@ -309,17 +310,24 @@ def _check_inside(prev: dict[str, Any], index: int, inside: Link, rtnl: Rtnl) ->
         if entry.get("interface", index) != index:
             continue
         ip, prefixlen = check_cidr(entry.get("address", ""), f"prevResult.ips[{i}].address")
-        if (_socket.inet_ntop(family_of(ip), _socket.inet_pton(family_of(ip), ip)), prefixlen) not in present:
+        if (_canonical(ip), prefixlen) not in present:
             raise _mismatch(f"address {ip}/{prefixlen} is missing on {inside.name!r}")
+    tables: dict[int, set[tuple[str, int, str]]] = {}  # per family, dumped once: (dst, len, gateway)
     for i, route in enumerate(prev.get("routes") or ()):
         dst, dst_len = check_cidr(route.get("dst", ""), f"prevResult.routes[{i}].dst")
         family = family_of(dst)
-        dst = _socket.inet_ntop(family, _socket.inet_pton(family, dst))
+        if family not in tables:
+            tables[family] = {(r.dst or _zero(family), r.dst_len, r.gateway)
+                              for r in rtnl.routes(family) if r.table == _MAIN_TABLE}
         gw = route.get("gw", "")
-        found = [r for r in rtnl.routes(family) if r.dst_len == dst_len and (r.dst or _zero(family)) == dst
-                 and r.table == 254 and (not gw or r.gateway == gw)]
-        if not found:
+        key = (_canonical(dst), dst_len)
+        if not any((d, n) == key and (not gw or g == gw) for d, n, g in tables[family]):
             raise _mismatch(f"route {route.get('dst')}{' via ' + gw if gw else ''} is missing in the pod")
+
+
+def _canonical(ip: str) -> str:
+    family = family_of(ip)
+    return _socket.inet_ntop(family, _socket.inet_pton(family, ip))
 
 
 def _zero(family: int) -> str:
