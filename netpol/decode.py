@@ -445,6 +445,15 @@ def decode_document(doc: Any, source: str, depth: int = 0) -> tuple[list[KubeObj
     return ([], reader.problems) if reader.problems else ([obj], [])
 
 
+def typed_item(list_kind: str, raw: Any) -> Any:
+    """An item of a `<Kind>List`, with the kind and apiVersion the raw API (`GET /api/v1/pods`)
+    leaves out of a typed list's items put back."""
+    item_kind = list_kind.removesuffix("List")
+    if isinstance(raw, dict) and "kind" not in raw and item_kind in SUPPORTED_KINDS:
+        return {"kind": item_kind, "apiVersion": SUPPORTED_KINDS[item_kind], **raw}
+    return raw
+
+
 def _decode_list(doc: dict[str, Any], source: str, depth: int) -> tuple[list[KubeObject], list[Problem]]:
     items = doc["items"]
     if items is None:
@@ -454,13 +463,8 @@ def _decode_list(doc: dict[str, Any], source: str, depth: int) -> tuple[list[Kub
                             f"must be a list, got {_type_name(items)}")]
     objects: list[KubeObject] = []
     problems: list[Problem] = []
-    item_kind = doc["kind"].removesuffix("List")
     for i, raw in enumerate(items):
-        item = raw
-        if isinstance(raw, dict) and "kind" not in raw and item_kind in SUPPORTED_KINDS:
-            # The raw API (`GET /api/v1/pods`) leaves kind and apiVersion out of a typed list's items.
-            item = {"kind": item_kind, "apiVersion": SUPPORTED_KINDS[item_kind], **raw}
-        found, bad = decode_document(item, f"{source} items[{i}]", depth)
+        found, bad = decode_document(typed_item(doc["kind"], raw), f"{source} items[{i}]", depth)
         objects += found
         problems += bad
     return objects, problems

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netpol.decode import typed_item
 from netpol.kube_source import KINDS, Snapshot, SourceEvent
 from netpol.manifests import expand_paths, parse_documents, read_text
 
@@ -55,9 +56,7 @@ def _flatten(doc: Any) -> list[dict[str, Any]]:
         return []
     kind = doc.get("kind")
     if isinstance(kind, str) and kind.endswith("List") and isinstance(doc.get("items"), list):
-        item_kind = kind.removesuffix("List")
-        return [dict({"kind": item_kind}, **i) if isinstance(i, dict) and "kind" not in i else i
-                for i in doc["items"] if isinstance(i, dict)]
+        return [typed_item(kind, i) for i in doc["items"] if isinstance(i, dict)]
     return [doc]
 
 

@@ -373,3 +373,15 @@ def test_events_out_of_order_end_in_the_state_of_the_final_objects():
     final = [*objects, late, staging]
     assert agent.compiler is not None
     assert agent.compiler.program(NODE) == expected_program(final)
+
+
+def test_the_directory_source_reads_items_of_a_typed_list_as_the_api_serves_them(tmp_path):
+    """`kubectl get pods -o json` into the folder: items without kind and apiVersion decode."""
+    import json
+
+    items = [{k: v for k, v in pod(f"p{i}", f"10.244.0.{i + 10}").items() if k not in ("kind", "apiVersion")}
+             for i in range(2)]
+    (tmp_path / "pods.json").write_text(json.dumps({"apiVersion": "v1", "kind": "PodList", "items": items}))
+    objects = read_objects(str(tmp_path))
+    assert objects is not None and len(objects["Pod"]) == 2
+    assert all(decode_document(o, "test")[1] == [] for o in objects["Pod"])
