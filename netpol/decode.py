@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from netpol import validation as v
+from netpol.decode_fast import fast_pod, fast_policy
 from netpol.errors import Problem
 from netpol.labels import OPERATORS, Labels, LabelSelector, Operator, Requirement
 from netpol.model import (
+    POD_PHASES,
     PROTOCOLS,
     ContainerPort,
     IPAddress,
@@ -41,7 +43,6 @@ SUPPORTED_KINDS = {
     "Node": "v1",
     "NetworkPolicy": "networking.k8s.io/v1",
 }
-POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 
 
 def _type_name(value: object) -> str:
@@ -416,6 +417,12 @@ DECODERS: dict[str, Callable[[Reader, dict[str, Any]], KubeObject]] = {
 }
 
 
+FAST_DECODERS: dict[str, Callable[[dict[str, Any]], KubeObject | None]] = {
+    "Pod": fast_pod,
+    "NetworkPolicy": fast_policy,
+}
+
+
 MAX_LIST_NESTING = 3  # a List inside a List inside a List; deeper is an alias bomb or garbage
 
 
@@ -437,6 +444,9 @@ def decode_document(doc: Any, source: str, depth: int = 0) -> tuple[list[KubeObj
         return _decode_list(doc, source, depth + 1)
     if kind not in DECODERS:
         return [], []
+    fast = FAST_DECODERS.get(kind)
+    if fast is not None and (obj := fast(doc)) is not None:  # well-formed: no paths needed
+        return [obj], []
     reader = Reader(source, describe_object(doc))
     api_version = doc.get("apiVersion")
     if api_version != SUPPORTED_KINDS[kind]:

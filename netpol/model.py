@@ -20,6 +20,7 @@ PROTOCOLS: tuple[Protocol, ...] = ("TCP", "UDP", "SCTP")
 Direction = Literal["ingress", "egress"]
 PolicyType = Literal["Ingress", "Egress"]
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 INACTIVE_PHASES = frozenset({"Succeeded", "Failed"})
 
 
