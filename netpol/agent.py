@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from netpol.backends.nftables import render, render_update
 from netpol.backoff import Backoff
+from netpol.batch import PacedCollector
 from netpol.decode import decode_document, describe_object
 from netpol.incremental import IncrementalCompiler, KubeObject
 from netpol.ir import NodeProgram
@@ -94,6 +95,7 @@ class Agent:
     on_sync: Callable[[NodeProgram], None] | None = None  # tests and the demo hook in here
     routes: RouteKeeper | None = None  # host-gw routes to the other nodes' podCIDRs
     replace_on_structure: bool = False
+    collector: PacedCollector | None = None  # the cyclic GC, run between syncs (netpol.batch)
 
     def __post_init__(self) -> None:
         self.events: queue.Queue[SourceEvent] = queue.Queue()
@@ -139,7 +141,7 @@ class Agent:
                 if obj is not None:
                     self.known[(kind, *object_key(raw))] = obj
                     objects.append(obj)
-        self.compiler = IncrementalCompiler(build_state(objects))
+        self.compiler = IncrementalCompiler(build_state(objects), nodes={self.node})
         self._changed(structural=True)
         log.info("initial list complete", extra={"objects": len(objects), "node": self.node})
 
@@ -235,6 +237,8 @@ class Agent:
         log.info("synced", extra={"node": self.node, "mode": mode,
                                   "pods": len(program.pods), "seconds": round(elapsed, 4)})
         self._synced.set()
+        if self.collector is not None and not self.collector.started:
+            self.collector.start()  # the initial state is built: out of the collector's sight
         if self.on_sync is not None:
             self.on_sync(program)
         return True
@@ -258,6 +262,8 @@ class Agent:
             if self._routes_dirty and self.routes is not None and self.compiler is not None:
                 self._routes_dirty = False
                 self.routes.sync(desired_routes(self.compiler.resolver.nodes.values(), self.node))
+            if self.collector is not None:
+                self.collector.collect_if_due(idle=self._pending_since is None)
 
     def wait_synced(self, timeout: float) -> bool:
         return self._synced.wait(timeout)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from netpol.agent import Agent, SyncTiming
 from netpol.agent_http import serve
 from netpol.apply import Applier
-from netpol.batch import settle_long_lived
+from netpol.batch import PacedCollector
 from netpol.dir_source import DirectorySource
 from netpol.kube_source import KubeSource, new_api_client
 from netpol.routes import RouteKeeper
@@ -38,8 +38,9 @@ def run_agent(options: AgentOptions, stop: threading.Event | None = None) -> int
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
     applier = Applier(options.netns)
+    collector = PacedCollector()
     agent = Agent(options.node, applier, options.timing, routes=RouteKeeper(options.netns),
-                  replace_on_structure=options.replace_on_structure)
+                  replace_on_structure=options.replace_on_structure, collector=collector)
     host, _, port = options.listen.rpartition(":")
     http = serve(agent, host or "127.0.0.1", int(port))
     source: KubeSource | DirectorySource
@@ -51,15 +52,13 @@ def run_agent(options: AgentOptions, stop: threading.Event | None = None) -> int
                                      "source": options.directory or "kubernetes"})
     loop = threading.Thread(target=agent.run, args=(stop,), name="sync-loop", daemon=True)
     loop.start()
-    settled = False
     try:
-        while not stop.wait(0.5):
-            if not settled and agent.ready:
-                settle_long_lived()  # freeze the initial state out of the collector's sight
-                settled = True
+        while not stop.wait(0.5):  # (a timeout, so that signal handlers get to run)
+            pass
     finally:
         source.stop()
         loop.join(5)
+        collector.stop()
         http.shutdown()
         applier.close()
         log.info("agent stopped", extra={"node": options.node})

@@ -7,6 +7,11 @@ ports, a policy selecting local pods, or a node's own addresses. Pods joining or
 groups elsewhere only change set *elements*; `Update.elements_only` names the nodes whose new
 program differs from the old in set elements alone, so the backend can emit element updates
 (`netpol.backends.nftables.render_update`) rather than a new table.
+
+A node's agent needs one program: `IncrementalCompiler(state, nodes={"node-a"})` compiles and
+tracks the programs of those nodes only. The resolver still follows every object (peer sets
+hold remote pods), but pods on other nodes get no program of their own, so neither the start
+nor an event pays for them: a policy update recompiles the pods it selects *here*.
 """
 
 from __future__ import annotations
@@ -45,9 +50,11 @@ def _order(pod: Pod) -> tuple[str, str]:
 
 
 class IncrementalCompiler:
-    """Programs of every node, kept equal to `compile_cluster` of the current objects."""
+    """Programs of every node (or of the nodes in `nodes`), kept equal to `compile_cluster` of
+    the current objects."""
 
-    def __init__(self, state: ClusterState | None = None) -> None:
+    def __init__(self, state: ClusterState | None = None, nodes: Iterable[str] | None = None) -> None:
+        self.scope = None if nodes is None else frozenset(nodes)  # None: every node
         self.resolver = Resolver.from_state(state) if state is not None else Resolver()
         self._compiler = _Compiler(self.resolver)
         self._pods: dict[str, PodProgram] = {}  # active pods with a node: their programs
@@ -64,9 +71,17 @@ class IncrementalCompiler:
             self._rebuild(node)
 
     def node_names(self) -> list[str]:
-        return sorted(set(self.resolver.nodes) | {node for node, members in self._on_node.items() if members})
+        """The nodes in scope that exist: named by a Node object or by a pod's spec.nodeName."""
+        names = set(self.resolver.nodes) | {node for node, members in self._on_node.items() if members}
+        return sorted(names if self.scope is None else names & self.scope)
+
+    def in_scope(self, node: str | None) -> bool:
+        return node is not None and (self.scope is None or node in self.scope)
 
     def program(self, node: str) -> NodeProgram:
+        if not self.in_scope(node):
+            scope = ", ".join(sorted(self.scope or ()))
+            raise ValueError(f"node {node!r} is outside this compiler's scope ({scope})")
         if node not in self._programs:
             self._rebuild(node)
         return self._programs[node]
@@ -88,11 +103,12 @@ class IncrementalCompiler:
         pods = set(change.pods)
         for key in stale_policies:
             pods |= self.resolver.policy_targets(key)
-        structural = set(change.nodes)
+        structural = {node for node in change.nodes if self.in_scope(node)}
         if moved is not None:
             self._move(*moved)
         for key in pods:
-            structural |= self._recompile_pod(key)
+            if key in self._pods or self._compiled_here(key):
+                structural |= self._recompile_pod(key)
         changed_sets = _replaced(before_peers, self._compiler.peer_sets)
         changed_sets |= _replaced(before_ports, self._compiler.port_sets)
         by_elements = {node for name in changed_sets for node in self._set_users.get(name, ())}
@@ -118,6 +134,11 @@ class IncrementalCompiler:
         if new is not None and new.node_name:
             self._on_node.setdefault(new.node_name, {})[new.key] = new
 
+    def _compiled_here(self, key: str) -> bool:
+        """Whether the pod, as it is now, gets a program from this compiler."""
+        pod = self.resolver.pods.get(key)
+        return pod is not None and pod.takes_part and self.in_scope(pod.node_name)
+
     def _recompile_pod(self, key: str) -> set[str]:
         """Recompile one pod's program; the nodes whose structure it changed."""
         old, old_node = self._pods.pop(key, None), self._pod_node.pop(key, None)
@@ -125,7 +146,7 @@ class IncrementalCompiler:
             self._count(old_node, old, -1)
         pod = self.resolver.pods.get(key)
         new = None
-        if pod is not None and pod.takes_part and pod.node_name:
+        if pod is not None and pod.node_name and self._compiled_here(key):
             self._compile_pod(pod, pod.node_name)
             new = self._pods[key]
         if new == old and old_node == self._pod_node.get(key):

@@ -108,6 +108,15 @@ class PortSet:
     def __hash__(self) -> int:
         return hash(self.name)
 
+    @classmethod
+    def with_families(cls, name: str, elements: frozenset[NamedElement], origin: str,
+                      families: tuple[int, ...]) -> PortSet:
+        """A PortSet whose families the caller has worked out (a cluster-wide named port has a
+        destination per pod: recounting them on every pod event was most of the event)."""
+        made = cls(name, elements, origin)
+        made.__dict__["families"] = families  # what the cached_property would have computed
+        return made
+
     @cached_property
     def families(self) -> tuple[int, ...]:
         return tuple(sorted({e[0].version for e in self.elements}))
@@ -344,19 +353,28 @@ class _Compiler:
         return frozenset(elements)
 
     def _moved_named_elements(self, policy: NetworkPolicy, index: int, current: PortSet,
-                              old: Pod | None, new: Pod | None) -> frozenset[NamedElement]:
+                              old: Pod | None, new: Pod | None) -> PortSet:
         """`current` after one pod changed: its old addresses out, what it admits now in."""
         rule = policy.egress[index]
         names = _named_ports(rule)
         elements = set(current.elements)  # copying keeps the hashes: only the pod's own get hashed
+        removed: set[NamedElement] = set()
+        added: set[NamedElement] = set()
         if old is not None and old.takes_part:  # (a finished pod's address may be reused already)
-            elements.difference_update(_destinations(old, True, [], names))
+            removed = _destinations(old, True, [], names)
+            elements.difference_update(removed)
         if new is not None and new.takes_part:
             groups = self.resolver.rule_peer_groups(policy.key, "egress", index)
             selected = not rule.peers or any(self.resolver.admits(g, new.key) for g in groups)
             blocks = [p.ip_block for p in rule.peers if p.ip_block is not None]
-            elements |= _destinations(new, selected, blocks, names)
-        return frozenset(elements)
+            added = _destinations(new, selected, blocks, names)
+            elements |= added
+        families = set(current.families) | {e[0].version for e in added}
+        for version in {e[0].version for e in removed} & families:  # gone unless another remains
+            if not any(e[0].version == version for e in elements):
+                families.discard(version)
+        return PortSet.with_families(current.name, frozenset(elements), current.origin,
+                                     tuple(sorted(families)))
 
     def _moved_pod_set(self, current: PeerSet, old: Pod | None, new: Pod | None) -> PeerSet:
         """`current` after one pod changed: its old addresses out, its new ones in if a group
@@ -475,8 +493,7 @@ class _Compiler:
                 if named in self.port_sets and named not in changed:
                     old_ports = self.port_sets.pop(named)
                     if moved:
-                        elements = self._moved_named_elements(policy, index, old_ports, *moved)
-                        self.port_sets[named] = PortSet(named, elements, old_ports.origin)
+                        self.port_sets[named] = self._moved_named_elements(policy, index, old_ports, *moved)
                     fresh_ports = self._port_set(policy, index)
                     if fresh_ports != old_ports:
                         changed.add(named)

@@ -396,8 +396,12 @@ class Resolver:
             namespaces = [policy.namespace]
         else:
             self._wide_peers.add(node)
-            self._wide_by_namespace.clear()
-            namespaces = sorted(self._namespace_scope(peer.namespace_selector))  # type: ignore[arg-type]
+            matching = self._namespace_scope(peer.namespace_selector)  # type: ignore[arg-type]
+            for ns, cached in self._wide_by_namespace.items():  # keep the cache: add the new peer
+                if ns in matching or (ns not in self.namespaces and ns not in self._pod_index
+                                      and scope.namespace_selector.matches(Namespace(ns).labels)):  # type: ignore[union-attr]
+                    cached.add(node)
+            namespaces = sorted(matching)
         self.graph.add_node(node)
         for ns in namespaces:
             index = self._pod_index.get(ns)
@@ -412,7 +416,8 @@ class Resolver:
             self._local_peers.get(scope.namespace, set()).discard(node)
         if node in self._wide_peers:
             self._wide_peers.discard(node)
-            self._wide_by_namespace.clear()
+            for cached in self._wide_by_namespace.values():
+                cached.discard(node)
         self.graph.remove_node(node)
 
     def _pods_in_block(self, block: IPBlock) -> set[str]:

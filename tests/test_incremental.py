@@ -10,16 +10,19 @@ import dataclasses
 import ipaddress
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import fresh_netns, nft_load, nft_table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import netpol
 from netpol.backends.nftables import render, render_update
 from netpol.incremental import IncrementalCompiler, KubeObject, Update
 from netpol.ir import compile_cluster
 from netpol.labels import Labels, LabelSelector
+from netpol.manifests import load_state
 from netpol.model import (
     ClusterState,
     ContainerPort,
@@ -41,7 +44,9 @@ needs_kernel = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is No
 left_netns = pytest.fixture(fresh_netns)
 right_netns = pytest.fixture(fresh_netns)
 
+EXAMPLES = Path(netpol.__file__).parent / "examples"
 POD_SLOTS = 8
+SCOPED_NODE = "node-a"
 POLICY_NAMES = tuple(f"policy-{i}" for i in range(4))
 
 
@@ -54,6 +59,7 @@ class World:
         self.nodes = {n.name: n for n in start.nodes}
         self.policies = {p.key: p for p in start.policies}
         self.compiler = IncrementalCompiler(start)
+        self.agent = IncrementalCompiler(start, nodes={SCOPED_NODE})  # what one node's agent keeps
 
     def state(self) -> ClusterState:
         return ClusterState.build(self.namespaces.values(), self.pods.values(), self.nodes.values(),
@@ -80,7 +86,24 @@ class World:
         for node in update.elements_only:
             delta = render_update(old_programs[node], after[node])
             assert delta.startswith("# netpol update") and "chain" not in delta, delta
+        self._check_scoped(event, obj, before, expected)
         return update
+
+    def _check_scoped(self, event: EventType, obj: KubeObject, before: dict[str, str],
+                      expected: dict[str, str]) -> None:
+        """The agent's one-node compiler agrees with the whole cluster's on its node."""
+        old = self.agent.program(SCOPED_NODE) if SCOPED_NODE in self.agent.node_names() else None
+        update = self.agent.apply(event, obj)
+        assert set(update.programs) <= {SCOPED_NODE}
+        assert self.agent.node_names() == [n for n in expected if n == SCOPED_NODE]
+        if SCOPED_NODE not in expected:
+            return
+        assert render(self.agent.program(SCOPED_NODE)) == expected[SCOPED_NODE], f"{event} {obj}"
+        if before.get(SCOPED_NODE) != expected[SCOPED_NODE]:
+            assert SCOPED_NODE in update.programs, f"{SCOPED_NODE} changed but was not reported"
+        if SCOPED_NODE in update.elements_only and old is not None:
+            delta = render_update(old, self.agent.program(SCOPED_NODE))
+            assert delta.startswith("# netpol update") and "chain" not in delta, delta
 
 
 @st.composite
@@ -203,6 +226,25 @@ def test_every_update_applied_in_the_kernel_equals_loading_the_newnft_table(left
         nft_load(right_netns, render(new))
         assert nft_table(left_netns) == nft_table(right_netns), render_update(current, new)
         current = new
+
+
+def test_a_scoped_compiler_refuses_other_nodes_and_compiles_only_its_pods():
+    state = load_state([str(EXAMPLES / "shop")])
+    nodes = sorted({p.node_name for p in state.pods if p.node_name})
+    scoped = IncrementalCompiler(state, nodes={nodes[0]})
+    assert scoped.node_names() == [nodes[0]]
+    assert render(scoped.program(nodes[0])) == render(compile_cluster(state)[nodes[0]])
+    elsewhere = next(p for p in state.pods if p.node_name == nodes[1] and p.takes_part)
+    relabeled = dataclasses.replace(elsewhere, labels=elsewhere.labels.with_label("x", "y"))
+    scoped.apply("MODIFIED", relabeled)
+    for policy in state.policies:  # every policy changed: what it selects here is recompiled
+        scoped.apply("MODIFIED", policy)
+    assert {p.node_name for p in state.pods if p.key in scoped._pods} == {nodes[0]}
+    now = ClusterState.build(state.namespaces, [relabeled if p.key == relabeled.key else p for p in state.pods],
+                             state.nodes, state.policies)
+    assert render(scoped.program(nodes[0])) == render(compile_cluster(now)[nodes[0]])
+    with pytest.raises(ValueError, match="outside this compiler's scope"):
+        scoped.program(nodes[1])
 
 
 def test_two_pods_with_one_address_stay_exact():

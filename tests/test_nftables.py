@@ -12,8 +12,9 @@ import subprocess
 import pytest
 from conftest import fresh_netns
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from netpol.backends.nftables import render
+from netpol.backends.nftables import render, sorted_changes
 from netpol.ir import compile_cluster
 from netpol.manifests import load_state
 from netpol.testing import clusters
@@ -67,3 +68,17 @@ def test_generated_rulesets_pass_the_kernel_check(netns, state):
     for program in compile_cluster(state).values():
         checked = nft(netns, "-c", "-f", "-", stdin=render(program))
         assert checked.returncode == 0, checked.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sets(st.integers(0, 3000), max_size=1500), st.sets(st.integers(0, 3000), max_size=8),
+       st.sets(st.integers(0, 3000), max_size=8), st.booleans())
+def test_sorted_changes_is_the_set_difference_both_ways(base, leaving, joining, unrelated):
+    """Mostly shared elements (what the incremental compiler produces), or two unrelated sets."""
+    was = base
+    now = {a * 7 % 3001 for a in base} if unrelated else (base - leaving) | joining
+    before = tuple((a, a) for a in sorted(was))
+    after = tuple((a, a) for a in sorted(now))
+    removed, added = sorted_changes(before, after)
+    assert removed == [(a, a) for a in sorted(was - now)]
+    assert added == [(a, a) for a in sorted(now - was)]

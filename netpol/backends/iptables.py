@@ -29,6 +29,7 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from netpol.backends.identity_cache import weak_identity_cache
 from netpol.backends.nftables import GUARD_CIDRS, GUARD_PODS, address_text, programmed_addresses
 from netpol.ir import Allow, NodeProgram, PeerSet, PodProgram, PortSet, ports_by_protocol
 from netpol.model import Direction
@@ -128,7 +129,7 @@ def declared_sets(program: NodeProgram,
                    f"named ports of {port_set.origin}")
 
 
-@functools.lru_cache(maxsize=65536)  # the same set recurs in many nodes: its text is made once
+@weak_identity_cache()  # the same set recurs in many nodes: its text is made once
 def _shared_set_text(peer_set: PeerSet | PortSet, version: int) -> str:
     if isinstance(peer_set, PortSet):
         block = _set_block(f"{peer_set.name}-v{version}", "hash:ip,port", version,

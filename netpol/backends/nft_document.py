@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from netpol.backends.identity_cache import weak_identity_cache
+
 JSON = dict[str, Any]
 
 
@@ -241,7 +243,7 @@ def _rule_text(rule: Rule) -> str:
     return body + (f" comment {quote(rule.comment)}" if rule.comment else "")
 
 
-@functools.lru_cache(maxsize=1 << 15)
+@weak_identity_cache()  # a set object is printed once, in however many nodes' rulesets
 def _set_text(s: NamedSet, table: Table | None = None) -> str:
     """The set inside a table block, or (given its table) as an `add set` command."""
     spec = f"type {' . '.join(s.key_types)};" + (" flags interval;" if s.interval else "")
@@ -253,7 +255,6 @@ def _set_text(s: NamedSet, table: Table | None = None) -> str:
     return _declare("set", s.name, spec, _elements_text(s.elements))
 
 
-@functools.lru_cache(maxsize=16384)  # one cluster's nodes print the same sets again and again
 def _elements_text(elements: tuple[Element, ...]) -> str:
     return ", ".join(_element_text(e) for e in elements)
 

@@ -13,9 +13,10 @@ import functools
 import hashlib
 import ipaddress
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from netpol.backends.identity_cache import weak_identity_cache
 from netpol.backends.nft_document import (
     BaseHook,
     Chain,
@@ -42,7 +43,7 @@ from netpol.backends.nft_document import (
     object_command,
     script,
 )
-from netpol.intervals import merge_intervals
+from netpol.intervals import Interval, merge_intervals
 from netpol.ir import Allow, NamedElement, NodeProgram, PeerSet, PodProgram, PortSet, ports_by_protocol
 from netpol.model import Direction, IPAddress
 
@@ -76,7 +77,6 @@ def _text(ip: IPAddress) -> str:
     return address_text(ip.version, int(ip))
 
 
-@functools.lru_cache(maxsize=65536)  # the same peer sets recur in every node's ruleset
 def _interval_elements(version: int, intervals: tuple[tuple[int, int], ...]) -> tuple[Element, ...]:
     return tuple(address_text(version, a) if a == b else (address_text(version, a), address_text(version, b))
                  for a, b in intervals)
@@ -89,7 +89,7 @@ def _named_elements_text(elements: Iterable[NamedElement], version: int) -> list
                                           key=lambda e: (int(e[0]), e[1], e[2]))]
 
 
-@functools.lru_cache(maxsize=65536)  # the same set object recurs in every node that uses it
+@weak_identity_cache()  # the same set object recurs in every node that uses it
 def _declared(peer_set: PeerSet | PortSet) -> tuple[tuple[int, NamedSet], ...]:
     """The set's nft sets, one per family it holds (`NAME-v4`, `NAME-v6`), with that family."""
     if isinstance(peer_set, PortSet):
@@ -251,14 +251,44 @@ def _element_changes(before: PeerSet | PortSet, after: PeerSet | PortSet,
                     yield verb, f"{after.name}-v{v}", listed
         elif isinstance(before, PeerSet) and isinstance(after, PeerSet):
             was, now = (before.v4, after.v4) if v == 4 else (before.v6, after.v6)
-            held, kept = set(was), set(now)
-            for verb, changed in (("delete", [i for i in was if i not in kept]),
-                                  ("add", [i for i in now if i not in held])):
+            for verb, changed in zip(("delete", "add"), sorted_changes(was, now), strict=True):
                 if changed:
                     yield verb, f"{after.name}-v{v}", list(_interval_elements(v, tuple(changed)))
 
 
-@functools.lru_cache(maxsize=4096)  # one event's changed set is in many nodes' updates
+_SKIP_BLOCK = 256
+
+
+def sorted_changes(was: Sequence[Interval], now: Sequence[Interval]) -> tuple[list[Interval], list[Interval]]:
+    """(only in `was`, only in `now`) of two sorted sequences of distinct elements: a merge that
+    skips equal runs a block at a time (one slice comparison in C; the incremental compiler's
+    sets share their elements, so that is pointer identity), and steps element by element only
+    through the blocks that differ. One pod joining a 100,000-address set costs some 400 block
+    comparisons, where building two hash sets to diff them took 30 ms."""
+    removed: list[Interval] = []
+    added: list[Interval] = []
+    i = j = 0
+    while i < len(was) and j < len(now):
+        if was[i:i + _SKIP_BLOCK] == now[j:j + _SKIP_BLOCK]:
+            i += _SKIP_BLOCK
+            j += _SKIP_BLOCK
+            continue
+        a, b = was[i], now[j]
+        if a == b:
+            i += 1
+            j += 1
+        elif a < b:
+            removed.append(a)
+            i += 1
+        else:
+            added.append(b)
+            j += 1
+    removed.extend(was[i:])
+    added.extend(now[j:])
+    return removed, added
+
+
+@weak_identity_cache(weak_args=2)  # one event's changed set is in many nodes' updates
 def _element_commands(before: PeerSet | PortSet, after: PeerSet | PortSet,
                       families: tuple[int, ...]) -> list[str]:
     return [element_command(verb, OUR_TABLE, set_name, elements)
