@@ -15,6 +15,13 @@ way the README says (the launcher written by `python -m netpol_cni.install`, run
 `isGateway: true`, host-local with its own dataDir and subnet; the reference gets
 `ipMasq: false` (no iptables: ours does not masquerade either).
 
+The same loop also times, interleaved with the plugins, the two things our ADD cannot do
+without: starting the interpreter (`python3 -IS -c pass`, the launcher's first line with
+nothing to run) and host-local's own ADD (the IPAM plugin alone, its own dataDir; released
+again in the DEL loop). The ADD's result needs the address host-local hands out, so
+`interpreter start + host-local ADD` is a floor under any ADD of a CPython plugin that
+delegates IPAM, however little else it does: the table prints it next to the reference's ADD.
+
 Output: one JSON object per (plugin, operation) on stdout — median, p95, mean, min, max in
 milliseconds over all rounds — and a table on stderr, with ours ÷ reference for each median.
 Nothing is created in or loaded into the root namespace; no packets are sent."""
@@ -41,13 +48,14 @@ from netpol_cni.install import install
 
 REFERENCE = Path("/usr/lib/cni")
 OPS = ("ADD", "CHECK", "DEL")
+FLOOR = "floor"
 
 
 def plugin_configs(work: Path) -> dict[str, dict[str, object]]:
     def ipam(name: str, subnet: str) -> dict[str, object]:
         return {"type": "host-local", "dataDir": str(work / "ipam" / name), "ranges": [[{"subnet": subnet}]]}
 
-    return {
+    return {  # (the third is host-local's own config, for the floor: not a plugin)
         "netpol-cni": {"cniVersion": "1.0.0", "name": "bench-ours", "type": "netpol-cni", "bridge": "cni0",
                        "isGateway": True, "dataDir": str(work / "state"), "ipam": ipam("ours", "10.90.0.0/16")},
         "bridge": {"cniVersion": "1.0.0", "name": "bench-ref", "type": "bridge", "bridge": "cniref0",
@@ -58,16 +66,17 @@ def plugin_configs(work: Path) -> dict[str, dict[str, object]]:
 # ── the child: inside the node namespace ────────────────────────────────────────────────────
 
 
-def call(plugin: Path, command: str, conf: dict[str, object], container_id: str, netns: str,
+def call(plugin: Path | list[str], command: str, conf: dict[str, object], container_id: str, netns: str,
          cni_path: str) -> tuple[float, str]:
+    argv = [str(plugin)] if isinstance(plugin, Path) else plugin
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin"), "CNI_COMMAND": command,
            "CNI_CONTAINERID": container_id, "CNI_NETNS": netns, "CNI_IFNAME": "eth0", "CNI_PATH": cni_path}
     stdin = json.dumps(conf)
     started = time.perf_counter()
-    done = subprocess.run([str(plugin)], input=stdin, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(argv, input=stdin, env=env, capture_output=True, text=True, check=False)
     elapsed = (time.perf_counter() - started) * 1000
     if done.returncode != 0:
-        raise SystemExit(f"{plugin.name} {command} failed: {done.stdout} {done.stderr}")
+        raise SystemExit(f"{argv[0]} {command} failed: {done.stdout} {done.stderr}")
     return elapsed, done.stdout
 
 
@@ -75,7 +84,10 @@ def child(args: argparse.Namespace) -> None:
     spec = json.loads(Path(args.spec).read_text())
     configs, bin_dir = spec["configs"], spec["bin_dir"]
     times: dict[str, dict[str, list[float]]] = {p: {op: [] for op in OPS} for p in configs}
+    times[FLOOR] = {"interpreter": [], "host-local ADD": []}
     plugins = {name: Path(bin_dir) / name for name in configs}
+    interpreter = [spec["python"], "-IS", "-c", "pass"]
+    ipam_alone, host_local = spec["ipam_alone"], Path(bin_dir) / "host-local"
     for pods in spec["rounds"]:  # pods[plugin] = list of netns paths for this round
         results: dict[tuple[str, int], str] = {}
         for i in range(len(pods["netpol-cni"])):
@@ -83,6 +95,11 @@ def child(args: argparse.Namespace) -> None:
                 ms, out = call(plugins[name], "ADD", configs[name], f"c{i}", pods[name][i], bin_dir)
                 times[name]["ADD"].append(ms)
                 results[name, i] = out
+            times[FLOOR]["interpreter"].append(call(interpreter, "ADD", {}, f"c{i}", "", bin_dir)[0])
+            netns = pods["netpol-cni"][i]
+            times[FLOOR]["host-local ADD"].append(call(host_local, "ADD", ipam_alone, f"c{i}", netns, bin_dir)[0])
+        for i in range(len(pods["netpol-cni"])):  # untimed: give host-local's addresses back
+            call(host_local, "DEL", ipam_alone, f"c{i}", pods["netpol-cni"][i], bin_dir)
         for op in ("CHECK", "DEL"):
             for i in range(len(pods["netpol-cni"])):
                 for name in configs:
@@ -106,6 +123,9 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
         (work / "bin" / "bridge").symlink_to(REFERENCE / "bridge")
         (work / "bin" / "host-local").symlink_to(REFERENCE / "host-local")
         configs = plugin_configs(work)
+        ipam_alone = {"cniVersion": "1.0.0", "name": "bench-ipam", "type": "host-local",
+                      "ipam": {"type": "host-local", "dataDir": str(work / "ipam" / "alone"),
+                               "ranges": [[{"subnet": "10.92.0.0/16"}]]}}
         subprocess.run(["ip", "netns", "add", node], check=True)
         made.append(node)
         rounds = []
@@ -120,7 +140,8 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
                     pods[name].append(f"/run/netns/{pod}")
             rounds.append(pods)
         spec = work / "spec.json"
-        spec.write_text(json.dumps({"configs": configs, "bin_dir": str(work / "bin"), "rounds": rounds}))
+        spec.write_text(json.dumps({"configs": configs, "bin_dir": str(work / "bin"), "rounds": rounds,
+                                    "python": python, "ipam_alone": ipam_alone}))
         done = subprocess.run(["ip", "netns", "exec", node, sys.executable, __file__, "--child", str(spec)],
                               capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -149,6 +170,10 @@ def report(rows: list[dict[str, object]]) -> None:
         ratio = float(ours["median_ms"]) / float(ref["median_ms"])  # type: ignore[arg-type]
         print(f"{op:<6} {ours['median_ms']:>12} / {ours['p95_ms']:<8} {ref['median_ms']:>10} / {ref['p95_ms']:<8}"
               f" {ratio:>10.2f}", file=sys.stderr)
+    start, ipam = by[FLOOR, "interpreter"]["median_ms"], by[FLOOR, "host-local ADD"]["median_ms"]
+    floor = float(start) + float(ipam)  # type: ignore[arg-type]
+    print(f"floor of a CPython ADD: interpreter start {start} + host-local ADD {ipam} = {floor:.2f} ms "
+          f"(reference ADD {by['bridge', 'ADD']['median_ms']} ms)", file=sys.stderr)
 
 
 def main() -> None:

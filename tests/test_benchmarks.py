@@ -60,9 +60,10 @@ def test_cni_latency_times_both_plugins(tmp_path):
     out = tmp_path / "cni.json"
     done = run(["benchmarks/cni_latency.py", "--ops", "3", "--rounds", "2", "--json", str(out)], 300)
     rows = {(row["plugin"], row["op"]): row for row in json.loads(out.read_text())}
-    assert set(rows) == {(p, op) for p in ("netpol-cni", "bridge") for op in ("ADD", "CHECK", "DEL")}
+    assert set(rows) == {(p, op) for p in ("netpol-cni", "bridge") for op in ("ADD", "CHECK", "DEL")} | {
+        ("floor", "interpreter"), ("floor", "host-local ADD")}
     assert all(row["n"] == 6 and row["median_ms"] > 0 for row in rows.values())
-    assert "ours ÷ ref" in done.stderr
+    assert "ours ÷ ref" in done.stderr and "floor of a CPython ADD" in done.stderr
     assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                                           check=True).stdout.split() if n.startswith("np-bench-cni-")]
 
