@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from netpol.identity_cache import weak_identity_cache
 from netpol.intervals import Interval, merge_intervals
 from netpol.model import (
     ClusterState,
@@ -535,14 +536,20 @@ def used_sets(programs: Iterable[PodProgram]) -> tuple[list[str], list[str]]:
     seen: set[int] = set()
     for pod in programs:
         for side in (pod.ingress, pod.egress):
-            for allow in side.allows:
-                if id(allow) in seen:
-                    continue
-                seen.add(id(allow))
-                peers.update(ref.name for ref in allow.peers or ())
-                if allow.named is not None:
-                    ports.add(allow.named.name)
+            if id(side) not in seen:  # pods selected alike share their side objects
+                seen.add(id(side))
+                side_peers, side_ports = _side_sets(side)
+                peers |= side_peers
+                ports |= side_ports
     return sorted(peers), sorted(ports)
+
+
+@weak_identity_cache()
+def _side_sets(side: DirectionProgram) -> tuple[frozenset[str], frozenset[str]]:
+    """The peer-set and port-set names one side's allows reference."""
+    peers = {ref.name for allow in side.allows for ref in allow.peers or ()}
+    ports = {allow.named.name for allow in side.allows if allow.named is not None}
+    return frozenset(peers), frozenset(ports)
 
 
 def node_addresses(state: ClusterState, node: str) -> tuple[IPAddress, ...]:

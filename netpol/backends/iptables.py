@@ -29,8 +29,8 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from netpol.backends.identity_cache import weak_identity_cache
 from netpol.backends.nftables import GUARD_CIDRS, GUARD_PODS, address_text, programmed_addresses
+from netpol.identity_cache import weak_identity_cache
 from netpol.ir import Allow, NodeProgram, PeerSet, PodProgram, PortSet, ports_by_protocol
 from netpol.model import Direction
 

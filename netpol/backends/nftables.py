@@ -16,7 +16,6 @@ import socket
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from netpol.backends.identity_cache import weak_identity_cache
 from netpol.backends.nft_document import (
     BaseHook,
     Chain,
@@ -43,6 +42,7 @@ from netpol.backends.nft_document import (
     object_command,
     script,
 )
+from netpol.identity_cache import weak_identity_cache
 from netpol.intervals import Interval, merge_intervals
 from netpol.ir import Allow, NamedElement, NodeProgram, PeerSet, PodProgram, PortSet, ports_by_protocol
 from netpol.model import Direction, IPAddress

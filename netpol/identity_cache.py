@@ -27,11 +27,17 @@ def weak_identity_cache(weak_args: int = 1) -> Callable[[Callable[..., Result]],
 
         @functools.wraps(function)
         def cached(*args: Any) -> Result:
+            if weak_args == 1 and len(args) == 1:  # the common case, kept short: it is hot
+                key: tuple[Any, ...] = (id(args[0]),)
+                hit = entries.get(key)
+                if hit is not None and hit[0][0]() is args[0]:
+                    return hit[1]
+            else:
+                key = (*map(id, args[:weak_args]), *args[weak_args:])
+                hit = entries.get(key)
+                if hit is not None and all(ref() is obj for ref, obj in zip(hit[0], args, strict=False)):
+                    return hit[1]
             objects = args[:weak_args]
-            key = (*map(id, objects), *args[weak_args:])
-            hit = entries.get(key)
-            if hit is not None and all(ref() is obj for ref, obj in zip(hit[0], objects, strict=True)):
-                return hit[1]
             value = function(*args)
 
             def forget(_: weakref.ref[Any]) -> None:
