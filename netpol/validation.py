@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import socket
 
 from netpol.model import IPAddress, IPNetwork
 
@@ -103,6 +104,14 @@ def check_port_number(value: int) -> str | None:
 @functools.lru_cache(maxsize=1 << 16)  # labels, names and addresses recur across objects
 def parse_ip(value: str) -> IPAddress | str:
     """The address, or a message. Leading zeros and IPv6 zones are rejected as Go's parser does."""
+    try:  # a strict dotted quad (no leading zeros either): the common case, 4x faster this way
+        return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, value))
+    except (OSError, ValueError):
+        return parse_ip_by_rules(value)
+
+
+def parse_ip_by_rules(value: str) -> IPAddress | str:
+    """`parse_ip` without its IPv4 shortcut (and without its cache)."""
     if "%" in value:
         return f"{value!r}: must be a valid IP address without a zone (e.g. 10.9.8.7 or 2001:db8::ffff)"
     if _DECIMAL_OCTETS.match(value) and any(

@@ -17,6 +17,7 @@ from netpol.decode_fast import fast_pod, fast_policy
 from netpol.encode import encode_pod
 from netpol.testing import pods
 from netpol.testing.strategies import invalid_manifests, policy_manifests
+from netpol.validation import parse_ip, parse_ip_by_rules
 
 ODD_VALUES = (None, "", "x", "0", "TCP", "Ingress", "10.0.0.0/8", "10.1.2.3", "fd00::1", "a/b", "-a", 0, -1,
               1, 80, 65536, True, False, 1.5, [], [None], ["x"], [{}], {}, {"a": "b"}, {"ip": None})
@@ -151,3 +152,11 @@ def test_every_planted_defect_leaves_the_fast_path(case):
     fast = {"Pod": fast_pod, "NetworkPolicy": fast_policy}.get(doc["kind"])
     if fast is not None:
         assert fast(doc) is None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="0123456789.:abcdefx% \x00", max_size=18)
+       | st.ip_addresses().map(str)
+       | st.tuples(*[st.integers(0, 300)] * 4).map(lambda t: ".".join(map(str, t))))
+def test_the_ipv4_shortcut_parses_exactly_as_the_rules_do(text):
+    assert parse_ip(text) == parse_ip_by_rules(text)
