@@ -152,8 +152,9 @@ class Reader:
                        f"supported values: {', '.join(OPERATORS)}")
         values = [
             val
-            for p, item in self.items(spec.get("values"), f"{path}.values")
-            if (val := self.checked(self.string(item, p), p, v.check_label_value)) is not None
+            for p, item in self.items(spec.get("values"), f"{path}.values")  # null: "", as Go stores it
+            if (val := self.checked(self.string("" if item is None else item, p), p, v.check_label_value))
+            is not None
         ]
         if operator in ("In", "NotIn") and not spec.get("values"):
             self.error(f"{path}.values", "must be specified when `operator` is 'In' or 'NotIn'")
@@ -340,6 +341,9 @@ def _ip_block(reader: Reader, value: Any, path: str) -> IPBlock | None:
     cidr = _cidr(reader, reader.required(entry.get("cidr"), f"{path}.cidr"), f"{path}.cidr")
     excepts: list[IPNetwork] = []
     for epath, item in reader.items(entry.get("except"), f"{path}.except"):
+        if item is None:  # Go decodes "", which is no CIDR
+            reader.error(epath, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64), got null")
+            continue
         inner = _cidr(reader, item, epath)
         if inner is None or cidr is None:
             continue
@@ -353,6 +357,9 @@ def _ip_block(reader: Reader, value: Any, path: str) -> IPBlock | None:
 
 
 def _peer(reader: Reader, value: Any, path: str) -> Peer:
+    if value is None:  # `- ` with nothing after it: Go decodes an empty peer, which it refuses
+        reader.error(path, "must specify a peer")
+        return Peer()
     if not isinstance(value, dict):
         reader.mapping(value, path)  # reports the wrong type, once
         return Peer()
@@ -395,6 +402,9 @@ def decode_network_policy(reader: Reader, doc: dict[str, Any]) -> NetworkPolicy:
     egress = _rules(reader, spec.get("egress"), "spec.egress", "to")
     types: list[PolicyType] = []
     for path, item in reader.items(spec.get("policyTypes"), "spec.policyTypes"):
+        if item is None:  # Go decodes "", which is not a policy type
+            reader.error(path, "null: supported values: Ingress, Egress")
+            continue
         text = reader.string(item, path)
         if text is not None and text not in ("Ingress", "Egress"):
             reader.error(path, f"{text!r}: supported values: Ingress, Egress")

@@ -218,7 +218,7 @@ def _policy(doc: dict[str, Any]) -> NetworkPolicy:
     types = set()
     for item in listed:
         text = _string(item)
-        if text is not None and text not in ("Ingress", "Egress"):
+        if text not in ("Ingress", "Egress"):  # null too
             raise _Unusual
         types.add(text)
     if not listed:  # SetDefaults_NetworkPolicy: absent and [] alike
@@ -246,11 +246,10 @@ def _requirement(value: Any) -> Requirement:
         raise _Unusual
     values = []
     for item in _list(raw_values):
-        text = _string(item)
-        if text is not None:
-            if v.check_label_value(text) is not None:
-                raise _Unusual
-            values.append(text)
+        text = _string(item) or ""  # null: "", as Go stores it
+        if v.check_label_value(text) is not None:
+            raise _Unusual
+        values.append(text)
     if (operator in ("In", "NotIn")) != bool(raw_values):  # In/NotIn need values, the others none
         raise _Unusual
     return Requirement(key, operator, tuple(values))
@@ -267,8 +266,6 @@ def _rules(value: Any, peers_field: str) -> tuple[Rule, ...]:
 
 
 def _peer(value: Any) -> Peer:
-    if value is None:
-        return Peer()  # as the Reader has it: a null peer is an empty one
     entry = _fields(value, _PEER_FIELDS)
     pods, namespaces, block = entry.get("podSelector"), entry.get("namespaceSelector"), entry.get("ipBlock")
     if block is None:
@@ -289,9 +286,7 @@ def _ip_block(value: Any) -> IPBlock:
     excepts = []
     for item in _list(entry.get("except")):
         inner = _cidr(item)
-        if inner is None:
-            continue
-        if (inner.version != cidr.version or not inner.subnet_of(cidr)  # type: ignore[arg-type]
+        if (inner is None or inner.version != cidr.version or not inner.subnet_of(cidr)  # type: ignore[arg-type]
                 or inner.prefixlen <= cidr.prefixlen):
             raise _Unusual
         excepts.append(inner)

@@ -193,6 +193,24 @@ def test_null_peer_fields_are_absent_not_empty():
     assert any("spec.ingress[0].from[0]: must specify a peer" in p for p in problems_of(alone))
 
 
+@pytest.mark.parametrize(("old", "new", "field"), [
+    # a `- ` with nothing after it: Go decodes an empty value, which the API server refuses
+    ("    - ipBlock: {cidr: 10.0.0.0/16, except: [10.0.1.0/24]}", "    -", "spec.ingress[0].from[0]"),
+    ("except: [10.0.1.0/24]", "except: [null]", "spec.ingress[0].from[0].ipBlock.except[0]"),
+    ("  podSelector: {matchLabels: {app: web}}", "  podSelector: {}\n  policyTypes: [null]",
+     "spec.policyTypes[0]"),
+])
+def test_null_list_items_are_refused_not_read_as_everything(old, new, field):
+    problems = problems_of(POLICY.replace(old, new))
+    assert any(f"{field}: " in p for p in problems), problems
+
+
+def test_a_null_selector_value_is_the_empty_string_as_go_stores_it():
+    text = POLICY.replace("{matchLabels: {app: web}}",
+                          "{matchExpressions: [{key: tier, operator: In, values: [null]}]}")
+    assert load_text(text).policies[0].pod_selector.match_expressions[0].values == ("",)
+
+
 def test_port_names_must_be_unique_per_container_only():
     state = load_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: ["
                       "{name: a, ports: [{name: metrics, containerPort: 9090}]},"
