@@ -1,4 +1,5 @@
-"""The semantic pitfalls of ../shared/PITFALLS.md (1–12, 21), each a test named after it."""
+"""The semantic pitfalls of ../shared/PITFALLS.md (1–12, 21), each a test named after it (13–20:
+test_pitfalls_dataplane.py; 22–24: test_cni_plugin.py)."""
 
 from __future__ import annotations
 
