@@ -17,7 +17,7 @@ from netpol.backends.nftables import render as render_nftables
 from netpol.backends.nftables import render_json as render_nftables_json
 from netpol.batch import without_cyclic_gc
 from netpol.errors import InputError, LabError, RulesetRejected, UsageError
-from netpol.ir import NodeCompiler, NodeProgram, compile_cluster, node_names
+from netpol.ir import NodeCompiler, NodeProgram, compile_cluster, node_names, require_node
 from netpol.manifests import load_state
 from netpol.model import ClusterState
 from netpol.probes import Probe, default_probes, parse_probe
@@ -152,10 +152,7 @@ def run_compile(args: argparse.Namespace) -> int:
             (out_dir / f"{name}{suffix}").write_text(render(program))
         print(f"wrote {len(programs)} rulesets to {out_dir}", file=sys.stderr)
         return EXIT_OK
-    nodes = node_names(state)
-    if args.node not in nodes:
-        known = ", ".join(nodes) or "none"
-        raise UsageError(f"--node {args.node}: no such node in the input (nodes: {known})")
+    require_node(node_names(state), args.node)
     text = render(NodeCompiler(state).compile(args.node))
     if args.output:
         Path(args.output).write_text(text)
@@ -174,10 +171,7 @@ def _compile_iptables(args: argparse.Namespace, state: ClusterState) -> int:
     else:
         if not args.output:
             raise UsageError("--backend iptables writes three files: give -o DIR")
-        nodes = node_names(state)
-        if args.node not in nodes:
-            known = ", ".join(nodes) or "none"
-            raise UsageError(f"--node {args.node}: no such node in the input (nodes: {known})")
+        require_node(node_names(state), args.node)
         targets = {args.node: Path(args.output)}
         programs = {args.node: NodeCompiler(state).compile(args.node)}
     for name, directory in targets.items():

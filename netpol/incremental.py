@@ -107,7 +107,7 @@ class IncrementalCompiler:
         if moved is not None:
             self._move(*moved)
         for key in pods:
-            if key in self._pods or self._compiled_here(key):
+            if key in self._pods or self._compiled_here(self.resolver.pods.get(key)):
                 structural |= self._recompile_pod(key)
         changed_sets = _replaced(before_peers, self._compiler.peer_sets)
         changed_sets |= _replaced(before_ports, self._compiler.port_sets)
@@ -134,9 +134,8 @@ class IncrementalCompiler:
         if new is not None and new.node_name:
             self._on_node.setdefault(new.node_name, {})[new.key] = new
 
-    def _compiled_here(self, key: str) -> bool:
+    def _compiled_here(self, pod: Pod | None) -> bool:
         """Whether the pod, as it is now, gets a program from this compiler."""
-        pod = self.resolver.pods.get(key)
         return pod is not None and pod.takes_part and self.in_scope(pod.node_name)
 
     def _recompile_pod(self, key: str) -> set[str]:
@@ -146,7 +145,7 @@ class IncrementalCompiler:
             self._count(old_node, old, -1)
         pod = self.resolver.pods.get(key)
         new = None
-        if pod is not None and pod.node_name and self._compiled_here(key):
+        if pod is not None and pod.node_name and self._compiled_here(pod):
             self._compile_pod(pod, pod.node_name)
             new = self._pods[key]
         if new == old and old_node == self._pod_node.get(key):

@@ -21,10 +21,11 @@ from __future__ import annotations
 import functools
 import hashlib
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from netpol.errors import UsageError
 from netpol.identity_cache import weak_identity_cache
 from netpol.intervals import Interval, merge_intervals
 from netpol.model import (
@@ -594,6 +595,12 @@ def compile_node(state: ClusterState, node: str, resolver: Resolver | None = Non
 def node_names(state: ClusterState) -> list[str]:
     """Nodes named by Node objects or by pods' `spec.nodeName`, sorted."""
     return sorted({n.name for n in state.nodes} | {p.node_name for p in state.pods if p.node_name})
+
+
+def require_node(names: Collection[str], node: str) -> None:
+    """A UsageError naming the nodes there are, unless `node` (a `--node` argument) is one."""
+    if node not in names:
+        raise UsageError(f"--node {node}: no such node in the input (nodes: {', '.join(names) or 'none'})")
 
 
 def compile_cluster(state: ClusterState) -> dict[str, NodeProgram]:

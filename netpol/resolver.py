@@ -396,10 +396,12 @@ class Resolver:
             namespaces = [policy.namespace]
         else:
             self._wide_peers.add(node)
-            matching = self._namespace_scope(peer.namespace_selector)  # type: ignore[arg-type]
+            selector = peer.namespace_selector
+            assert selector is not None  # not local
+            matching = self._namespace_scope(selector)  # namespaces known or holding pods
             for ns, cached in self._wide_by_namespace.items():  # keep the cache: add the new peer
                 if ns in matching or (ns not in self.namespaces and ns not in self._pod_index
-                                      and scope.namespace_selector.matches(Namespace(ns).labels)):  # type: ignore[union-attr]
+                                      and selector.matches(Namespace(ns).labels)):
                     cached.add(node)
             namespaces = sorted(matching)
         self.graph.add_node(node)

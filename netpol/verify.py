@@ -22,8 +22,8 @@ from pathlib import Path
 
 from netpol import lab_traffic
 from netpol.backends.nftables import render as render_nftables
-from netpol.errors import LabError, UsageError
-from netpol.ir import NodeProgram, compile_cluster
+from netpol.errors import LabError
+from netpol.ir import NodeProgram, compile_cluster, require_node
 from netpol.lab import Lab, lab_pods, open_lab
 from netpol.model import ClusterState, IPAddress, Pod
 from netpol.probes import Probe, default_probes
@@ -205,18 +205,14 @@ def probe_and_confirm(lab: Lab, cells: Sequence[Cell]) -> tuple[CellResult, ...]
     return tuple(replace(r, outcome=retried.get(i, r.outcome)) for i, r in enumerate(results))
 
 
-def _check_node(state: ClusterState, programs: Mapping[str, NodeProgram], node: str | None) -> None:
-    if node is not None and node not in programs:
-        raise UsageError(f"--node {node}: no such node in the input (nodes: {', '.join(programs) or 'none'})")
-
-
 def verify(state: ClusterState, probes: Sequence[Probe] | None = None, only_node: str | None = None,
            render: Renderer = render_nftables, backend: str = "nftables") -> Report:
     """Build the cluster, load `render(program)` on every node, probe every cell, compare."""
     started = time.monotonic()
     usable, notes = split_probes(probes or default_probes(state))
     programs = compile_cluster(state)
-    _check_node(state, programs, only_node)
+    if only_node is not None:
+        require_node(list(programs), only_node)
     cells = plan_cells(state, usable, only_node)
     with open_lab(state) as lab:
         for node in lab.node_netns:

@@ -17,7 +17,7 @@ Layout:
 * Dispatch is one rule per local isolated pod address (iptables has no verdict maps): the
   per-packet cost grows with the pods on the node, never with the number of policies.
 
-Loaded in this order (README; `netpol.apply.apply_iptables` does it): `ipset restore -exist`,
+Loaded in this order (README; `netpol.apply_iptables.apply_iptables` does it): `ipset restore -exist`,
 `iptables-restore --noflush`, `ip6tables-restore --noflush`, then the FORWARD hook once.
 """
 
