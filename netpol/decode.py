@@ -436,8 +436,13 @@ FAST_DECODERS: dict[str, Callable[[dict[str, Any]], KubeObject | None]] = {
 MAX_LIST_NESTING = 3  # a List inside a List inside a List; deeper is an alias bomb or garbage
 
 
-def decode_document(doc: Any, source: str, depth: int = 0) -> tuple[list[KubeObject], list[Problem]]:
-    """Objects of the kinds we use found in `doc` (an object or a `*List`), and every problem."""
+Wanted = Callable[[str, dict[str, Any]], bool]  # (kind, object as parsed): decode it?
+
+
+def decode_document(doc: Any, source: str, depth: int = 0,
+                    wanted: Wanted | None = None) -> tuple[list[KubeObject], list[Problem]]:
+    """Objects of the kinds we use found in `doc` (an object or a `*List`), and every problem;
+    objects of a kind we use that `wanted` refuses are skipped, unchecked."""
     if doc is None:
         return [], []
     if not isinstance(doc, dict):
@@ -451,8 +456,8 @@ def decode_document(doc: Any, source: str, depth: int = 0) -> tuple[list[KubeObj
     if kind.endswith("List") and "items" in doc:
         if depth >= MAX_LIST_NESTING:
             return [], [Problem(source, kind, "items", f"Lists nested more than {MAX_LIST_NESTING} deep")]
-        return _decode_list(doc, source, depth + 1)
-    if kind not in DECODERS:
+        return _decode_list(doc, source, depth + 1, wanted)
+    if kind not in DECODERS or (wanted is not None and not wanted(kind, doc)):
         return [], []
     fast = FAST_DECODERS.get(kind)
     if fast is not None and (obj := fast(doc)) is not None:  # well-formed: no paths needed
@@ -474,7 +479,8 @@ def typed_item(list_kind: str, raw: Any) -> Any:
     return raw
 
 
-def _decode_list(doc: dict[str, Any], source: str, depth: int) -> tuple[list[KubeObject], list[Problem]]:
+def _decode_list(doc: dict[str, Any], source: str, depth: int,
+                 wanted: Wanted | None) -> tuple[list[KubeObject], list[Problem]]:
     items = doc["items"]
     if items is None:
         return [], []
@@ -484,7 +490,7 @@ def _decode_list(doc: dict[str, Any], source: str, depth: int) -> tuple[list[Kub
     objects: list[KubeObject] = []
     problems: list[Problem] = []
     for i, raw in enumerate(items):
-        found, bad = decode_document(typed_item(doc["kind"], raw), f"{source} items[{i}]", depth)
+        found, bad = decode_document(typed_item(doc["kind"], raw), f"{source} items[{i}]", depth, wanted)
         objects += found
         problems += bad
     return objects, problems

@@ -319,10 +319,11 @@ class _Compiler:
         """The current addresses of the pods in a set's peer groups."""
         found: dict[int, set[int]] = {4: set(), 6: set()}
         groups = self._groups_of[name]
+        pods = self.resolver.pods
         for group in groups:
-            for key in self.resolver.peer_group_pods(group):
-                for ip in self.resolver.pods[key].ips:
-                    found[ip.version].add(int(ip))
+            for key in self.resolver.group_members(group):
+                for version, value in pods[key].address_values:
+                    found[version].add(value)
         v4, v6 = (tuple((a, a) for a in sorted(found[v])) for v in (4, 6))
         return PeerSet(name, v4, v6, False, "; ".join(self.resolver.describe_group(g) for g in groups))
 
@@ -560,12 +561,15 @@ def node_addresses(state: ClusterState, node: str) -> tuple[IPAddress, ...]:
 class NodeCompiler:
     """Compiles nodes of one cluster state, sharing rule sets and pods-by-node across nodes."""
 
-    def __init__(self, state: ClusterState, resolver: Resolver | None = None) -> None:
+    def __init__(self, state: ClusterState, resolver: Resolver | None = None,
+                 namespaces: Collection[str] | None = None) -> None:
+        """With `namespaces`, programs hold only those namespaces' pods, and `resolver` may be
+        one of only their policies (`Resolver.from_state(state, namespaces)`)."""
         self.state = state
-        self._compiler = _Compiler(resolver or Resolver.from_state(state))
+        self._compiler = _Compiler(resolver or Resolver.from_state(state, namespaces))
         self._by_node: dict[str, list[Pod]] = {}
         for pod in state.active_pods:
-            if pod.node_name:
+            if pod.node_name and (namespaces is None or pod.namespace in namespaces):
                 self._by_node.setdefault(pod.node_name, []).append(pod)
 
     def compile(self, node: str) -> NodeProgram:

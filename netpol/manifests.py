@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 
-from netpol.decode import KubeObject, decode_document
+from netpol.decode import KubeObject, Wanted, decode_document
 from netpol.errors import InputError, Problem
 from netpol.model import ClusterState, Namespace, NetworkPolicy, Node, Pod
 
@@ -80,33 +81,71 @@ def parse_documents(text: str, source: str) -> tuple[list[Any], Problem | None]:
 
 
 Located = tuple[str, KubeObject]  # (where it was read, the object)
+Labelled = tuple[str, Any]  # (where it was read, a parsed document)
 
 
-def decode_text(text: str, source: str) -> tuple[list[Located], list[Problem]]:
-    """Objects and problems of every document in `text`."""
+def parsed_text(text: str, source: str) -> tuple[list[Labelled], Problem | None]:
+    """The documents of `text`, each with its label for messages, and the syntax error that
+    stopped parsing, if any."""
     documents, syntax_error = parse_documents(text, source)
+    several = len(documents) > 1 or syntax_error is not None
+    return [(f"{source} (document {i + 1})" if several else source, doc)
+            for i, doc in enumerate(documents)], syntax_error
+
+
+def decode_parsed(documents: Iterable[Labelled],
+                  wanted: Wanted | None = None) -> tuple[list[Located], list[Problem]]:
+    """Objects and problems of parsed documents; with `wanted`, only the objects it accepts
+    are decoded (the rest are neither decoded nor checked)."""
     objects: list[Located] = []
-    problems = [syntax_error] if syntax_error else []
-    for i, doc in enumerate(documents):
-        label = f"{source} (document {i + 1})" if len(documents) > 1 or syntax_error else source
-        found, bad = decode_document(doc, label)
+    problems: list[Problem] = []
+    for label, doc in documents:
+        found, bad = decode_document(doc, label, wanted=wanted)
         objects += [(label, obj) for obj in found]
         problems += bad
     return objects, problems
 
 
-def iter_objects(paths: Iterable[str]) -> Iterator[tuple[list[Located], list[Problem]]]:
-    """Objects and problems of every document of every file, file by file."""
+def decode_text(text: str, source: str) -> tuple[list[Located], list[Problem]]:
+    """Objects and problems of every document in `text`."""
+    documents, syntax_error = parsed_text(text, source)
+    objects, problems = decode_parsed(documents)
+    return objects, ([syntax_error] if syntax_error else []) + problems
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file's text, or why it could not be read."""
+
+    name: str
+    text: str | None
+    problems: tuple[Problem, ...] = ()
+
+
+def read_sources(paths: Iterable[str]) -> tuple[list[Problem], list[Source]]:
+    """Paths that do not exist, and every file under the others, read."""
     files, missing = expand_paths(paths)
+    sources = []
+    for name in files:
+        try:
+            sources.append(Source(name, read_text(name)))
+        except InputError as exc:
+            sources.append(Source(name, None, tuple(exc.problems)))
+    return missing, sources
+
+
+def iter_sources(missing: list[Problem],
+                 sources: Iterable[Source]) -> Iterator[tuple[list[Located], list[Problem]]]:
+    """Objects and problems of every document of every file, file by file."""
     if missing:
         yield [], missing
-    for source in files:
-        try:
-            text = read_text(source)
-        except InputError as exc:
-            yield [], list(exc.problems)
-            continue
-        yield decode_text(text, source)
+    for source in sources:
+        yield ([], list(source.problems)) if source.text is None else decode_text(source.text, source.name)
+
+
+def iter_objects(paths: Iterable[str]) -> Iterator[tuple[list[Located], list[Problem]]]:
+    """Objects and problems of every document of every file, file by file."""
+    return iter_sources(*read_sources(paths))
 
 
 def check_consistency(objects: Iterable[Located]) -> list[Problem]:
@@ -140,7 +179,8 @@ def build_state(objects: Iterable[KubeObject]) -> ClusterState:
     )
 
 
-def _state_or_problems(results: Iterable[tuple[list[Located], list[Problem]]]) -> ClusterState:
+def state_or_problems(results: Iterable[tuple[list[Located], list[Problem]]]) -> ClusterState:
+    """The state of every object, or InputError with every problem, consistency included."""
     objects: list[Located] = []
     problems: list[Problem] = []
     for found, bad in results:
@@ -154,9 +194,9 @@ def _state_or_problems(results: Iterable[tuple[list[Located], list[Problem]]]) -
 
 def load_text(text: str, source: str = "<text>") -> ClusterState:
     """Like `load_state`, for manifests already in memory."""
-    return _state_or_problems([decode_text(text, source)])
+    return state_or_problems([decode_text(text, source)])
 
 
 def load_state(paths: Iterable[str]) -> ClusterState:
     """Load and validate every manifest under `paths`; raises InputError listing every problem."""
-    return _state_or_problems(iter_objects(paths))
+    return state_or_problems(iter_objects(paths))

@@ -78,6 +78,11 @@ class Pod:
         """Subject to and selectable by policies (DESIGN §2: hostNetwork, no IP, finished: no)."""
         return not self.host_network and bool(self.ips) and self.phase not in INACTIVE_PHASES
 
+    @cached_property
+    def address_values(self) -> tuple[tuple[int, int], ...]:
+        """(version, integer) of each of `ips`: what sets are made of, computed once."""
+        return tuple((ip.version, int(ip)) for ip in self.ips)
+
     def ip_of_family(self, version: int) -> IPAddress | None:
         return next((ip for ip in self.ips if ip.version == version), None)
 

@@ -12,7 +12,7 @@ not linked. Label indexes per namespace keep selector evaluation from scanning e
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -140,27 +140,47 @@ class Resolver:
     _named_block_rule_nodes: set[NodeId] = field(default_factory=set)  # ipBlock + named egress port
     _policies_in: dict[str, set[str]] = field(default_factory=dict)  # namespace → policy keys
     _selected_by: dict[str, set[str]] = field(default_factory=dict)  # pod → policies (its `selects` edges)
+    _isolating: dict[Direction, set[str]] = field(  # policies isolating pods for the direction
+        default_factory=lambda: {direction: set() for direction in DIRECTIONS})
     _holders: dict[IPAddress, set[str]] = field(default_factory=dict)  # address → active pods with it
     _admit_all_rules: set[NodeId] = field(default_factory=set)
     # Active pods' addresses as sorted (version, integer, pod key): ipBlocks bisect, never scan.
     _addresses: list[tuple[int, int, str]] | None = None
 
     @classmethod
-    def from_state(cls, state: ClusterState) -> Resolver:
+    def from_state(cls, state: ClusterState, policy_namespaces: Collection[str] | None = None) -> Resolver:
+        """The resolver of `state`; with `policy_namespaces`, of only the policies in those
+        namespaces (every namespace, node and pod still): a policy selects pods of its own
+        namespace only, so its answers for those namespaces' pods are the whole cluster's."""
         resolver = cls()
+        for namespace in state.namespaces:
+            resolver.apply("ADDED", namespace)
+        for node in state.nodes:
+            resolver.apply("ADDED", node)
         # Pods before policies: each policy then resolves through the label index at once.
-        objects: list[Namespace | Node | Pod | NetworkPolicy] = [*state.namespaces, *state.nodes]
-        objects += [*state.pods, *state.policies]
-        for obj in objects:
-            resolver.apply("ADDED", obj)
+        # A first sight is linked straight, without working out what it changed.
+        for pod in state.pods:
+            if pod.key in resolver.pods:
+                resolver.apply("ADDED", pod)
+            else:
+                resolver.pods[pod.key] = pod
+                resolver._link_pod(pod)
+        for policy in state.policies:
+            if policy_namespaces is not None and policy.namespace not in policy_namespaces:
+                continue
+            if policy.key in resolver.policies:
+                resolver.apply("ADDED", policy)
+            else:
+                resolver.policies[policy.key] = policy
+                resolver._link_policy(policy)
         return resolver
 
     # -- queries ---------------------------------------------------------------------------
 
     def selecting_policies(self, pod_key: str, direction: Direction) -> tuple[str, ...]:
         """Policies that select the pod and isolate it for `direction`, sorted."""
-        return tuple(sorted(key for key in self._selected_by.get(pod_key, ())
-                            if self.policies[key].isolates(direction)))
+        selected = self._selected_by.get(pod_key)
+        return tuple(sorted(selected & self._isolating[direction])) if selected else ()
 
     def policy_targets(self, policy_key: str) -> frozenset[str]:
         return frozenset(dst[1] for _, dst in self.graph.out_edges(("policy", policy_key))
@@ -179,7 +199,11 @@ class Resolver:
         return tuple(sorted(self.graph.successors(_rule_node(policy_key, direction, index))))
 
     def peer_group_pods(self, group: NodeId) -> frozenset[str]:
-        return frozenset(pod[1] for pod in self.graph.successors(group))
+        return frozenset(self.group_members(group))
+
+    def group_members(self, group: NodeId) -> Iterator[str]:
+        """The pods a peer group admits, unordered, without building a set."""
+        return (pod for _, pod in self.graph.successors(group))
 
     def address_holders(self, ip: IPAddress) -> frozenset[str]:
         """Active pods that have this address (more than one only in a broken cluster)."""
@@ -356,6 +380,8 @@ class Resolver:
                             self._drop_peer(peer)
             self.graph.remove_node(("policy", old.key))
             self._policies_in[old.namespace].discard(old.key)
+            for isolating in self._isolating.values():
+                isolating.discard(old.key)
         if event != "DELETED":
             self.policies[policy.key] = policy
             affected |= self._link_policy(policy)
@@ -365,6 +391,9 @@ class Resolver:
         node = ("policy", policy.key)
         self.graph.add_node(node)
         self._policies_in.setdefault(policy.namespace, set()).add(policy.key)
+        for direction in DIRECTIONS:
+            if policy.isolates(direction):
+                self._isolating[direction].add(policy.key)
         index = self._pod_index.get(policy.namespace, LabelIndex())
         targets = index.select(policy.pod_selector)
         self.graph.add_edges_from(((node, _pod_node(key)) for key in targets), kind="selects")

@@ -244,7 +244,7 @@ def _rule_text(rule: Rule) -> str:
 
 
 @weak_identity_cache()  # a set object is printed once, in however many nodes' rulesets
-def _set_text(s: NamedSet, table: Table | None = None) -> str:
+def set_text(s: NamedSet, table: Table | None = None) -> str:
     """The set inside a table block, or (given its table) as an `add set` command."""
     spec = f"type {' . '.join(s.key_types)};" + (" flags interval;" if s.interval else "")
     if s.comment:
@@ -276,7 +276,7 @@ def map_element_command(verb: str, table: Table, map_name: str,
 
 
 def add_set_command(table: Table, named_set: NamedSet) -> str:
-    return _set_text(named_set, table)
+    return set_text(named_set, table)
 
 
 def add_chain_commands(table: Table, chain: Chain) -> list[str]:
@@ -291,7 +291,8 @@ def object_command(verb: str, kind: str, table: Table, name: str) -> str:
     return f"{verb} {kind} {table.family} {table.name} {name}"
 
 
-def _chain_text(chain: Chain) -> Iterator[str]:
+def chain_lines(chain: Chain) -> Iterator[str]:
+    """The chain inside a table block, line by line."""
     yield f"\tchain {chain.name} {{"
     if chain.base:
         b = chain.base
@@ -299,27 +300,44 @@ def _chain_text(chain: Chain) -> Iterator[str]:
     if chain.comment:
         yield f"\t\tcomment {quote(chain.comment)}"
     if chain.rules:
-        yield _rules_text(chain.rules)
+        yield rules_text(chain.rules)
     yield "\t}"
 
 
 @functools.lru_cache(maxsize=1 << 16)  # pods selected alike share one rule tuple (by identity)
-def _rules_text(rules: tuple[Rule, ...]) -> str:
+def rules_text(rules: tuple[Rule, ...]) -> str:
+    """A chain's rules inside its block."""
     return "\n".join(f"\t\t{_rule_text(rule)}" for rule in rules)
 
 
-def script(table: Table, header: str) -> str:
-    """The table as an `nft -f` script that replaces its previous version in one transaction."""
-    lines = [
+def script_head(table: Table, header: str) -> list[str]:
+    """The first lines of `script`: create-if-missing, delete, and open the new table."""
+    return [
         f"# {header}",
         f"table {table.family} {table.name} {{}}",
         f"delete table {table.family} {table.name}",
         f"table {table.family} {table.name} {{",
         f"\tcomment {quote(table.comment)}",
-        *(_set_text(s) for s in table.sets),
-        *(_declare("map", m.name, f"type {m.key_type} : verdict;",
-                   [f"{key} : {verdict.text()}" for key, verdict in m.elements]) for m in table.maps),
-        *(line for chain in table.chains for line in _chain_text(chain)),
+    ]
+
+
+def map_text(name: str, key_type: str, elements: list[str]) -> str:
+    """A verdict map inside a table block; `elements` as `KEY : VERDICT`."""
+    return _declare("map", name, f"type {key_type} : verdict;", elements)
+
+
+def element_text(key: Scalar, verdict: Verdict) -> str:
+    """One verdict-map element, `KEY : VERDICT`."""
+    return f"{key} : {verdict.text()}"
+
+
+def script(table: Table, header: str) -> str:
+    """The table as an `nft -f` script that replaces its previous version in one transaction."""
+    lines = [
+        *script_head(table, header),
+        *(set_text(s) for s in table.sets),
+        *(map_text(m.name, m.key_type, [element_text(k, v) for k, v in m.elements]) for m in table.maps),
+        *(line for chain in table.chains for line in chain_lines(chain)),
         "}",
     ]
     return "\n".join(lines) + "\n"

@@ -13,7 +13,8 @@ import functools
 import hashlib
 import ipaddress
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from netpol.backends.nft_document import (
@@ -36,16 +37,30 @@ from netpol.backends.nft_document import (
     VerdictMapLookup,
     add_chain_commands,
     add_set_command,
+    chain_lines,
     document,
     element_command,
     map_element_command,
+    map_text,
     object_command,
-    script,
+    quote,
+    rules_text,
+    script_head,
+    set_text,
 )
 from netpol.identity_cache import weak_identity_cache
 from netpol.intervals import Interval, merge_intervals
-from netpol.ir import Allow, NamedElement, NodeProgram, PeerSet, PodProgram, PortSet, ports_by_protocol
-from netpol.model import Direction, IPAddress
+from netpol.ir import (
+    Allow,
+    DirectionProgram,
+    NamedElement,
+    NodeProgram,
+    PeerSet,
+    PodProgram,
+    PortSet,
+    ports_by_protocol,
+)
+from netpol.model import Direction, IPAddress, IPNetwork
 
 TABLE = "netpol"
 FAMILIES = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
@@ -150,7 +165,7 @@ def _pod_chains(pod: PodProgram) -> list[Chain]:
             continue
         rules = _side_rules(side.isolated_by, side.allows, direction)
         chains.append(Chain(chain_name(direction, pod.pod), rules,
-                            f"{pod.pod} {direction}, isolated by {', '.join(side.isolated_by)}"))
+                            f"{pod.pod} {direction}, isolated by {_joined(side.isolated_by)}"))
     return chains
 
 
@@ -203,35 +218,124 @@ def _guarded(program: NodeProgram) -> tuple[int, ...]:
 
 def programmed_addresses(program: NodeProgram, version: int) -> tuple[str, ...]:
     """Addresses of the node's programmed pods, of one family, in address order."""
-    found = {int(ip) for pod in program.pods for ip in pod.ips if ip.version == version}
+    return _address_texts(((ip.version, int(ip)) for pod in program.pods for ip in pod.ips), version)
+
+
+def _address_texts(addresses: Iterable[tuple[int, int]], version: int) -> tuple[str, ...]:
+    found = {value for v, value in addresses if v == version}
     return tuple(address_text(version, a) for a in sorted(found))
 
 
-def _guard_sets(program: NodeProgram) -> Iterator[NamedSet]:
-    for v in _guarded(program):
+def _guard_sets(node: str, pod_cidrs: Sequence[IPNetwork],
+                programmed: Callable[[int], tuple[str, ...]]) -> Iterator[NamedSet]:
+    for v in sorted({cidr.version for cidr in pod_cidrs}):
         cidrs = merge_intervals((int(c.network_address), int(c.broadcast_address))
-                                for c in program.pod_cidrs if c.version == v)
+                                for c in pod_cidrs if c.version == v)
         yield NamedSet(f"{GUARD_CIDRS}-v{v}", (FAMILIES[v][1],), _interval_elements(v, tuple(cidrs)),
-                       interval=True, comment=f"podCIDRs of node {program.node}")
-        yield NamedSet(f"{GUARD_PODS}-v{v}", (FAMILIES[v][1],), programmed_addresses(program, v),
-                       comment=f"pods netpol has programmed on node {program.node}")
+                       interval=True, comment=f"podCIDRs of node {node}")
+        yield NamedSet(f"{GUARD_PODS}-v{v}", (FAMILIES[v][1],), programmed(v),
+                       comment=f"pods netpol has programmed on node {node}")
+
+
+def _table_comment(node: str) -> str:
+    return f"netpol: Kubernetes NetworkPolicy for node {node}"
+
+
+def _script_header(node: str) -> str:
+    return f"netpol ruleset for node {node}: `nft -f` replaces table inet {TABLE} atomically"
 
 
 def build_table(program: NodeProgram) -> Table:
     """The node's table: sets, dispatch maps, the forward hook and one chain per isolated pod side."""
     pods = list(program.pods)
-    return Table("inet", TABLE, f"netpol: Kubernetes NetworkPolicy for node {program.node}",
-                 sets=(*_guard_sets(program),
+    guard_sets = _guard_sets(program.node, program.pod_cidrs, lambda v: programmed_addresses(program, v))
+    return Table("inet", TABLE, _table_comment(program.node),
+                 sets=(*guard_sets,
                        *(s for ps in (*program.peer_sets, *program.port_sets) for _, s in _declared(ps))),
                  maps=tuple(_dispatch_maps(pods)),
                  chains=(_forward(_guarded(program)),
                          *(chain for pod in pods for chain in _pod_chains(pod))))
 
 
+@dataclass(frozen=True)
+class PodsText:
+    """Some pods' share of their node's `nft -f` script, printed: what `script_text` joins.
+    Printing it needs only the pods' programs, so a node's pods can be printed in parts,
+    wherever their programs were compiled (netpol.parallel), then joined in pod order."""
+
+    addresses: tuple[tuple[int, int], ...]  # (version, integer) of each pod: the node-pods guard set
+    map_elements: dict[str, str]  # map name → its `ADDRESS : jump CHAIN` elements, joined by ", "
+    chains: str  # the pods' chains, one block
+
+
+def pods_text(pods: Iterable[PodProgram]) -> PodsText:
+    """`_map_entries` and `chain_lines(_pod_chains(…))` of the pods, printed straight (an
+    all-nodes compile prints every pod once)."""
+    elements: dict[str, list[str]] = {}
+    lines: list[str] = []
+    addresses: list[tuple[int, int]] = []
+    for pod in pods:
+        for direction in DISPATCH_ORDER:
+            side = pod.ingress if direction == "ingress" else pod.egress
+            if not side.isolated_by:
+                continue
+            name = chain_name(direction, pod.pod)
+            for ip in pod.ips:
+                elements.setdefault(f"{direction}-v{ip.version}", []).append(f"{_text(ip)} : jump {name}")
+            rules, isolated_by = _side_block(side, direction)
+            comment = quote(f"{pod.pod} {direction}, isolated by {isolated_by}")
+            lines += (f"\tchain {name} {{", f"\t\tcomment {comment}", rules, "\t}")
+        addresses += ((ip.version, int(ip)) for ip in pod.ips)
+    return PodsText(tuple(addresses), {name: ", ".join(found) for name, found in elements.items()},
+                    "\n".join(lines))
+
+
+@weak_identity_cache()  # pods selected alike share the side object
+def _side_block(side: DirectionProgram, direction: Direction) -> tuple[str, str]:
+    """The side's printed rules, and the policies isolating it as a list."""
+    return rules_text(_side_rules(side.isolated_by, side.allows, direction)), _joined(side.isolated_by)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _joined(names: tuple[str, ...]) -> str:
+    return ", ".join(names)
+
+
+@weak_identity_cache()  # every node that uses the set prints it
+def set_lines(peer_set: PeerSet | PortSet) -> tuple[str, ...]:
+    """The set's declarations inside the table block, one per family it holds."""
+    return tuple(set_text(named) for _, named in _declared(peer_set))
+
+
+def script_text(node: str, pod_cidrs: Sequence[IPNetwork], parts: Sequence[PodsText],
+                sets: Iterable[str]) -> str:
+    """The node's complete `nft -f` script from its pods' printed parts (in pod order) and its
+    sets' declarations (`set_lines`, in the program's set order): exactly `script(build_table(…))`."""
+    guarded = tuple(sorted({cidr.version for cidr in pod_cidrs}))
+    table = Table("inet", TABLE, _table_comment(node))
+
+    def programmed(version: int) -> tuple[str, ...]:
+        return _address_texts((a for part in parts for a in part.addresses), version)
+
+    lines = [
+        *script_head(table, _script_header(node)),
+        *(set_text(s) for s in _guard_sets(node, pod_cidrs, programmed)),
+        *sets,
+        *(map_text(name, addr_type, [e for part in parts if (e := part.map_elements.get(name, ""))])
+          for direction in DISPATCH_ORDER for version, (_, addr_type) in FAMILIES.items()
+          for name in (f"{direction}-v{version}",)),
+        *chain_lines(_forward(guarded)),
+        *(part.chains for part in parts if part.chains),
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render(program: NodeProgram) -> str:
     """The complete ruleset of one node, as an `nft -f` script that replaces the previous one."""
-    header = f"netpol ruleset for node {program.node}: `nft -f` replaces table inet {TABLE} atomically"
-    return script(build_table(program), header)
+    sets: list[PeerSet | PortSet] = [*program.peer_sets, *program.port_sets]
+    return script_text(program.node, program.pod_cidrs, [pods_text(program.pods)],
+                       (line for ps in sets for line in set_lines(ps)))
 
 
 def render_json(program: NodeProgram) -> dict[str, Any]:

@@ -1,0 +1,290 @@
+"""Every node's `nft -f` ruleset, decoded, compiled and printed by processes sharded by namespace.
+
+A policy selects pods of its own namespace only. So a process given some namespaces needs only
+their policies (and every pod, since peers are cluster-wide) to compile and print those
+namespaces' pods on every node (`PodText`) and the sets they name. The parent joins each node's
+parts in the order one process produces them (`script_text`): the output is byte for byte
+`render(compile_cluster(state)[node])`, which tests/test_parallel.py holds.
+
+`render_paths` forks once the manifests are parsed: each process decodes the pods, namespaces
+and nodes and only its own shard's policies. Per-policy work (decoding, resolving selectors,
+spelling sets, printing rules) is most of a large cluster's compile; it is split between the
+processes, where splitting by node would repeat it in each. Only printed text comes back, through
+a pipe. One shard runs in the calling process. Input with any problem is decoded again, whole, by
+the serial path, so the error report is exactly `load_state`'s.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import traceback
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from netpol.backends.nftables import PodsText, pods_text, script_text, set_lines
+from netpol.ir import NodeCompiler, PeerSet, PortSet, node_names, node_pod_cidrs
+from netpol.manifests import (
+    Labelled,
+    build_state,
+    check_consistency,
+    decode_parsed,
+    iter_sources,
+    parsed_text,
+    read_sources,
+    state_or_problems,
+)
+from netpol.model import ClusterState
+
+POLICY_WEIGHT = 4  # a policy costs about four times a pod to decode, compile and print (10k benchmark)
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+@dataclass
+class ShardOutput:
+    """What a shard sends back: per node, its pods' printed part and the names of the sets they
+    use (peer sets, port sets); and the declarations of those sets."""
+
+    nodes: dict[str, tuple[PodsText, list[str], list[str]]] = field(default_factory=dict)
+    set_lines: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def balance(weights: dict[str, int], count: int) -> dict[str, int]:
+    """Namespace → shard index: the namespaces, sorted, cut into at most `count` runs of about
+    equal weight, numbered from 0. Runs, because a node's pods are in namespace order: each
+    shard's pods then come as one block."""
+    total = sum(weights.values())
+    owners: dict[str, int] = {}
+    index, running, filled = 0, 0, False
+    for namespace in sorted(weights):
+        weight = weights[namespace]
+        if filled and index < count - 1 and running + weight / 2 > total * (index + 1) / count:
+            index, filled = index + 1, False
+        owners[namespace] = index
+        running += weight
+        filled = True
+    return owners
+
+
+def shard_namespaces(owners: dict[str, int]) -> list[frozenset[str]]:
+    return [frozenset(ns for ns, k in owners.items() if k == index) for index in sorted(set(owners.values()))]
+
+
+def compile_shard(state: ClusterState, namespaces: Collection[str] | None) -> ShardOutput:
+    """Compile and print the pods of `namespaces` (None: all) on every node."""
+    compiler = NodeCompiler(state, namespaces=namespaces)
+    out = ShardOutput()
+    for node in node_names(state):
+        program = compiler.compile(node)
+        out.nodes[node] = (pods_text(program.pods), [s.name for s in program.peer_sets],
+                           [s.name for s in program.port_sets])
+        used: list[PeerSet | PortSet] = [*program.peer_sets, *program.port_sets]
+        for peer_set in used:
+            if peer_set.name not in out.set_lines:
+                out.set_lines[peer_set.name] = set_lines(peer_set)
+    return out
+
+
+class WorkerError(RuntimeError):
+    """A compile worker failed or died: a bug, or the machine killed it (memory)."""
+
+
+Tell = Callable[[bool], bool]  # a shard says whether its input decoded cleanly; True: go on
+Work = Callable[[int, Tell], "ShardOutput | None"]
+
+
+class _Worker:
+    """`work(index, tell)` in a forked child; `decoded()` waits for what it told, `result()`
+    reads what it returned. The pipe carries one status byte, then the pickled result."""
+
+    def __init__(self, work: Work, index: int) -> None:
+        read, write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: compute, write, and leave without tearing down the heap
+            os.close(read)
+            told: list[bool] = []
+
+            def tell(ok: bool) -> bool:
+                if not told:
+                    told.append(ok)
+                    os.write(write, b"+" if ok else b"-")
+                return ok
+
+            code = 0
+            try:
+                payload = pickle.dumps(("ok", work(index, tell)), pickle.HIGHEST_PROTOCOL)
+            except BaseException:  # reported to the parent, whatever it was
+                payload, code = pickle.dumps(("error", traceback.format_exc())), 1
+            try:
+                tell(code == 0)
+                with open(write, "wb") as pipe:
+                    pipe.write(payload)
+            finally:
+                os._exit(code)
+        os.close(write)
+        self._read = read
+        self._status: bytes | None = None
+
+    def decoded(self) -> bool:
+        """Whether the child's input decoded cleanly (False too if it failed or died)."""
+        if self._status is None:
+            self._status = os.read(self._read, 1)
+        return self._status == b"+"
+
+    def result(self) -> ShardOutput | None:
+        self.decoded()
+        with open(self._read, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        if not data:
+            raise WorkerError(f"a compile worker died ({_describe(status)}) before it sent its rulesets")
+        kind, value = pickle.loads(data)
+        if kind != "ok":
+            raise WorkerError(f"a compile worker failed:\n{value}")
+        return value  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        """Kill and reap it if `result` has not (an error or Ctrl-C in the parent)."""
+        if self.pid:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def _run_sharded(shards: int, work: Work) -> tuple[ShardOutput | None, list[ShardOutput | None]]:
+    """Shard 0 here, the others in forked children: (shard 0's output, the others'). Shard 0's
+    `tell` answers True only when every shard's input decoded cleanly."""
+    workers = [_Worker(work, index) for index in range(1, shards)]
+    try:
+        own = work(0, lambda ok: ok and all([worker.decoded() for worker in workers]))
+        return own, [worker.result() for worker in workers] if own is not None else []
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+# -- from a ClusterState -----------------------------------------------------------------------
+
+def render_nodes(state: ClusterState, jobs: int | None = None) -> Iterator[tuple[str, str]]:
+    """(node, `nft -f` script) for every node, in node order, compiled by `jobs` processes
+    (default: one per available CPU), forked after the state was loaded."""
+    weights: dict[str, int] = {}
+    for pod in state.active_pods:
+        weights[pod.namespace] = weights.get(pod.namespace, 0) + 1
+    for policy in state.policies:
+        weights[policy.namespace] = weights.get(policy.namespace, 0) + POLICY_WEIGHT
+    shards = shard_namespaces(balance(weights, jobs or available_cpus()))
+    if len(shards) <= 1:
+        yield from _join(state, [compile_shard(state, None)])
+        return
+    own, others = _run_sharded(len(shards), lambda index, _: compile_shard(state, shards[index]))
+    assert own is not None and all(o is not None for o in others)
+    yield from _join(state, [own, *others])  # type: ignore[list-item]
+
+
+# -- from manifest files -----------------------------------------------------------------------
+
+def render_paths(paths: Iterable[str], jobs: int | None = None) -> Iterator[tuple[str, str]]:
+    """Load the manifests under `paths` and yield (node, `nft -f` script) for every node, as
+    `render_nodes(load_state(paths))` would; raises InputError as `load_state` does.
+
+    With more than one job, the processes fork as soon as the files are read: each parses them,
+    works out the same shards, decodes every pod, namespace and node and its own shard's
+    policies, then compiles. Any problem anywhere, and the parent decodes everything again, as
+    `load_state` does, to report them all."""
+    missing, sources = read_sources(paths)
+    count = jobs or available_cpus()
+    if count <= 1 or missing or any(s.text is None for s in sources):
+        yield from render_nodes(state_or_problems(iter_sources(missing, sources)), 1)
+        return
+    documents: list[Labelled] = []
+    states: list[ClusterState] = []
+
+    def work(index: int, tell: Tell) -> ShardOutput | None:
+        parsed = [parsed_text(s.text or "", s.name) for s in sources]
+        if any(error for _, error in parsed):
+            return None  # the parent reports it with the rest
+        sources.clear()  # the texts: parsed
+        documents.extend(labelled for found, _ in parsed for labelled in found)
+        del parsed
+        owners = balance(_raw_weights(documents), count)  # the same in every process
+        shards = shard_namespaces(owners)
+        needed = index == 0 or index < len(shards)  # the parent joins: it always needs its state
+        state = _decode_shard(documents, owners, index) if needed else None
+        if not tell(state is not None or not needed):
+            return None  # a problem in some shard: the parent reports them all
+        documents.clear()  # needed only to report problems: freed for the compile
+        if state is None:
+            return ShardOutput()  # more processes than shards
+        states.append(state)
+        return compile_shard(state, shards[index] if index < len(shards) else frozenset())
+
+    own, others = _run_sharded(count, work)
+    if own is None or any(o is None for o in others):  # a problem somewhere: report them all
+        found = [decode_parsed(documents)] if documents else iter_sources(missing, sources)
+        yield from render_nodes(state_or_problems(found), 1)  # raises InputError
+        return
+    yield from _join(states[0], [own, *others])  # type: ignore[list-item]
+
+
+def _raw_namespace(doc: dict[str, Any]) -> str:
+    """The namespace an object as parsed says it is in ("default" when it says none)."""
+    meta = doc.get("metadata")
+    namespace = meta.get("namespace") if isinstance(meta, dict) else None
+    return namespace if isinstance(namespace, str) and namespace else "default"
+
+
+def _raw_weights(documents: list[Labelled]) -> dict[str, int]:
+    """Per namespace: its pods, and its policies × POLICY_WEIGHT, counted before decoding."""
+    weights: dict[str, int] = {}
+
+    def count(kind: str, doc: dict[str, Any]) -> bool:
+        if kind in ("Pod", "NetworkPolicy"):
+            namespace = _raw_namespace(doc)
+            weights[namespace] = weights.get(namespace, 0) + (1 if kind == "Pod" else POLICY_WEIGHT)
+        return False  # walk, never decode
+
+    decode_parsed(documents, count)
+    return weights
+
+
+def _decode_shard(documents: list[Labelled], owners: dict[str, int], index: int) -> ClusterState | None:
+    """Every namespace, node and pod, and the policies shard `index` owns (a namespace no shard
+    owns belongs to shard 0); None if any of them has a problem."""
+
+    def wanted(kind: str, doc: dict[str, Any]) -> bool:
+        return kind != "NetworkPolicy" or owners.get(_raw_namespace(doc), 0) == index
+
+    objects, problems = decode_parsed(documents, wanted)
+    if problems or check_consistency(objects):
+        return None
+    return build_state(obj for _, obj in objects)
+
+
+# -- joining -----------------------------------------------------------------------------------
+
+def _join(state: ClusterState, outputs: list[ShardOutput]) -> Iterator[tuple[str, str]]:
+    """Each node's script from the shards' parts, taken in shard order: shards are runs of
+    namespaces in order (`balance`), and a node's pods are in namespace order. `state` needs
+    every node, and may hold only some of the policies."""
+    texts: dict[str, tuple[str, ...]] = {}
+    for output in outputs:
+        texts |= output.set_lines
+    for node in node_names(state):
+        shares = [output.nodes[node] for output in outputs if node in output.nodes]
+        peers = sorted({name for _, peer_names, _ in shares for name in peer_names})
+        ports = sorted({name for _, _, port_names in shares for name in port_names})
+        lines = (line for name in (*peers, *ports) for line in texts[name])
+        yield node, script_text(node, node_pod_cidrs(state, node), [part for part, _, _ in shares], lines)

@@ -1,0 +1,202 @@
+"""The all-nodes compile sharded over processes (netpol.parallel) prints exactly what one process
+prints, reports bad input exactly as `load_state` does, and never leaves a worker behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import netpol
+from netpol import parallel
+from netpol.backends.nft_document import script
+from netpol.backends.nftables import build_table, render
+from netpol.cli import main
+from netpol.encode import encode_network_policy, encode_state
+from netpol.errors import InputError
+from netpol.ir import compile_cluster
+from netpol.manifests import load_state
+from netpol.model import ClusterState
+from netpol.testing import clusters
+
+EXAMPLES = Path(netpol.__file__).parent / "examples"
+EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir())
+
+
+def serial(state: ClusterState) -> dict[str, str]:
+    return {node: render(program) for node, program in compile_cluster(state).items()}
+
+
+def write_list(path: Path, state: ClusterState, seed: int = 0, extra: list[dict[str, Any]] = ()) -> Path:
+    """The state as one `v1/List` file, its items shuffled (the output must not depend on order)."""
+    document = encode_state(state)
+    document["items"] += list(extra)
+    random.Random(seed).shuffle(document["items"])
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.mark.parametrize("example", EXAMPLE_NAMES)
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_the_examples_print_as_in_one_process(example, jobs):
+    expected = serial(load_state([str(EXAMPLES / example)]))
+    assert dict(parallel.render_paths([str(EXAMPLES / example)], jobs)) == expected
+    assert dict(parallel.render_nodes(load_state([str(EXAMPLES / example)]), jobs)) == expected
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(state=clusters(max_pods=10, max_policies=6), jobs=st.integers(2, 4), seed=st.integers(0, 9))
+def test_generated_clusters_print_as_in_one_process(tmp_path, state, jobs, seed):
+    """More processes than namespaces included: the extra ones have nothing to do."""
+    expected = serial(state)
+    path = write_list(tmp_path / "cluster.json", state, seed)
+    assert dict(parallel.render_paths([str(path)], jobs)) == expected
+    assert dict(parallel.render_nodes(state, jobs)) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(state=clusters(max_pods=10, max_policies=6))
+def test_printing_pods_in_parts_equals_printing_the_table(state):
+    """`render` joins printed parts (`script_text`); `script(build_table(…))` prints the object
+    model that the JSON form is also printed from: the two must agree byte for byte."""
+    for node, program in compile_cluster(state).items():
+        header = f"netpol ruleset for node {node}: `nft -f` replaces table inet netpol atomically"
+        assert render(program) == script(build_table(program), header)
+
+
+@settings(max_examples=200)
+@given(weights=st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), st.integers(1, 500), max_size=30),
+       count=st.integers(1, 5))
+def test_shards_are_runs_of_sorted_namespaces(weights, count):
+    owners = parallel.balance(weights, count)
+    assert set(owners) == set(weights)
+    indices = [owners[ns] for ns in sorted(weights)]
+    assert indices == sorted(indices)  # runs, in namespace order
+    assert sorted(set(indices)) == list(range(len(set(indices))))  # numbered from 0, none empty
+    assert all(0 <= index < count for index in indices)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+def bad_policy(namespace: str) -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "broken", "namespace": namespace},
+            "spec": {"podSelector": {"matchLabels": {"app": "-bad-"}}}}
+
+
+def problems_of(load: Any) -> list[str]:
+    with pytest.raises(InputError) as caught:
+        load()
+    return [str(p) for p in caught.value.problems]
+
+
+@pytest.mark.parametrize("where", ["first", "last", "both", "duplicate"])
+def test_bad_input_is_reported_as_load_state_reports_it(tmp_path, where):
+    """A problem in the parent's shard, in a worker's shard, in both, or between two objects:
+    the report is `load_state`'s, whole and in order."""
+    state = load_state([str(EXAMPLES / "shop")])
+    namespaces = sorted(n.name for n in state.namespaces)
+    extra = {"first": [bad_policy(namespaces[0])], "last": [bad_policy(namespaces[-1])],
+             "both": [bad_policy(namespaces[0]), bad_policy(namespaces[-1])],
+             "duplicate": [encode_network_policy(state.policies[-1])]}[where]
+    path = write_list(tmp_path / "cluster.json", state, extra=extra)
+    expected = problems_of(lambda: load_state([str(path)]))
+    assert expected
+    assert problems_of(lambda: list(parallel.render_paths([str(path)], 2))) == expected
+
+
+def test_syntax_errors_and_missing_files_are_reported_as_load_state_reports_them(tmp_path):
+    good = write_list(tmp_path / "a.json", load_state([str(EXAMPLES / "shop")]))
+    broken = tmp_path / "b.yaml"
+    broken.write_text("kind: [unclosed\n")
+    for paths in ([str(good), str(broken)], [str(good), str(tmp_path / "missing.json")]):
+        expected = problems_of(lambda paths=paths: load_state(paths))
+        assert problems_of(lambda paths=paths: list(parallel.render_paths(paths, 2))) == expected
+
+
+# -- workers that fail -------------------------------------------------------------------------
+
+@pytest.fixture
+def forked(monkeypatch):
+    """The pids of the workers a test forks."""
+    pids: list[int] = []
+    start = parallel._Worker.__init__
+
+    def recording(self: Any, *args: Any) -> None:
+        start(self, *args)
+        pids.append(self.pid)
+
+    monkeypatch.setattr(parallel._Worker, "__init__", recording)
+    return pids
+
+
+def reaped(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def in_workers_only(monkeypatch, action):
+    parent = os.getpid()
+    compile_shard = parallel.compile_shard
+
+    def failing(*args: Any) -> Any:
+        if os.getpid() != parent:
+            action()
+        return compile_shard(*args)
+
+    monkeypatch.setattr(parallel, "compile_shard", failing)
+
+
+def test_a_worker_that_raises_is_reported_with_its_traceback_and_reaped(monkeypatch, forked):
+    def fail() -> None:
+        raise RuntimeError("planted failure")
+
+    in_workers_only(monkeypatch, fail)
+    with pytest.raises(parallel.WorkerError, match="planted failure"):
+        list(parallel.render_paths([str(EXAMPLES / "shop")], 2))
+    assert forked and all(reaped(pid) for pid in forked)
+
+
+def test_a_worker_that_dies_is_reported_and_reaped(monkeypatch, forked):
+    in_workers_only(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGKILL))
+    with pytest.raises(parallel.WorkerError, match="killed by SIGKILL"):
+        list(parallel.render_paths([str(EXAMPLES / "shop")], 2))
+    assert forked and all(reaped(pid) for pid in forked)
+
+
+def test_a_failing_parent_kills_and_reaps_its_workers(monkeypatch, forked):
+    parent = os.getpid()
+    compile_shard = parallel.compile_shard
+
+    def failing(*args: Any) -> Any:
+        if os.getpid() == parent:
+            raise KeyboardInterrupt  # Ctrl-C while the workers run
+        return compile_shard(*args)
+
+    monkeypatch.setattr(parallel, "compile_shard", failing)
+    with pytest.raises(KeyboardInterrupt):
+        list(parallel.render_paths([str(EXAMPLES / "shop")], 3))
+    assert len(forked) == 2 and all(reaped(pid) for pid in forked)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+def test_compile_all_nodes_with_jobs_writes_what_one_job_writes(tmp_path, capsys):
+    for jobs in ("1", "2"):
+        assert main(["compile", "-f", str(EXAMPLES / "shop"), "--all-nodes", "--out-dir",
+                     str(tmp_path / jobs), "--jobs", jobs]) == 0
+    one = {p.name: p.read_text() for p in (tmp_path / "1").iterdir()}
+    assert one and one == {p.name: p.read_text() for p in (tmp_path / "2").iterdir()}
+    assert main(["compile", "-f", str(EXAMPLES / "shop"), "--all-nodes", "--out-dir", str(tmp_path / "0"),
+                 "--jobs", "0"]) == 2
+    assert "--jobs must be 1 or more" in capsys.readouterr().err
