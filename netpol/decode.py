@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from netpol import validation as v
-from netpol.decode_fast import fast_pod, fast_policy
+from netpol.decode_fast import fast_namespace, fast_pod, fast_policy
 from netpol.errors import Problem
 from netpol.labels import OPERATORS, Labels, LabelSelector, Operator, Requirement
 from netpol.model import (
@@ -428,6 +428,7 @@ DECODERS: dict[str, Callable[[Reader, dict[str, Any]], KubeObject]] = {
 
 
 FAST_DECODERS: dict[str, Callable[[dict[str, Any]], KubeObject | None]] = {
+    "Namespace": fast_namespace,
     "Pod": fast_pod,
     "NetworkPolicy": fast_policy,
 }

@@ -24,8 +24,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from netpol.backends.nftables import PodsText, pods_text, script_text, set_lines
-from netpol.ir import NodeCompiler, PeerSet, PortSet, node_names, node_pod_cidrs
+from netpol.backends.nftables import PodsText, pods_text, render, script_text, set_lines
+from netpol.ir import NodeCompiler, PeerSet, PortSet, compile_cluster, node_names, node_pod_cidrs
 from netpol.manifests import (
     Labelled,
     build_state,
@@ -39,6 +39,7 @@ from netpol.manifests import (
 from netpol.model import ClusterState
 
 POLICY_WEIGHT = 4  # a policy costs about four times a pod to decode, compile and print (10k benchmark)
+PARENT_SHARE = 0.9  # of one shard's work: it holds kube-system and monitoring (10k benchmark)
 
 
 def available_cpus() -> int:
@@ -55,15 +56,18 @@ class ShardOutput:
 
 
 def balance(weights: dict[str, int], count: int) -> dict[str, int]:
-    """Namespace → shard index: the namespaces, sorted, cut into at most `count` runs of about
-    equal weight, numbered from 0. Runs, because a node's pods are in namespace order: each
-    shard's pods then come as one block."""
+    """Namespace → shard index: the namespaces, sorted, cut into at most `count` runs, numbered
+    from 0, of about equal weight but the first, which gets PARENT_SHARE of one: the calling
+    process runs it and then joins everything. Runs, because a node's pods are in namespace
+    order: each shard's pods then come as one block."""
     total = sum(weights.values())
+    shares = [PARENT_SHARE, *[1.0] * (count - 1)]
+    ends = [total * sum(shares[:i + 1]) / sum(shares) for i in range(len(shares))]
     owners: dict[str, int] = {}
     index, running, filled = 0, 0, False
     for namespace in sorted(weights):
         weight = weights[namespace]
-        if filled and index < count - 1 and running + weight / 2 > total * (index + 1) / count:
+        if filled and index < count - 1 and running + weight / 2 > ends[index]:
             index, filled = index + 1, False
         owners[namespace] = index
         running += weight
@@ -78,9 +82,11 @@ def shard_namespaces(owners: dict[str, int]) -> list[frozenset[str]]:
 def compile_shard(state: ClusterState, namespaces: Collection[str] | None) -> ShardOutput:
     """Compile and print the pods of `namespaces` (None: all) on every node."""
     compiler = NodeCompiler(state, namespaces=namespaces)
+    programs = [compiler.compile(node) for node in node_names(state)]
+    del compiler  # its caches: the printing's own take their place
     out = ShardOutput()
-    for node in node_names(state):
-        program = compiler.compile(node)
+    for program in programs:
+        node = program.node
         out.nodes[node] = (pods_text(program.pods), [s.name for s in program.peer_sets],
                            [s.name for s in program.port_sets])
         used: list[PeerSet | PortSet] = [*program.peer_sets, *program.port_sets]
@@ -186,8 +192,9 @@ def render_nodes(state: ClusterState, jobs: int | None = None) -> Iterator[tuple
     for policy in state.policies:
         weights[policy.namespace] = weights.get(policy.namespace, 0) + POLICY_WEIGHT
     shards = shard_namespaces(balance(weights, jobs or available_cpus()))
-    if len(shards) <= 1:
-        yield from _join(state, [compile_shard(state, None)])
+    if len(shards) <= 1:  # the compiler's caches go before printing; one ruleset at a time
+        for node, program in compile_cluster(state).items():
+            yield node, render(program)
         return
     own, others = _run_sharded(len(shards), lambda index, _: compile_shard(state, shards[index]))
     assert own is not None and all(o is not None for o in others)
@@ -207,7 +214,9 @@ def render_paths(paths: Iterable[str], jobs: int | None = None) -> Iterator[tupl
     missing, sources = read_sources(paths)
     count = jobs or available_cpus()
     if count <= 1 or missing or any(s.text is None for s in sources):
-        yield from render_nodes(state_or_problems(iter_sources(missing, sources)), 1)
+        state = state_or_problems(iter_sources(missing, sources))
+        sources.clear()  # the texts: decoded
+        yield from render_nodes(state, 1)
         return
     documents: list[Labelled] = []
     states: list[ClusterState] = []

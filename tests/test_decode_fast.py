@@ -12,10 +12,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netpol.decode import Reader, decode_network_policy, decode_pod
-from netpol.decode_fast import fast_pod, fast_policy
-from netpol.encode import encode_pod
-from netpol.testing import pods
+from netpol.decode import Reader, decode_namespace, decode_network_policy, decode_pod
+from netpol.decode_fast import fast_namespace, fast_pod, fast_policy
+from netpol.encode import encode_namespace, encode_pod
+from netpol.testing import namespaces, pods
 from netpol.testing.strategies import invalid_manifests, policy_manifests
 from netpol.validation import parse_ip, parse_ip_by_rules
 
@@ -61,6 +61,8 @@ RICH_POLICY = {  # every field the fast path reads, so that damage can land on e
                     "ports": [{"protocol": "SCTP"}]}, {}],
     },
 }
+RICH_NAMESPACE = {"apiVersion": "v1", "kind": "Namespace",
+                  "metadata": {"name": "shop", "labels": {"team": "payments", "kubernetes.io/metadata.name": "shop"}}}
 RICH_POD = {
     "apiVersion": "v1", "kind": "Pod",
     "metadata": {"name": "web-0", "namespace": "shop", "labels": {"app": "web", "tier": "a"}},
@@ -137,11 +139,22 @@ def test_fast_policy_returns_what_the_reader_decodes_or_nothing(doc):
         agree(doc, fast_policy, decode_network_policy)
 
 
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(damaged(st.one_of(namespaces().map(encode_namespace), st.just(RICH_NAMESPACE))))
+def test_fast_namespace_returns_what_the_reader_decodes_or_nothing(doc):
+    if doc.get("apiVersion") == "v1":
+        agree(doc, fast_namespace, decode_namespace)
+
+
+FAST = {"Namespace": (fast_namespace, decode_namespace), "Pod": (fast_pod, decode_pod),
+        "NetworkPolicy": (fast_policy, decode_network_policy)}
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(pods().map(encode_pod), policy_manifests(), st.just(RICH_POD), st.just(RICH_POLICY)))
+@given(st.one_of(pods().map(encode_pod), policy_manifests(), namespaces().map(encode_namespace),
+                 st.just(RICH_POD), st.just(RICH_POLICY), st.just(RICH_NAMESPACE)))
 def test_well_formed_documents_take_the_fast_path(doc):
-    fast, slow = (fast_pod, decode_pod) if doc["kind"] == "Pod" else (fast_policy, decode_network_policy)
-    got, problems = agree(doc, fast, slow)
+    got, problems = agree(doc, *FAST[doc["kind"]])
     assert not problems and got is not None
 
 
@@ -149,9 +162,8 @@ def test_well_formed_documents_take_the_fast_path(doc):
 @given(invalid_manifests())
 def test_every_planted_defect_leaves_the_fast_path(case):
     doc, _ = case
-    fast = {"Pod": fast_pod, "NetworkPolicy": fast_policy}.get(doc["kind"])
-    if fast is not None:
-        assert fast(doc) is None
+    if doc["kind"] in FAST:
+        assert FAST[doc["kind"]][0](doc) is None
 
 
 @settings(max_examples=2000, deadline=None)
