@@ -48,7 +48,7 @@ from netpol.ir import compile_node
 from netpol.labels import Labels
 from netpol.manifests import build_state, check_consistency, load_state, parse_documents, read_text
 from netpol.model import ClusterState, NetworkPolicy, Pod
-from netpol.parallel import available_cpus, render_paths
+from netpol.parallel import render_paths
 from netpol.resolver import EventType, Resolver
 
 HERE = Path(__file__).parent
@@ -194,9 +194,9 @@ def stage_compile_all(args: argparse.Namespace) -> Row:
     """`netpol compile --all-nodes`: `render_paths` from the JSON file to every node's ruleset,
     in `--jobs` processes (netpol.parallel). Only the time spent producing the rulesets counts,
     not this stage's statistics of them; the largest is kept for the kernel stage."""
-    out: Row = {"jobs": args.jobs or available_cpus()}
+    out: Row = {"jobs": args.jobs or "auto"}
     largest, largest_text, total_bytes, rulesets, spent = "", "", 0, 0, 0.0
-    produced = render_paths([str(args.cluster)], args.jobs)
+    produced = render_paths([str(args.cluster)], args.jobs, lambda n: out.update(processes=n))
     while True:
         start = time.perf_counter()
         item = next(produced, None)
@@ -212,7 +212,7 @@ def stage_compile_all(args: argparse.Namespace) -> Row:
         args.out_nft.write_text(largest_text)
     out["end_to_end_s"] = round(spent, 4)
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    out["workers_peak_rss_mb"] = round(workers, 1) if out["jobs"] > 1 else 0.0
+    out["workers_peak_rss_mb"] = round(workers, 1) if out["processes"] > 1 else 0.0
     out.update(rulesets=rulesets, total_bytes=total_bytes, largest_node=largest, largest=ruleset_stats(largest_text))
     return out
 
@@ -605,7 +605,7 @@ def print_tables(rows: list[Row]) -> None:
     by = {(r["size"], r["stage"]): r for r in rows}
     out = sys.stderr
     print(f"\n{'size':>14} {'pods':>7} {'pol':>6} {'nodes':>5} | {'JSON load s':>11} {'parse':>6} {'decode':>6} "
-          f"{'MB':>6} | {'YAML s':>7} | {'1 node s':>8} {'MB':>6} | {'all nodes s':>11} {'jobs':>4} {'MB':>6} "
+          f"{'MB':>6} | {'YAML s':>7} | {'1 node s':>8} {'MB':>6} | {'all nodes s':>11} {'proc':>4} {'MB':>6} "
           f"{'+MB':>5} | {'1 job s':>7} {'MB':>6}", file=out)
     for size in sizes:
         lj, ly, one, every, serial = (by.get((size, s)) for s in (
@@ -615,7 +615,7 @@ def print_tables(rows: list[Row]) -> None:
               f"{_ok(lj) or _get(lj, 'total_s'):>11} {_get(lj, 'parse_s'):>6} {_get(lj, 'decode_s'):>6} "
               f"{_get(lj, 'peak_rss_mb'):>6} | {_ok(ly) or _get(ly, 'total_s'):>7} | "
               f"{_ok(one) or _get(one, 'end_to_end_s'):>8} {_get(one, 'peak_rss_mb'):>6} | "
-              f"{_ok(every) or _get(every, 'end_to_end_s'):>11} {_get(every, 'jobs'):>4} "
+              f"{_ok(every) or _get(every, 'end_to_end_s'):>11} {_get(every, 'processes'):>4} "
               f"{_get(every, 'peak_rss_mb'):>6} {_get(every, 'workers_peak_rss_mb'):>5} | "
               f"{_ok(serial) or _get(serial, 'end_to_end_s'):>7} {_get(serial, 'peak_rss_mb'):>6}", file=out)
     print(f"\n{'size':>14} | {'largest KB':>10} {'lines':>7} {'sets':>5} {'elems':>7} {'chains':>6} {'rules':>6} | "
@@ -647,8 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a measurement is stopped")
     parser.add_argument("--yaml-max-pods", type=int, default=10_000, help="measure YAML loading up to this size")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--jobs", type=int, help="compile-all's processes (default: one per available CPU); "
-                                                 "compile-all-1-job is always measured too")
+    parser.add_argument("--jobs", type=int, help="compile-all's processes (default: as `netpol compile "
+                                                 "--all-nodes` decides); compile-all-1-job is always measured too")
     parser.add_argument("--memory-limit-gb", type=float, default=12.0,
                         help="address-space limit of each measurement (0: none); over it, it fails cleanly")
     child = parser.add_argument_group("one stage in this process (used by the parent; for profiling)")

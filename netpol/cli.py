@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--out-dir", metavar="DIR", help="directory for --all-nodes (NODE.nft each)")
     compile_.add_argument("--jobs", type=int, metavar="N",
                           help="--all-nodes: compile in N processes, sharded by namespace (default: one "
-                               "per available CPU; 1: in this process, least memory)")
+                               "per available CPU when the policies' share of the work makes it pay; "
+                               "1: in this process, least memory)")
     compile_.set_defaults(run=run_compile)
 
     explain = commands.add_parser("explain", help="verdict for one connection and the rules deciding it")
@@ -153,11 +154,12 @@ def run_compile(args: argparse.Namespace) -> int:
     if args.all_nodes and args.backend == "nftables" and args.format == "nft":
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        count = 0
-        for name, text in render_paths(args.paths, args.jobs):  # sharded over processes
+        count, processes = 0, [1]
+        for name, text in render_paths(args.paths, args.jobs, processes.append):  # netpol.parallel
             (out_dir / f"{name}.nft").write_text(text)
             count += 1
-        print(f"wrote {count} rulesets to {out_dir}", file=sys.stderr)
+        print(f"wrote {count} rulesets to {out_dir} ({processes[-1]} process"
+              f"{'es' if processes[-1] > 1 else ''})", file=sys.stderr)
         return EXIT_OK
     state = load_state(args.paths)
     if args.backend == "iptables":
