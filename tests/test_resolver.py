@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from netpol.labels import Labels, LabelSelector
 from netpol.model import ClusterState, Namespace, NetworkPolicy, Peer, Pod, Rule
-from netpol.resolver import DIRECTIONS, Change, Resolver
+from netpol.resolver import DIRECTIONS, Change, DataFreeGraph, Resolver
 from netpol.semantics import Endpoint, peer_matches, selects
 from netpol.testing import clusters, labels, pods, policies
 
@@ -202,3 +203,17 @@ class ResolverMachine(RuleBasedStateMachine):
 
 ResolverMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=25, deadline=None)
 TestResolverIncremental = ResolverMachine.TestCase
+
+
+def test_the_graph_carries_no_data_and_refuses_any():
+    """Edge kinds follow from their ends: every node and edge shares one empty mapping."""
+    graph = DataFreeGraph()
+    graph.add_edge("a", "b")
+    graph.add_edges_from([("b", "c")])
+    graph.add_node("d")
+    assert graph.edges["a", "b"] is graph.edges["b", "c"] is graph.nodes["d"] and not graph.nodes["d"]
+    with pytest.raises(TypeError, match="no data"):
+        graph.add_edge("a", "c", kind="selects")
+    with pytest.raises(TypeError, match="no data"):
+        graph.edges["a", "b"]["kind"] = "selects"
+    assert not graph.edges["a", "b"]

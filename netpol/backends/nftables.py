@@ -265,7 +265,7 @@ class PodsText:
 
     addresses: tuple[tuple[int, int], ...]  # (version, integer) of each pod: the node-pods guard set
     map_elements: dict[str, str]  # map name → its `ADDRESS : jump CHAIN` elements, joined by ", "
-    chains: str  # the pods' chains, one block
+    chains: tuple[str, ...]  # the pods' chains, line by line (rule blocks shared, not copied)
 
 
 def pods_text(pods: Iterable[PodProgram]) -> PodsText:
@@ -287,7 +287,7 @@ def pods_text(pods: Iterable[PodProgram]) -> PodsText:
             lines += (f"\tchain {name} {{", f"\t\tcomment {comment}", rules, "\t}")
         addresses += ((ip.version, int(ip)) for ip in pod.ips)
     return PodsText(tuple(addresses), {name: ", ".join(found) for name, found in elements.items()},
-                    "\n".join(lines))
+                    tuple(lines))
 
 
 @weak_identity_cache()  # pods selected alike share the side object
@@ -325,7 +325,7 @@ def script_text(node: str, pod_cidrs: Sequence[IPNetwork], parts: Sequence[PodsT
           for direction in DISPATCH_ORDER for version, (_, addr_type) in FAMILIES.items()
           for name in (f"{direction}-v{version}",)),
         *chain_lines(_forward(guarded)),
-        *(part.chains for part in parts if part.chains),
+        *(line for part in parts for line in part.chains),
         "}",
     ]
     return "\n".join(lines) + "\n"
