@@ -438,20 +438,43 @@ def child_main(args: argparse.Namespace) -> int:
 # == parent: fresh processes, timeouts, the kernel stage, tables ==============================
 
 
-def run_process(argv: list[str], timeout: float, log: Path) -> tuple[Row, str]:
-    """Run `argv`: wall seconds and ru_maxrss from os.wait4, or a timeout.
+def pss_mb(pid: int) -> float:
+    """Proportional set size of `pid` and its children (a page shared by two counts half in
+    each): what a process and the workers it forked use together."""
+    total = 0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for each in (pid, *map(int, children)):
+        try:
+            rollup = Path(f"/proc/{each}/smaps_rollup").read_text()
+        except OSError:
+            continue  # it just ended
+        if found := re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE):
+            total += int(found.group(1))
+    return total / 1024
+
+
+def run_process(argv: list[str], timeout: float, log: Path, sample_memory: bool = False) -> tuple[Row, str]:
+    """Run `argv`: wall seconds and ru_maxrss from os.wait4, or a timeout. With `sample_memory`,
+    also the highest combined PSS of it and its children, sampled every 10 ms (the sampling
+    takes CPU from the measured run: its times are not for reporting).
 
     Linux carries the spawning process's RSS high-water mark into the child's ru_maxrss at exec
     (exec_mmap → setmax_mm_hiwater_rss), so ru_maxrss is at least this parent's RSS (~36 MB):
     our Python children report their own VmHWM as well, and `peak_rss_mb` is that when present."""
     load = round(os.getloadavg()[0], 2)  # the machine may be shared: say how busy it was
     start = time.perf_counter()
+    peak_pss = 0.0
     with log.open("wb") as out, log.with_suffix(".stderr").open("wb") as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT)
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
+            if sample_memory:
+                peak_pss = max(peak_pss, pss_mb(proc.pid))
             if time.perf_counter() - start > timeout:
                 proc.kill()
                 os.wait4(proc.pid, 0)
@@ -459,6 +482,8 @@ def run_process(argv: list[str], timeout: float, log: Path) -> tuple[Row, str]:
             time.sleep(0.01)
     row: Row = {"status": "ok", "wall_s": round(time.perf_counter() - start, 3),
                 "wait4_maxrss_mb": round(usage.ru_maxrss / 1024, 1), "loadavg_1m": load}
+    if sample_memory:
+        row["peak_pss_mb"] = round(peak_pss, 1)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         tail = log.with_suffix(".stderr").read_text(errors="replace")[-1500:]
@@ -468,10 +493,11 @@ def run_process(argv: list[str], timeout: float, log: Path) -> tuple[Row, str]:
     return row, log.read_text(errors="replace")
 
 
-def run_stage(stage: str, cluster: Path, opts: argparse.Namespace, work: Path, *extra: str) -> Row:
+def run_stage(stage: str, cluster: Path, opts: argparse.Namespace, work: Path, *extra: str,
+              sample_memory: bool = False) -> Row:
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", stage, "--cluster", str(cluster),
             "--memory-limit-gb", str(opts.memory_limit_gb), *extra]
-    row, stdout = run_process(argv, opts.timeout, work / f"{stage}-{cluster.stem}.log")
+    row, stdout = run_process(argv, opts.timeout, work / f"{stage}-{cluster.stem}.log", sample_memory)
     if row["status"] == "ok":
         lines = [line for line in stdout.splitlines() if line.startswith("{")]
         row.update(json.loads(lines[-1]))
@@ -542,6 +568,7 @@ def measure_size(shape: kube_burner.Shape, label: str, opts: argparse.Namespace,
         ("compile-node", "compile-node", json_path, []),
         ("compile-all", "compile-all", json_path, ["--out-nft", str(largest), *jobs]),
         ("compile-all-1-job", "compile-all", json_path, ["--jobs", "1"]),
+        ("compile-all-memory", "compile-all", json_path, jobs),  # again, its PSS sampled
         ("events", "events", json_path, events_args),
         ("agent-events", "events", json_path, [*events_args, "--agent-node", "prometheus"]),
     ]
@@ -550,7 +577,7 @@ def measure_size(shape: kube_burner.Shape, label: str, opts: argparse.Namespace,
         if resolver_failed and stage in RESOLVER_STAGES:  # each would build the same resolver first
             emit({**base, "stage": name, "status": f"skipped: {resolver_failed}"})
             continue
-        row = run_stage(stage, path, opts, work, *extra)
+        row = run_stage(stage, path, opts, work, *extra, sample_memory=name == "compile-all-memory")
         emit({**base, "stage": name, **row})
         if stage == "compile-node" and row["status"] != "ok":  # the least any of them needs
             resolver_failed = f"{name} did not finish ({row['status'].split(chr(10))[0]})"
@@ -606,17 +633,18 @@ def print_tables(rows: list[Row]) -> None:
     out = sys.stderr
     print(f"\n{'size':>14} {'pods':>7} {'pol':>6} {'nodes':>5} | {'JSON load s':>11} {'parse':>6} {'decode':>6} "
           f"{'MB':>6} | {'YAML s':>7} | {'1 node s':>8} {'MB':>6} | {'all nodes s':>11} {'proc':>4} {'MB':>6} "
-          f"{'+MB':>5} | {'1 job s':>7} {'MB':>6}", file=out)
+          f"{'+MB':>5} {'PSS':>5} | {'1 job s':>7} {'MB':>6}", file=out)
     for size in sizes:
-        lj, ly, one, every, serial = (by.get((size, s)) for s in (
-            "load-json", "load-yaml", "compile-node", "compile-all", "compile-all-1-job"))
+        lj, ly, one, every, serial, pss = (by.get((size, s)) for s in (
+            "load-json", "load-yaml", "compile-node", "compile-all", "compile-all-1-job", "compile-all-memory"))
         head = next(r for r in rows if r["size"] == size)
         print(f"{size:>14} {head['pods']:>7} {head['policies']:>6} {head['nodes']:>5} | "
               f"{_ok(lj) or _get(lj, 'total_s'):>11} {_get(lj, 'parse_s'):>6} {_get(lj, 'decode_s'):>6} "
               f"{_get(lj, 'peak_rss_mb'):>6} | {_ok(ly) or _get(ly, 'total_s'):>7} | "
               f"{_ok(one) or _get(one, 'end_to_end_s'):>8} {_get(one, 'peak_rss_mb'):>6} | "
               f"{_ok(every) or _get(every, 'end_to_end_s'):>11} {_get(every, 'processes'):>4} "
-              f"{_get(every, 'peak_rss_mb'):>6} {_get(every, 'workers_peak_rss_mb'):>5} | "
+              f"{_get(every, 'peak_rss_mb'):>6} {_get(every, 'workers_peak_rss_mb'):>5} "
+              f"{_get(pss, 'peak_pss_mb'):>5} | "
               f"{_ok(serial) or _get(serial, 'end_to_end_s'):>7} {_get(serial, 'peak_rss_mb'):>6}", file=out)
     print(f"\n{'size':>14} | {'largest KB':>10} {'lines':>7} {'sets':>5} {'elems':>7} {'chains':>6} {'rules':>6} | "
           f"{'events':>6} {'p50 ms':>8} {'p99 ms':>8} {'1 node p99':>10} {'agent p99':>9} {'MB':>6} | "

@@ -31,10 +31,12 @@ def test_compile_scale_runs_every_stage(tmp_path):
     out = tmp_path / "results.json"
     run(["benchmarks/compile_scale.py", "--sizes", "300/30/3", "--events", "40", "--out", str(out)], 600)
     rows = {row["stage"]: row for row in json.loads(out.read_text())["rows"] if "size" in row}
-    for stage in ("load-json", "load-yaml", "compile-node", "compile-all", "events", "agent-events",
-                  "kernel-load"):
+    for stage in ("load-json", "load-yaml", "compile-node", "compile-all", "compile-all-1-job",
+                  "compile-all-memory", "events", "agent-events", "kernel-load"):
         assert rows[stage]["status"] == "ok", (stage, rows[stage])
     assert rows["compile-all"]["rulesets"] == 3 and rows["compile-all"]["largest"]["rules"] > 0
+    assert rows["compile-all-1-job"]["processes"] == 1 and rows["compile-all-1-job"]["rulesets"] == 3
+    assert rows["compile-all"]["processes"] >= 1 and rows["compile-all-memory"]["peak_pss_mb"] > 0
     events = rows["events"]
     assert events["events"]["count"] == 40
     assert events["check"]["checked_nodes"] and events["check"]["differing_nodes"] == []
