@@ -125,13 +125,13 @@ class _Worker:
 
             code = 0
             try:
-                payload = pickle.dumps(("ok", work(index, tell)), pickle.HIGHEST_PROTOCOL)
+                result: tuple[str, object] = ("ok", work(index, tell))
             except BaseException:  # reported to the parent, whatever it was
-                payload, code = pickle.dumps(("error", traceback.format_exc())), 1
+                result, code = ("error", traceback.format_exc()), 1
             try:
                 tell(code == 0)
-                with open(write, "wb") as pipe:
-                    pipe.write(payload)
+                with open(write, "wb") as pipe:  # streamed: no second copy of it in memory
+                    pickle.dump(result, pipe, pickle.HIGHEST_PROTOCOL)
             finally:
                 os._exit(code)
         os.close(write)
@@ -150,9 +150,11 @@ class _Worker:
             data = pipe.read()
         _, status = os.waitpid(self.pid, 0)
         self.pid = 0
-        if not data:
-            raise WorkerError(f"a compile worker died ({_describe(status)}) before it sent its rulesets")
-        kind, value = pickle.loads(data)
+        try:
+            kind, value = pickle.loads(data)
+        except (pickle.UnpicklingError, EOFError, ValueError):
+            raise WorkerError(f"a compile worker died ({_describe(status)}) before it sent its "
+                              "rulesets") from None
         if kind != "ok":
             raise WorkerError(f"a compile worker failed:\n{value}")
         return value  # type: ignore[no-any-return]
