@@ -24,7 +24,7 @@ from netpol.errors import InputError, LabError, RulesetRejected, UsageError
 from netpol.ir import NodeCompiler, NodeProgram, compile_cluster, node_names, require_node
 from netpol.manifests import load_state
 from netpol.model import ClusterState
-from netpol.parallel import render_paths
+from netpol.parallel import WorkerError, render_paths
 from netpol.probes import Probe, default_probes, parse_probe
 from netpol.reach import compute_reach, participants
 from netpol.reach_formats import RENDERERS
@@ -271,6 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return 130
+    except WorkerError as exc:  # one of `compile --all-nodes`'s processes failed or was killed
+        print(f"netpol: {exc}\nnetpol: --jobs 1 compiles in this process alone, with the least memory",
+              file=sys.stderr)
+        return EXIT_INTERNAL
     except Exception as exc:  # last resort: never a traceback for the user
         print(f"netpol: internal error ({type(exc).__name__}: {exc}); please report it", file=sys.stderr)
         return EXIT_INTERNAL

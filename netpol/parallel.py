@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import threading
 import traceback
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -214,7 +215,8 @@ def render_paths(paths: Iterable[str], jobs: int | None = None,
 
     The files are parsed here; then, with more than one job, the processes fork: each decodes
     every pod, namespace and node and its own shard's policies, and compiles. Without `jobs`,
-    one process per available CPU when splitting pays (`splitting_pays`), else one; `planned` is
+    one process per available CPU when splitting pays (`splitting_pays`) and the caller runs no
+    other thread, else one; `planned` is
     told how many processes compile. Any problem anywhere, and the parent decodes everything
     again, as `load_state` does, to report them all."""
     tell_plan = planned or (lambda processes: None)
@@ -233,7 +235,7 @@ def render_paths(paths: Iterable[str], jobs: int | None = None,
     documents = [labelled for found, _ in parsed for labelled in found]
     del parsed
     weights, pods, policies = _raw_counts(documents)
-    count = jobs or (available_cpus() if splitting_pays(pods, policies) else 1)
+    count = jobs or (available_cpus() if splitting_pays(pods, policies) and _may_fork() else 1)
     owners = balance(weights, count)
     shards = shard_namespaces(owners)
     tell_plan(len(shards) or 1)
@@ -257,6 +259,12 @@ def render_paths(paths: Iterable[str], jobs: int | None = None,
         yield from render_nodes(state_or_problems([decode_parsed(documents)]), 1)  # raises InputError
         return
     yield from _join(states[0], [own, *others])  # type: ignore[list-item]
+
+
+def _may_fork() -> bool:
+    """Forking a process that runs other threads copies their locks in whatever state they are:
+    by default, only a single-threaded caller (the command line) forks; `jobs` overrides."""
+    return threading.active_count() == 1
 
 
 def splitting_pays(pods: int, policies: int) -> bool:

@@ -207,6 +207,16 @@ def test_without_jobs_it_splits_only_when_the_policies_work_makes_it_pay(tmp_pat
         assert planned == [processes] and len(forked) == processes - 1
 
 
+def test_without_jobs_a_threaded_caller_is_not_forked(monkeypatch, forked):
+    monkeypatch.setattr(parallel.threading, "active_count", lambda: 2)
+    planned: list[int] = []
+    expected = serial(load_state([str(EXAMPLES / "shop")]))
+    assert dict(parallel.render_paths([str(EXAMPLES / "shop")], None, planned.append)) == expected
+    assert planned == [1] and not forked
+    assert dict(parallel.render_paths([str(EXAMPLES / "shop")], 2, planned.append)) == expected
+    assert planned == [1, 2] and len(forked) == 1  # asked for: forked all the same
+
+
 # -- the command line --------------------------------------------------------------------------
 
 def test_compile_all_nodes_with_jobs_writes_what_one_job_writes(tmp_path, capsys):
@@ -218,3 +228,11 @@ def test_compile_all_nodes_with_jobs_writes_what_one_job_writes(tmp_path, capsys
     assert main(["compile", "-f", str(EXAMPLES / "shop"), "--all-nodes", "--out-dir", str(tmp_path / "0"),
                  "--jobs", "0"]) == 2
     assert "--jobs must be 1 or more" in capsys.readouterr().err
+
+
+def test_a_dead_worker_is_a_clear_error_on_the_command_line(tmp_path, monkeypatch, capsys):
+    in_workers_only(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGKILL))
+    assert main(["compile", "-f", str(EXAMPLES / "shop"), "--all-nodes", "--out-dir", str(tmp_path),
+                 "--jobs", "2"]) == 70
+    err = capsys.readouterr().err
+    assert "killed by SIGKILL" in err and "--jobs 1" in err and "Traceback" not in err
