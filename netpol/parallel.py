@@ -216,9 +216,14 @@ def render_paths(paths: Iterable[str], jobs: int | None = None,
     The files are parsed here; then, with more than one job, the processes fork: each decodes
     every pod, namespace and node and its own shard's policies, and compiles. Without `jobs`,
     one process per available CPU when splitting pays (`splitting_pays`) and the caller runs no
-    other thread, else one; `planned` is
-    told how many processes compile. Any problem anywhere, and the parent decodes everything
-    again, as `load_state` does, to report them all."""
+    other thread, else one; `planned` is told how many processes compile. Any problem anywhere,
+    and the parent decodes everything again, as `load_state` does, to report them all.
+
+    Memory, measured at 10k pods / 10k policies: the combined PSS of two processes peaks at
+    ~306 MB, one process alone at ~265 MB. Each process ends up with a private copy of the
+    parsed documents' heap (reading or freeing an object writes its reference count, so
+    copy-on-write copies the page); tried and dropped for more memory: freeing them in one
+    process only (392 MB) or in neither (435 MB), and decoding the pods before forking (351 MB)."""
     tell_plan = planned or (lambda processes: None)
     missing, sources = read_sources(paths)
     if jobs == 1 or missing or any(s.text is None for s in sources):
