@@ -147,7 +147,8 @@ class _Worker:
 
     def result(self) -> ShardOutput | None:
         self.decoded()
-        with open(self._read, "rb") as pipe:
+        read, self._read = self._read, -1
+        with open(read, "rb") as pipe:
             data = pipe.read()
         _, status = os.waitpid(self.pid, 0)
         self.pid = 0
@@ -161,11 +162,15 @@ class _Worker:
         return value  # type: ignore[no-any-return]
 
     def stop(self) -> None:
-        """Kill and reap it if `result` has not (an error or Ctrl-C in the parent)."""
+        """Kill and reap it, and close its pipe, if `result` has not (an error or Ctrl-C in the
+        parent)."""
         if self.pid:
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
             self.pid = 0
+        if self._read >= 0:
+            os.close(self._read)
+            self._read = -1
 
 
 def _describe(status: int) -> str:

@@ -176,7 +176,11 @@ def test_a_worker_that_dies_is_reported_and_reaped(monkeypatch, forked):
     assert forked and all(reaped(pid) for pid in forked)
 
 
-def test_a_failing_parent_kills_and_reaps_its_workers(monkeypatch, forked):
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_failing_parent_kills_and_reaps_its_workers_and_closes_their_pipes(monkeypatch, forked):
     parent = os.getpid()
     compile_shard = parallel.compile_shard
 
@@ -186,9 +190,11 @@ def test_a_failing_parent_kills_and_reaps_its_workers(monkeypatch, forked):
         return compile_shard(*args)
 
     monkeypatch.setattr(parallel, "compile_shard", failing)
+    before = open_fds()
     with pytest.raises(KeyboardInterrupt):
         list(parallel.render_paths([str(EXAMPLES / "shop")], 3))
     assert len(forked) == 2 and all(reaped(pid) for pid in forked)
+    assert open_fds() <= before
 
 
 def test_without_jobs_it_splits_only_when_the_policies_work_makes_it_pay(tmp_path, forked):
