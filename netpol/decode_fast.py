@@ -78,9 +78,35 @@ def _list(value: Any) -> list[Any]:
     return value
 
 
-def _string(value: Any) -> str | None:
-    if value is None or type(value) is str:
-        return value
+def _own(text: str) -> str:
+    """An equal string of our own. The decoded objects then hold no string of the parsed
+    document, so once it is freed its memory goes back whole instead of staying pinned by a name
+    here and a label there (see netpol.parallel: what a process keeps after parsing)."""
+    return text.encode().decode()
+
+
+_SHARED: dict[str, str] = {}
+_SHARED_MAX = 1 << 16  # a long-running agent's table is bounded: full, it starts again
+
+
+def _shared(text: str) -> str:
+    """Our own copy, one per distinct value: label keys and values, namespaces, node names and
+    port names recur across thousands of objects."""
+    found = _SHARED.get(text)
+    if found is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        found = _own(text)
+        _SHARED[found] = found
+    return found
+
+
+def _string(value: Any, own: Callable[[str], str] = _own) -> str | None:
+    """None, or the string as our own copy (`_own`, or `_shared` for recurring values)."""
+    if value is None:
+        return None
+    if type(value) is str:
+        return own(value)
     raise _Unusual
 
 
@@ -89,22 +115,26 @@ def _labels(value: Any) -> Labels:
         return _NO_LABELS
     if type(value) is not dict:
         raise _Unusual
-    for key, text in value.items():
-        if (type(key) is not str or type(text) is not str or v.check_label_key(key) is not None
-                or v.check_label_value(text) is not None):
+    owned = {}
+    for raw_key, raw_text in value.items():
+        if type(raw_key) is not str or type(raw_text) is not str:
             raise _Unusual
-    return Labels(value)
+        key, text = _shared(raw_key), _shared(raw_text)
+        if v.check_label_key(key) is not None or v.check_label_value(text) is not None:
+            raise _Unusual
+        owned[key] = text
+    return Labels(owned)
 
 
 def _name_and_namespace(doc: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     meta = _fields(doc.get("metadata"))
-    name = meta.get("name")
-    if type(name) is not str or v.check_dns1123_subdomain(name) is not None:
+    name = _string(meta.get("name"))
+    if name is None or v.check_dns1123_subdomain(name) is not None:
         raise _Unusual
-    namespace = meta.get("namespace")
+    namespace = _string(meta.get("namespace"), _shared)
     if namespace is None:
         namespace = "default"
-    elif type(namespace) is not str or v.check_dns1123_label(namespace) is not None:
+    elif v.check_dns1123_label(namespace) is not None:
         raise _Unusual
     return name, namespace, meta
 
@@ -128,12 +158,15 @@ def _cidr(value: Any) -> IPNetwork | None:
     return cast("IPNetwork | None", _parsed(value, v.parse_cidr))
 
 
+_PROTOCOLS = {protocol: protocol for protocol in PROTOCOLS}
+
+
 def _protocol(value: Any) -> str:
     if value is None:
         return "TCP"  # the API default
-    if value not in PROTOCOLS:  # an empty string too
+    if type(value) is not str or value not in _PROTOCOLS:  # an empty string too
         raise _Unusual
-    return cast(str, value)
+    return _PROTOCOLS[value]  # ours, not the document's
 
 
 # == Namespace =================================================================================
@@ -148,8 +181,8 @@ def _namespace(doc: dict[str, Any]) -> Namespace:
     if doc.get("apiVersion") != "v1":
         raise _Unusual
     meta = _fields(doc.get("metadata"))
-    name = meta.get("name")
-    if type(name) is not str or v.check_dns1123_label(name) is not None:
+    name = _string(meta.get("name"))
+    if name is None or v.check_dns1123_label(name) is not None:
         raise _Unusual
     return Namespace(name, _labels(meta.get("labels")))
 
@@ -168,8 +201,8 @@ def _pod(doc: dict[str, Any]) -> Pod:
     name, namespace, meta = _name_and_namespace(doc)
     labels = _labels(meta.get("labels"))
     spec, status = _fields(doc.get("spec")), _fields(doc.get("status"))
-    phase = _string(status.get("phase")) or "Running"
-    node_name = _string(spec.get("nodeName"))
+    phase = _string(status.get("phase"), _shared) or "Running"
+    node_name = _string(spec.get("nodeName"), _shared)
     host_network = spec.get("hostNetwork")
     bad_node = node_name is not None and v.check_dns1123_subdomain(node_name) is not None
     if phase not in POD_PHASES or bad_node or (host_network is not None and type(host_network) is not bool):
@@ -201,14 +234,14 @@ def _container_ports(spec: dict[str, Any]) -> tuple[ContainerPort, ...]:
         for entry in _list(_fields(container).get("ports")):
             if type(entry) is not dict:
                 raise _Unusual
-            number, name = entry.get("containerPort"), _string(entry.get("name"))
+            number, name = entry.get("containerPort"), _string(entry.get("name"), _shared)
             protocol = _protocol(entry.get("protocol"))
             if (type(number) is not int or not 1 <= number <= 65535
                     or (name is not None and (name in names or v.check_port_name(name) is not None))):
                 raise _Unusual
             if name is not None:
                 names.add(name)
-            ports.append(ContainerPort(number, protocol, name))  # type: ignore[arg-type]
+            ports.append(ContainerPort(number + 0, protocol, name))  # type: ignore[arg-type]  # (+ 0: ours)
     return tuple(ports)
 
 
@@ -260,12 +293,14 @@ def _requirement(value: Any) -> Requirement:
     if type(value) is not dict:
         raise _Unusual
     spec = _fields(value, _REQUIREMENT_FIELDS)
-    key, operator, raw_values = spec.get("key"), spec.get("operator"), spec.get("values")
-    if type(key) is not str or v.check_label_key(key) is not None or operator not in OPERATORS:
+    key, operator, raw_values = _string(spec.get("key"), _shared), spec.get("operator"), spec.get("values")
+    if (key is None or v.check_label_key(key) is not None or type(operator) is not str
+            or operator not in OPERATORS):
         raise _Unusual
+    operator = OPERATORS[OPERATORS.index(operator)]  # ours, not the document's
     values = []
     for item in _list(raw_values):
-        text = _string(item) or ""  # null: "", as Go stores it
+        text = _string(item, _shared) or ""  # null: "", as Go stores it
         if v.check_label_value(text) is not None:
             raise _Unusual
         values.append(text)
@@ -317,6 +352,7 @@ def _port(value: Any) -> PolicyPort:
     protocol = _protocol(entry.get("protocol"))
     raw, end_port = entry.get("port"), entry.get("endPort")
     if type(raw) is str:
+        raw = _shared(raw)
         if v.check_port_name(raw) is not None or end_port is not None:
             raise _Unusual
     elif raw is not None and (type(raw) is not int or not 1 <= raw <= 65535):
@@ -324,4 +360,6 @@ def _port(value: Any) -> PolicyPort:
     if end_port is not None and (raw is None or type(end_port) is not int or end_port < cast(int, raw)
                                  or not 1 <= end_port <= 65535):
         raise _Unusual
-    return PolicyPort(protocol, raw, end_port)  # type: ignore[arg-type]
+    if type(raw) is int:
+        raw += 0  # an int of our own
+    return PolicyPort(protocol, raw, None if end_port is None else end_port + 0)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -83,6 +84,17 @@ def test_shards_are_runs_of_sorted_namespaces(weights, count):
     assert indices == sorted(indices)  # runs, in namespace order
     assert sorted(set(indices)) == list(range(len(set(indices))))  # numbered from 0, none empty
     assert all(0 <= index < count for index in indices)
+
+
+def test_the_shard_plan_keeps_no_string_of_the_parsed_documents(tmp_path):
+    """Namespaces are counted from the parsed documents before decoding; the plan, kept to the
+    end, must hold strings of its own, or it pins the documents' memory once they are freed."""
+    path = write_list(tmp_path / "cluster.json", load_state([str(EXAMPLES / "shop")]))
+    document = orjson.loads(path.read_bytes())
+    weights, pods, policies = parallel._raw_counts([("cluster.json", document)])
+    raw = {id(item["metadata"]["namespace"]) for item in document["items"]
+           if "namespace" in item["metadata"]}
+    assert weights and pods and policies and not raw & {id(ns) for ns in weights}
 
 
 # -- bad input ---------------------------------------------------------------------------------
