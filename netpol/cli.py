@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--out-dir", metavar="DIR", help="directory for --all-nodes (NODE.nft each)")
     compile_.add_argument("--jobs", type=int, metavar="N",
                           help="--all-nodes: compile in N processes, sharded by namespace (default: one "
-                               "per available CPU when the policies' share of the work makes it pay; "
+                               "per available CPU when the cluster is big enough for it to pay; "
                                "1: in this process, least memory)")
     compile_.set_defaults(run=run_compile)
 

@@ -3,8 +3,6 @@ prints, reports bad input exactly as `load_state` does, and never leaves a worke
 
 from __future__ import annotations
 
-import dataclasses
-import ipaddress
 import json
 import os
 import random
@@ -209,19 +207,17 @@ def test_a_failing_parent_kills_and_reaps_its_workers_and_closes_their_pipes(mon
     assert open_fds() <= before
 
 
-def test_without_jobs_it_splits_only_when_the_policies_work_makes_it_pay(tmp_path, forked):
-    """Every process decodes every pod: splitting pays for policy-heavy clusters only."""
+def test_without_jobs_it_splits_only_when_there_is_enough_work(tmp_path, monkeypatch, forked):
+    """Forking pays only above SPLIT_MIN_WORK (pods + 4 × policies); here the threshold is
+    moved so that the small shop example falls on either side of it."""
     shop = load_state([str(EXAMPLES / "shop")])
-    assert parallel.splitting_pays(len(shop.pods), len(shop.policies))
-    pod_heavy = ClusterState.build(shop.namespaces, [
-        dataclasses.replace(pod, name=f"{pod.name}-{i}", ips=(ipaddress.ip_address(f"10.9.{i}.{n}"),))
-        for i in range(8) for n, pod in enumerate(shop.pods, start=1)], shop.nodes, shop.policies[:1])
-    assert not parallel.splitting_pays(len(pod_heavy.pods), len(pod_heavy.policies))
-    for state, processes in ((shop, min(parallel.available_cpus(), len(shop.namespaces))), (pod_heavy, 1)):
+    work = len(shop.pods) + parallel.POLICY_WEIGHT * len(shop.policies)
+    path = write_list(tmp_path / "cluster.json", shop)
+    for threshold, processes in ((work + 1, 1), (work, min(parallel.available_cpus(), len(shop.namespaces)))):
+        monkeypatch.setattr(parallel, "SPLIT_MIN_WORK", threshold)
         forked.clear()
         planned: list[int] = []
-        path = write_list(tmp_path / "cluster.json", state)
-        assert dict(parallel.render_paths([str(path)], None, planned.append)) == serial(state)
+        assert dict(parallel.render_paths([str(path)], None, planned.append)) == serial(shop)
         assert planned == [processes] and len(forked) == processes - 1
 
 
