@@ -86,6 +86,8 @@ def _own(text: str) -> str:
 
 
 _SHARED: dict[str, str] = {}
+_SHARED_PORTS: dict[object, object] = {}
+Shareable = TypeVar("Shareable", ContainerPort, tuple[ContainerPort, ...])
 _SHARED_MAX = 1 << 16  # a long-running agent's table is bounded: full, it starts again
 
 
@@ -241,8 +243,28 @@ def _container_ports(spec: dict[str, Any]) -> tuple[ContainerPort, ...]:
                 raise _Unusual
             if name is not None:
                 names.add(name)
-            ports.append(ContainerPort(number + 0, protocol, name))  # type: ignore[arg-type]  # (+ 0: ours)
-    return tuple(ports)
+            ports.append(_container_port(number, protocol, name))
+    return _shared_value(tuple(ports))  # a deployment's pods declare the same ports
+
+
+def _container_port(number: int, protocol: str, name: str | None) -> ContainerPort:
+    """One ContainerPort object per distinct port (and no number of the document's)."""
+    found = _SHARED_PORTS.get((number, protocol, name))
+    if found is None:
+        found = _shared_value(ContainerPort(number + 0, protocol, name))  # type: ignore[arg-type]  # + 0: ours
+    return cast(ContainerPort, found)
+
+
+def _shared_value(value: Shareable) -> Shareable:
+    """`value`, or an equal one already seen (for ports and port tuples; bounded like _SHARED)."""
+    found = _SHARED_PORTS.get(value)
+    if found is None:
+        if len(_SHARED_PORTS) >= _SHARED_MAX:
+            _SHARED_PORTS.clear()
+        _SHARED_PORTS[value] = found = value
+        if isinstance(value, ContainerPort):
+            _SHARED_PORTS[(value.port, value.protocol, value.name)] = value
+    return cast(Shareable, found)
 
 
 # == NetworkPolicy =============================================================================
