@@ -78,7 +78,7 @@ def _list(value: Any) -> list[Any]:
     return value
 
 
-def _own(text: str) -> str:
+def own_copy(text: str) -> str:
     """An equal string of our own. The decoded objects then hold no string of the parsed
     document, so once it is freed its memory goes back whole instead of staying pinned by a name
     here and a label there (see netpol.parallel: what a process keeps after parsing)."""
@@ -98,13 +98,13 @@ def _shared(text: str) -> str:
     if found is None:
         if len(_SHARED) >= _SHARED_MAX:
             _SHARED.clear()
-        found = _own(text)
+        found = own_copy(text)
         _SHARED[found] = found
     return found
 
 
-def _string(value: Any, own: Callable[[str], str] = _own) -> str | None:
-    """None, or the string as our own copy (`_own`, or `_shared` for recurring values)."""
+def _string(value: Any, own: Callable[[str], str] = own_copy) -> str | None:
+    """None, or the string as our own copy (`own_copy`, or `_shared` for recurring values)."""
     if value is None:
         return None
     if type(value) is str:

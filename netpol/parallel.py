@@ -2,7 +2,7 @@
 
 A policy selects pods of its own namespace only. So a process given some namespaces needs only
 their policies (and every pod, since peers are cluster-wide) to compile and print those
-namespaces' pods on every node (`PodText`) and the sets they name. The parent joins each node's
+namespaces' pods on every node (`PodsText`) and the sets they name. The parent joins each node's
 parts in the order one process produces them (`script_text`): the output is byte for byte
 `render(compile_cluster(state)[node])`, which tests/test_parallel.py holds.
 
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netpol.backends.nftables import PodsText, pods_text, render, script_text, set_lines
+from netpol.decode_fast import own_copy
 from netpol.errors import Problem
 from netpol.ir import NodeCompiler, PeerSet, PortSet, compile_cluster, node_names, node_pod_cidrs
 from netpol.manifests import (
@@ -83,8 +84,8 @@ def shard_namespaces(owners: dict[str, int]) -> list[frozenset[str]]:
     return [frozenset(ns for ns, k in owners.items() if k == index) for index in sorted(set(owners.values()))]
 
 
-def compile_shard(state: ClusterState, namespaces: Collection[str] | None) -> ShardOutput:
-    """Compile and print the pods of `namespaces` (None: all) on every node."""
+def compile_shard(state: ClusterState, namespaces: Collection[str]) -> ShardOutput:
+    """Compile and print the pods of `namespaces` on every node."""
     compiler = NodeCompiler(state, namespaces=namespaces)
     programs = [compiler.compile(node) for node in node_names(state)]
     del compiler  # its caches: the printing's own take their place
@@ -317,7 +318,7 @@ def _raw_counts(documents: list[Labelled]) -> tuple[dict[str, int], int, int]:
         if kind in totals:
             namespace = _raw_namespace(doc)
             if namespace not in weights:  # a key of our own: the parsed document's is freed later
-                namespace = namespace.encode().decode()
+                namespace = own_copy(namespace)
             weights[namespace] = weights.get(namespace, 0) + (1 if kind == "Pod" else POLICY_WEIGHT)
             totals[kind] += 1
         return False  # walk, never decode

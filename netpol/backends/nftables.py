@@ -212,8 +212,9 @@ def _forward(guarded: tuple[int, ...]) -> Chain:
         BaseHook("filter", "forward", "filter", "accept"))
 
 
-def _guarded(program: NodeProgram) -> tuple[int, ...]:
-    return tuple(sorted({cidr.version for cidr in program.pod_cidrs}))
+def _guarded(pod_cidrs: Iterable[IPNetwork]) -> tuple[int, ...]:
+    """The address families the node has podCIDRs of: those its forward hook guards."""
+    return tuple(sorted({cidr.version for cidr in pod_cidrs}))
 
 
 def programmed_addresses(program: NodeProgram, version: int) -> tuple[str, ...]:
@@ -228,7 +229,7 @@ def _address_texts(addresses: Iterable[tuple[int, int]], version: int) -> tuple[
 
 def _guard_sets(node: str, pod_cidrs: Sequence[IPNetwork],
                 programmed: Callable[[int], tuple[str, ...]]) -> Iterator[NamedSet]:
-    for v in sorted({cidr.version for cidr in pod_cidrs}):
+    for v in _guarded(pod_cidrs):
         cidrs = merge_intervals((int(c.network_address), int(c.broadcast_address))
                                 for c in pod_cidrs if c.version == v)
         yield NamedSet(f"{GUARD_CIDRS}-v{v}", (FAMILIES[v][1],), _interval_elements(v, tuple(cidrs)),
@@ -253,7 +254,7 @@ def build_table(program: NodeProgram) -> Table:
                  sets=(*guard_sets,
                        *(s for ps in (*program.peer_sets, *program.port_sets) for _, s in _declared(ps))),
                  maps=tuple(_dispatch_maps(pods)),
-                 chains=(_forward(_guarded(program)),
+                 chains=(_forward(_guarded(program.pod_cidrs)),
                          *(chain for pod in pods for chain in _pod_chains(pod))))
 
 
@@ -311,7 +312,6 @@ def script_text(node: str, pod_cidrs: Sequence[IPNetwork], parts: Sequence[PodsT
                 sets: Iterable[str]) -> str:
     """The node's complete `nft -f` script from its pods' printed parts (in pod order) and its
     sets' declarations (`set_lines`, in the program's set order): exactly `script(build_table(…))`."""
-    guarded = tuple(sorted({cidr.version for cidr in pod_cidrs}))
     table = Table("inet", TABLE, _table_comment(node))
 
     def programmed(version: int) -> tuple[str, ...]:
@@ -324,7 +324,7 @@ def script_text(node: str, pod_cidrs: Sequence[IPNetwork], parts: Sequence[PodsT
         *(map_text(name, addr_type, [e for part in parts if (e := part.map_elements.get(name, ""))])
           for direction in DISPATCH_ORDER for version, (_, addr_type) in FAMILIES.items()
           for name in (f"{direction}-v{version}",)),
-        *chain_lines(_forward(guarded)),
+        *chain_lines(_forward(_guarded(pod_cidrs))),
         *(line for part in parts for line in part.chains),
         "}",
     ]
@@ -456,7 +456,7 @@ def render_update(old: NodeProgram, new: NodeProgram) -> str:
         leaving = [pod for key, pod in old_pods.items() if (n := new_pods.get(key)) is not pod and n != pod]
         arriving = [pod for key, pod in new_pods.items() if (o := old_pods.get(key)) is not pod and o != pod]
     if leaving or arriving:
-        for v in _guarded(new):
+        for v in _guarded(new.pod_cidrs):
             held, now = set(programmed_addresses(old, v)), set(programmed_addresses(new, v))
             for verb, changed in (("delete", [a for a in held if a not in now]),
                                   ("add", [a for a in now if a not in held])):
