@@ -41,15 +41,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 import kube_burner
 
 from netpol.backends.nftables import render, render_update
-from netpol.batch import PacedCollector, without_cyclic_gc
-from netpol.decode import KubeObject, decode_document
-from netpol.incremental import IncrementalCompiler
-from netpol.ir import compile_node
+from netpol.compile.incremental import IncrementalCompiler
+from netpol.compile.ir import compile_node
+from netpol.compile.resolver import EventType, Resolver
+from netpol.gc import PacedCollector, without_cyclic_gc
 from netpol.labels import Labels
-from netpol.manifests import build_state, check_consistency, load_state, parse_documents, read_text
+from netpol.load.decode import KubeObject, decode_document
+from netpol.load.manifests import build_state, check_consistency, load_state, parse_documents, read_text
 from netpol.model import ClusterState, NetworkPolicy, Pod
-from netpol.parallel import render_paths
-from netpol.resolver import EventType, Resolver
+from netpol.pipeline.sharded import render_paths
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -192,7 +192,7 @@ def stage_compile_node(args: argparse.Namespace) -> Row:
 
 def stage_compile_all(args: argparse.Namespace) -> Row:
     """`netpol compile --all-nodes`: `render_paths` from the JSON file to every node's ruleset,
-    in `--jobs` processes (netpol.parallel). Only the time spent producing the rulesets counts,
+    in `--jobs` processes (netpol.pipeline.sharded). Only the time spent producing the rulesets counts,
     not this stage's statistics of them; the largest is kept for the kernel stage."""
     out: Row = {"jobs": args.jobs or "auto"}
     largest, largest_text, total_bytes, rulesets, spent = "", "", 0, 0, 0.0
@@ -361,7 +361,7 @@ def stage_events(args: argparse.Namespace) -> Row:
         compiler = IncrementalCompiler(state, nodes=scope)
     del state
     # A long-lived process holding millions of objects: move them out of the cyclic collector's
-    # sight and collect between events, as the agent does between syncs (netpol.batch.
+    # sight and collect between events, as the agent does between syncs (netpol.gc.
     # PacedCollector: else collections walking the new 100k-address tuples add 100s of ms to
     # single events). The collections' own time is reported, outside the events' clock.
     collector = PacedCollector()
@@ -422,7 +422,7 @@ def child_main(args: argparse.Namespace) -> int:
         if args.child == "events":  # builds under without_cyclic_gc, then settles: see stage_events
             result = STAGES[args.child](args)
         else:
-            with without_cyclic_gc():  # what the `netpol` command line does (netpol.batch)
+            with without_cyclic_gc():  # what the `netpol` command line does (netpol.gc)
                 result = STAGES[args.child](args)
     except MemoryError:
         os.write(2, f"memory limit: over {args.memory_limit_gb} GB of address space\n".encode())

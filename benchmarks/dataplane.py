@@ -74,12 +74,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic
 
-from netpol.apply_iptables import apply_iptables
 from netpol.backends.iptables import SET_PREFIXES, IptablesBundle
 from netpol.backends.iptables import render as render_iptables
 from netpol.backends.nftables import chain_name, render
-from netpol.ir import NodeProgram, compile_node
-from netpol.manifests import load_text
+from netpol.compile.ir import NodeProgram, compile_node
+from netpol.dataplane.iptables import apply_iptables
+from netpol.load.manifests import load_text
 
 NODE = "node-0"
 GATEWAY = "10.244.0.1/24"

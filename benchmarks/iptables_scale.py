@@ -9,7 +9,7 @@ loaded and compiled once (`compile_cluster`), then every node is rendered by bot
 (timed separately), and the largest node's output is loaded into a network namespace this
 script creates and always deletes (`np-bench-ipt-<6hex>`): `nft -f` for nftables, `ipset
 restore -exist` + `iptables-restore --noflush` + `ip6tables-restore --noflush` for iptables
-(`netpol.apply_iptables`, which also adds the hook and sweeps stale objects). One JSON object
+(`netpol.dataplane.iptables`, which also adds the hook and sweeps stale objects). One JSON object
 per size on stdout, a table on stderr. Nothing touches the root namespace.
 """
 
@@ -27,11 +27,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kube_burner
 
-from netpol.apply_iptables import apply_iptables
 from netpol.backends import iptables, nftables
-from netpol.batch import without_cyclic_gc
-from netpol.ir import compile_cluster
-from netpol.manifests import load_state
+from netpol.compile.ir import compile_cluster
+from netpol.dataplane.iptables import apply_iptables
+from netpol.gc import without_cyclic_gc
+from netpol.load.manifests import load_state
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 

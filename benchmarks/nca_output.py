@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from netpol.probes import Probe
+from netpol.semantics.probes import Probe
 
 _CONN_SET = re.compile(r"\{protocols:(?P<protocols>[A-Z, ]+)(?:,dst_ports:(?P<ports>[0-9,\-]+))?\}")
 _POD = re.compile(r"^[a-z0-9-]+/[a-z0-9.-]+$")

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import nca_output
 import synthetic
 
-from netpol.manifests import load_state
-from netpol.probes import default_probes
-from netpol.reach import compute_reach
+from netpol.load.manifests import load_state
+from netpol.semantics.probes import default_probes
+from netpol.semantics.reach import compute_reach
 
 HERE = Path(__file__).parent
 NCA_VENV = HERE / ".nca-venv"

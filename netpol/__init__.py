@@ -6,7 +6,7 @@ Manifests in (`load_state`), a validated immutable model out; the reference sema
 
 from netpol.errors import InputError, NetpolError, Problem, UsageError
 from netpol.labels import Labels, LabelSelector, Requirement
-from netpol.manifests import load_state
+from netpol.load.manifests import load_state
 from netpol.model import (
     ClusterState,
     ContainerPort,
@@ -19,9 +19,9 @@ from netpol.model import (
     PolicyPort,
     Rule,
 )
-from netpol.probes import Probe, default_probes
-from netpol.reach import ReachMap, compute_reach
-from netpol.semantics import Endpoint, Verdict, allowed, pods_connect
+from netpol.semantics.probes import Probe, default_probes
+from netpol.semantics.reach import ReachMap, compute_reach
+from netpol.semantics.reference import Endpoint, Verdict, allowed, pods_connect
 
 __version__ = "0.1.0"
 

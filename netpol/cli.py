@@ -16,19 +16,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from netpol import explain as explaining
 from netpol.backends.nftables import render as render_nftables
 from netpol.backends.nftables import render_json as render_nftables_json
-from netpol.batch import without_cyclic_gc
+from netpol.compile.ir import NodeCompiler, NodeProgram, compile_cluster, node_names, require_node
 from netpol.errors import InputError, LabError, RulesetRejected, UsageError
-from netpol.ir import NodeCompiler, NodeProgram, compile_cluster, node_names, require_node
-from netpol.manifests import load_state
+from netpol.gc import without_cyclic_gc
+from netpol.lab.verify import IPTABLES_VARIANTS, format_report, verify
+from netpol.load.manifests import load_state
 from netpol.model import ClusterState
-from netpol.parallel import WorkerError, render_paths
-from netpol.probes import Probe, default_probes, parse_probe
-from netpol.reach import compute_reach, participants
-from netpol.reach_formats import RENDERERS
-from netpol.verify import IPTABLES_VARIANTS, format_report, verify
+from netpol.pipeline.sharded import WorkerError, render_paths
+from netpol.semantics import explain as explaining
+from netpol.semantics.formats import RENDERERS
+from netpol.semantics.probes import Probe, default_probes, parse_probe
+from netpol.semantics.reach import compute_reach, participants
 
 RULESET_FORMATS: dict[str, tuple[Callable[[NodeProgram], str], str]] = {
     "nft": (render_nftables, ".nft"),
@@ -155,7 +155,7 @@ def run_compile(args: argparse.Namespace) -> int:
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         count, processes = 0, [1]
-        for name, text in render_paths(args.paths, args.jobs, processes.append):  # netpol.parallel
+        for name, text in render_paths(args.paths, args.jobs, processes.append):  # netpol.pipeline.sharded
             (out_dir / f"{name}.nft").write_text(text)
             count += 1
         print(f"wrote {count} rulesets to {out_dir} ({processes[-1]} process"
@@ -224,9 +224,9 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_agent_command(args: argparse.Namespace) -> int:
-    from netpol import logs  # noqa: PLC0415 - the agent's imports stay out of batch runs
-    from netpol.agent import SyncTiming  # noqa: PLC0415
-    from netpol.agent_runner import AgentOptions, run_agent  # noqa: PLC0415
+    from netpol.agent import logs  # noqa: PLC0415 - the agent's imports stay out of batch runs
+    from netpol.agent.loop import SyncTiming  # noqa: PLC0415
+    from netpol.agent.runner import AgentOptions, run_agent  # noqa: PLC0415
 
     logs.configure(args.log_level)
     if args.directory and not Path(args.directory).exists():
@@ -238,8 +238,8 @@ def run_agent_command(args: argparse.Namespace) -> int:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    from netpol.demo import run_demo  # noqa: PLC0415 - only the demo needs the API server and lab
-    from netpol.lab import check_environment  # noqa: PLC0415
+    from netpol.lab.cluster import check_environment  # noqa: PLC0415
+    from netpol.lab.demo import run_demo  # noqa: PLC0415 - only the demo needs the API server and lab
 
     check_environment()
     return run_demo(args.example)
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        with without_cyclic_gc():  # a batch run: see netpol.batch
+        with without_cyclic_gc():  # a batch run: see netpol.gc
             return run(args)
     except InputError as exc:
         print(f"netpol: invalid input ({len(exc.problems)} problem"

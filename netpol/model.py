@@ -1,6 +1,6 @@
 """The typed, immutable cluster model: Namespace, Pod, Node, NetworkPolicy and ClusterState.
 
-Objects are built by `netpol.decode` (which validates) and compared by value.
+Objects are built by `netpol.load.decode` (which validates) and compared by value.
 """
 
 from __future__ import annotations

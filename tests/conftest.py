@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from netpol.manifests import load_text
+from netpol.load.manifests import load_text
 from netpol.model import ClusterState
-from netpol.semantics import pods_connect
+from netpol.semantics.reference import pods_connect
 
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci")
@@ -68,7 +68,7 @@ def fresh_netns(prefix: str = "netpol-test") -> Iterator[str]:
 
 
 LAB_LOCK = os.path.join(tempfile.gettempdir(), "netpol-tests-lab.lock")
-# Every namespace `netpol verify` (netpol.lab) and test_nftables_packets create; other tests'
+# Every namespace `netpol verify` (netpol.lab.cluster) and test_nftables_packets create; other tests'
 # `netpol-test-*` and benchmarks' `np-dp-*` namespaces come and go concurrently and are not ours.
 LAB_NAME = re.compile(r"^np-[0-9a-f]{6}-(fab|node|n\d+|p\d+)$")
 

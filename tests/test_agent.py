@@ -19,17 +19,17 @@ from pathlib import Path
 import pytest
 from conftest import fresh_netns, nft_load, nft_table
 
-from netpol.agent import Agent, SyncTiming, fail_closed_policy
-from netpol.agent_http import serve
-from netpol.apply import Applier, ApplyError, NftMessage
+from netpol.agent.http import serve
+from netpol.agent.loop import Agent, SyncTiming, fail_closed_policy
 from netpol.backends.nftables import render
-from netpol.decode import decode_document
-from netpol.dir_source import DirectorySource, read_objects
-from netpol.ir import compile_node
-from netpol.kube_source import KINDS, KubeSource, new_api_client
-from netpol.manifests import build_state
+from netpol.compile.ir import compile_node
+from netpol.dataplane.nft import Applier, ApplyError, NftMessage
+from netpol.dataplane.routes import RouteKeeper, desired_routes
+from netpol.load.decode import decode_document
+from netpol.load.manifests import build_state
 from netpol.model import Node
-from netpol.routes import RouteKeeper, desired_routes
+from netpol.sources.directory import DirectorySource, read_objects
+from netpol.sources.kube import KINDS, KubeSource, new_api_client
 from netpol.testing.apiserver import FakeApiServer
 
 NODE = "node-a"
@@ -347,7 +347,7 @@ def test_events_out_of_order_end_in_the_state_of_the_final_objects():
     """No kernel: kinds listed in any order, a pod MODIFIED before it was ever ADDED, a DELETED
     for an object never seen, pods arriving before their namespace (which then relabels what
     selects them): the agent's program equals a compile of the final objects."""
-    from netpol.kube_source import Delta, Snapshot
+    from netpol.sources.kube import Delta, Snapshot
 
     class Recorder:
         def apply(self, ruleset, force=False):

@@ -1,4 +1,4 @@
-"""`netpol.apply`: libnftables, a check pass, one transaction, the last good ruleset kept on
+"""`netpol.dataplane.nft`: libnftables, a check pass, one transaction, the last good ruleset kept on
 failure with nft's message and our offending line, idempotent, foreign tables untouched; and the
 JSON form of the ruleset loads into exactly the same kernel state as the script.
 
@@ -14,10 +14,10 @@ import pytest
 from conftest import fresh_netns
 from hypothesis import HealthCheck, given, settings
 
-from netpol.apply import Applier, ApplyError, parse_messages
 from netpol.backends.nftables import render, render_json
-from netpol.ir import compile_cluster
-from netpol.manifests import load_state
+from netpol.compile.ir import compile_cluster
+from netpol.dataplane.nft import Applier, ApplyError, parse_messages
+from netpol.load.manifests import load_state
 from netpol.testing import clusters
 
 needs_kernel = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None,
@@ -117,8 +117,8 @@ def test_one_applier_takes_a_chain_of_updates_that_replace_chains(example_path, 
     check of the third update failed on a stale cache, with an error message read from freed
     memory (or an assertion that killed the process); every call now gets a fresh context."""
     from netpol.backends.nftables import render_update
-    from netpol.decode import decode_document
-    from netpol.incremental import IncrementalCompiler
+    from netpol.compile.incremental import IncrementalCompiler
+    from netpol.load.decode import decode_document
 
     state = load_state([example_path])
     compiler = IncrementalCompiler(state)

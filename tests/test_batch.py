@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from netpol.batch import PacedCollector, without_cyclic_gc
+from netpol.gc import PacedCollector, without_cyclic_gc
 
 
 def test_without_cyclic_gc_restores_the_previous_state():

@@ -10,10 +10,10 @@ import json
 from hypothesis import given, settings
 
 from netpol.cli import main
-from netpol.manifests import load_state
-from netpol.probes import Probe, default_probes, parse_probe
-from netpol.reach import compute_reach
-from netpol.reach_formats import iter_groups
+from netpol.load.manifests import load_state
+from netpol.semantics.formats import iter_groups
+from netpol.semantics.probes import Probe, default_probes, parse_probe
+from netpol.semantics.reach import compute_reach
 from netpol.testing import assert_matrix_agrees, clusters
 
 
@@ -153,7 +153,7 @@ def test_explain_says_why_a_node_or_a_named_port_does_not_count(example_path):
 
 def test_compile_writes_the_script_or_its_json_form(example_path, tmp_path):
     from netpol.backends.nftables import render, render_json
-    from netpol.ir import compile_cluster
+    from netpol.compile.ir import compile_cluster
 
     programs = compile_cluster(load_state([example_path]))
     code, out, _ = run("compile", "-f", example_path, "--node", "node-b")

@@ -14,13 +14,13 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netpol.decode import Reader, decode_namespace, decode_network_policy, decode_pod
-from netpol.decode_fast import fast_namespace, fast_pod, fast_policy
-from netpol.encode import encode_namespace, encode_pod
 from netpol.labels import Labels
+from netpol.load.decode import Reader, decode_namespace, decode_network_policy, decode_pod
+from netpol.load.decode_fast import fast_namespace, fast_pod, fast_policy
+from netpol.load.encode import encode_namespace, encode_pod
+from netpol.load.validation import parse_ip, parse_ip_by_rules
 from netpol.testing import namespaces, pods
 from netpol.testing.strategies import invalid_manifests, policy_manifests
-from netpol.validation import parse_ip, parse_ip_by_rules
 
 ODD_VALUES = (None, "", "x", "0", "TCP", "Ingress", "10.0.0.0/8", "10.1.2.3", "fd00::1", "a/b", "-a", 0, -1,
               1, 80, 65536, True, False, 1.5, [], [None], ["x"], [{}], {}, {"a": "b"}, {"ip": None})
@@ -201,7 +201,7 @@ def _objects(value: Any, seen: set[int] | None = None) -> list[Any]:
                  st.just(RICH_POD), st.just(RICH_POLICY), st.just(RICH_NAMESPACE)))
 def test_decoded_objects_keep_no_string_or_number_of_the_document(doc):
     """Once the parsed documents are freed, their memory goes back whole only if no decoded
-    object still holds one of their strings or numbers (netpol.parallel measures the difference:
+    object still holds one of their strings or numbers (netpol.pipeline.sharded measures the difference:
     305 → 265 MB at 10k). Strings of one character and small ints are CPython's shared
     singletons either way."""
     raw = orjson.loads(orjson.dumps(doc))  # as the manifests are parsed

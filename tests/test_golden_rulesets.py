@@ -9,8 +9,8 @@ import pytest
 
 import netpol
 from netpol.backends.nftables import render
-from netpol.ir import compile_cluster
-from netpol.manifests import load_state
+from netpol.compile.ir import compile_cluster
+from netpol.load.manifests import load_state
 
 EXAMPLES = Path(netpol.__file__).parent / "examples"
 GOLDEN = Path(__file__).parent.parent / "rulesets"

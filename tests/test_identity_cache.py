@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass
 
-from netpol.identity_cache import weak_identity_cache
+from netpol.compile.identity_cache import weak_identity_cache
 
 
 @dataclass(frozen=True)

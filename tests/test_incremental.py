@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 import netpol
 from netpol.backends.nftables import render, render_update
-from netpol.incremental import IncrementalCompiler, KubeObject, Update
-from netpol.ir import compile_cluster
+from netpol.compile.incremental import IncrementalCompiler, KubeObject, Update
+from netpol.compile.ir import compile_cluster
+from netpol.compile.resolver import EventType
 from netpol.labels import Labels, LabelSelector
-from netpol.manifests import load_state
+from netpol.load.manifests import load_state
 from netpol.model import (
     ClusterState,
     ContainerPort,
@@ -35,7 +36,6 @@ from netpol.model import (
     PolicyPort,
     Rule,
 )
-from netpol.resolver import EventType
 from netpol.testing import clusters, labels, pods, policies
 from netpol.testing.strategies import NAMESPACE_NAMES
 

@@ -16,15 +16,15 @@ import pytest
 from conftest import cluster, fresh_netns
 from hypothesis import HealthCheck, given, settings
 
-from netpol.apply_iptables import apply_iptables
 from netpol.backends.iptables import IptablesBundle, _cidrs, _port_groups, chain_name, render
 from netpol.cli import main
-from netpol.ir import Allow, PortMatch, compile_cluster
-from netpol.lab import lab_pods
-from netpol.manifests import load_state
-from netpol.probes import default_probes, parse_probe
+from netpol.compile.ir import Allow, PortMatch, compile_cluster
+from netpol.dataplane.iptables import apply_iptables
+from netpol.lab.cluster import lab_pods
+from netpol.lab.verify import format_report, verify
+from netpol.load.manifests import load_state
+from netpol.semantics.probes import default_probes, parse_probe
 from netpol.testing import clusters
-from netpol.verify import format_report, verify
 
 needs_kernel = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ipset") is None
                                   or shutil.which("iptables-restore") is None,
@@ -159,7 +159,7 @@ def test_the_bundle_names_its_payloads_by_family():
 
 @needs_kernel
 def test_a_refused_payload_keeps_the_last_good_rules(example_path, netns):
-    from netpol.apply import ApplyError
+    from netpol.dataplane.nft import ApplyError
 
     program = compile_cluster(load_state([example_path]))["node-a"]
     good = render(program)

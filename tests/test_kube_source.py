@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from netpol.backoff import Backoff
-from netpol.kube_source import KINDS as WATCHED
-from netpol.kube_source import Delta, KubeSource, Mirror, Snapshot, new_api_client, object_key
+from netpol.sources.backoff import Backoff
+from netpol.sources.kube import KINDS as WATCHED
+from netpol.sources.kube import Delta, KubeSource, Mirror, Snapshot, new_api_client, object_key
 from netpol.testing.apiserver import FakeApiServer
 
 KINDS = ("Namespace", "Node", "Pod", "NetworkPolicy")

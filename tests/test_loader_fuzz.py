@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netpol.cli import main
-from netpol.encode import encode_state
+from netpol.load.encode import encode_state
 from netpol.testing import clusters, policy_manifests
 
 json_values = st.recursive(

@@ -10,9 +10,9 @@ import textwrap
 import pytest
 from hypothesis import given
 
-from netpol.decode import decode_document
 from netpol.errors import InputError
-from netpol.manifests import load_state, load_text
+from netpol.load.decode import decode_document
+from netpol.load.manifests import load_state, load_text
 from netpol.testing import invalid_manifests, invalid_policy_manifests
 
 POLICY = """\

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netpol.backends.nftables import render, sorted_changes
-from netpol.ir import compile_cluster
-from netpol.manifests import load_state
+from netpol.compile.ir import compile_cluster
+from netpol.load.manifests import load_state
 from netpol.testing import clusters
 
 needs_kernel = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None,

@@ -1,6 +1,6 @@
 """Real packets through a compiled ruleset: one node namespace (bridge cni0, br_netfilter), one
 namespace per pod, TCP servers on the probed ports, every pair probed and compared with
-`netpol.semantics`. Everything lives in namespaces this test creates and always deletes;
+`netpol.semantics.reference`. Everything lives in namespaces this test creates and always deletes;
 traffic goes only between them."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import pytest
 from conftest import lab_namespaces
 
 from netpol.backends.nftables import render
-from netpol.ir import compile_cluster
-from netpol.manifests import load_text
+from netpol.compile.ir import compile_cluster
+from netpol.load.manifests import load_text
 from netpol.model import ClusterState
-from netpol.semantics import pods_connect
+from netpol.semantics.reference import pods_connect
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None,
                                  reason="needs root and nft (make test installs nftables)"),

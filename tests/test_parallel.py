@@ -1,4 +1,4 @@
-"""The all-nodes compile sharded over processes (netpol.parallel) prints exactly what one process
+"""The all-nodes compile sharded over processes (netpol.pipeline.sharded) prints exactly what one process
 prints, reports bad input exactly as `load_state` does, and never leaves a worker behind."""
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netpol
-from netpol import parallel
 from netpol.backends.nft_document import script
 from netpol.backends.nftables import build_table, render
 from netpol.cli import main
-from netpol.encode import encode_network_policy, encode_state
+from netpol.compile.ir import compile_cluster
 from netpol.errors import InputError
-from netpol.ir import compile_cluster
-from netpol.manifests import load_state
+from netpol.load.encode import encode_network_policy, encode_state
+from netpol.load.manifests import load_state
 from netpol.model import ClusterState
+from netpol.pipeline import sharded as parallel
 from netpol.testing import clusters
 
 EXAMPLES = Path(netpol.__file__).parent / "examples"

@@ -10,7 +10,7 @@ from conftest import connects, pod_yaml
 from test_semantics_clauses import DENY_EGRESS, policy, world
 
 from netpol.errors import InputError
-from netpol.semantics import Endpoint, allowed
+from netpol.semantics.reference import Endpoint, allowed
 
 
 def test_pitfall_01_ip_block_except_is_per_peer_not_chain_level():

@@ -10,15 +10,15 @@ import re
 
 from conftest import cluster, pod_yaml
 
-from netpol.agent import Agent, SyncTiming
+from netpol.agent.loop import Agent, SyncTiming
 from netpol.backends.nftables import render, render_update
-from netpol.encode import encode_namespace, encode_network_policy, encode_node, encode_pod
-from netpol.incremental import IncrementalCompiler
-from netpol.ir import compile_node
-from netpol.kube_source import KINDS, Delta, Snapshot
+from netpol.compile.incremental import IncrementalCompiler
+from netpol.compile.ir import compile_node
 from netpol.labels import Labels
-from netpol.manifests import load_state
+from netpol.load.encode import encode_namespace, encode_network_policy, encode_node, encode_pod
+from netpol.load.manifests import load_state
 from netpol.model import ClusterState
+from netpol.sources.kube import KINDS, Delta, Snapshot
 
 DUAL_STACK = "".join([
     pod_yaml("a", "web", "10.244.0.5,fd00::5", "{app: web}"),

@@ -9,13 +9,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netpol.encode import encode_network_policy, encode_state
 from netpol.labels import Labels, LabelSelector
-from netpol.manifests import load_text
+from netpol.load.encode import encode_network_policy, encode_state
+from netpol.load.manifests import load_text
 from netpol.model import ClusterState, NetworkPolicy, Rule
-from netpol.probes import Probe, default_probes
-from netpol.reach import compute_reach, participants
-from netpol.semantics import Endpoint, allowed, pods_connect
+from netpol.semantics.probes import Probe, default_probes
+from netpol.semantics.reach import compute_reach, participants
+from netpol.semantics.reference import Endpoint, allowed, pods_connect
 from netpol.testing import assert_agrees, clusters, decode_policy_manifest, policy_manifests
 
 PROBES = (Probe("TCP", 80), Probe("UDP", 53), Probe("SCTP", 9090), Probe("TCP", 8080))

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from netpol.compile.resolver import DIRECTIONS, Change, DataFreeGraph, Resolver
 from netpol.labels import Labels, LabelSelector
 from netpol.model import ClusterState, Namespace, NetworkPolicy, Peer, Pod, Rule
-from netpol.resolver import DIRECTIONS, Change, DataFreeGraph, Resolver
-from netpol.semantics import Endpoint, peer_matches, selects
+from netpol.semantics.reference import Endpoint, peer_matches, selects
 from netpol.testing import clusters, labels, pods, policies
 
 NAMESPACE_NAMES = ("shop", "data")  # few namespaces, so that selectors and peers overlap often

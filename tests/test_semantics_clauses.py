@@ -6,7 +6,7 @@ import ipaddress
 
 from conftest import cluster, connects, pod_yaml
 
-from netpol.semantics import Endpoint, allowed
+from netpol.semantics.reference import Endpoint, allowed
 
 NAMESPACES = """
 apiVersion: v1

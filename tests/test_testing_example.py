@@ -6,13 +6,13 @@ import pytest
 from hypothesis import Phase, given, settings
 
 import netpol.testing
-from netpol.semantics import pods_connect
+from netpol.semantics.reference import pods_connect
 from netpol.testing import assert_agrees, clusters, find_disagreements
 
 
 def engine_that_ignores_named_ports(state, src, dst, probe):
     """A plausible bug (Cilium #24779): named ports resolved against the *source* pod."""
-    from netpol.semantics import Endpoint, allowed
+    from netpol.semantics.reference import Endpoint, allowed
     swapped = [(s, d) for s in src.ips for d in dst.ips if s.version == d.version]
     return src == dst or any(
         allowed(state, Endpoint(s, src), Endpoint(d, src), probe.port, probe.protocol).allowed
@@ -27,7 +27,7 @@ def test_the_reference_agrees_with_itself(state):
 
 
 def test_the_oracle_finds_a_planted_bug(example_path):
-    from netpol.manifests import load_state
+    from netpol.load.manifests import load_state
 
     state = load_state([example_path])
     found = find_disagreements(state, engine_that_ignores_named_ports)

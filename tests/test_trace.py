@@ -1,5 +1,5 @@
 """Differential tests: tracing packets through the compiled IR of every node, and through the
-libnftables JSON the backend emits, gives the verdict of `netpol.semantics`, on generated clusters
+libnftables JSON the backend emits, gives the verdict of `netpol.semantics.reference`, on generated clusters
 (IPv4, IPv6, dual-stack) and packets — 400 clusters × 12 packets per tracer."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netpol.backends.nftables import render_json
-from netpol.ir import block_intervals, compile_cluster
-from netpol.manifests import load_state, load_text
+from netpol.compile.ir import block_intervals, compile_cluster
+from netpol.load.manifests import load_state, load_text
 from netpol.model import ClusterState, IPBlock
-from netpol.nft_trace import NodeRuleset, trace_json
-from netpol.semantics import allowed, endpoint
+from netpol.semantics.reference import allowed, endpoint
 from netpol.testing import clusters
-from netpol.trace import Packet, trace
+from netpol.testing.nft_trace import NodeRuleset, trace_json
+from netpol.testing.trace import Packet, trace
 
 OUTSIDE = tuple(ipaddress.ip_address(a) for a in ("203.0.113.9", "10.0.1.200", "2001:db8::7", "fd00::3ff"))
 PROBES = (("TCP", 80), ("TCP", 8080), ("UDP", 53), ("SCTP", 9090), ("TCP", 443), ("ICMP", None))

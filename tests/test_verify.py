@@ -21,17 +21,26 @@ import pytest
 from conftest import cluster, lab_namespaces, pod_yaml
 from hypothesis import HealthCheck, given, settings
 
-from netpol import lab as lab_module
-from netpol import verify as verify_module
 from netpol.backends.nftables import render
 from netpol.cli import EXIT_INVALID_INPUT, EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, main
+from netpol.compile.ir import NodeProgram
 from netpol.errors import RulesetRejected
-from netpol.ir import NodeProgram
-from netpol.lab import derive_subnets, lab_pods, plan_lab
-from netpol.manifests import load_state
-from netpol.probes import Probe, default_probes, parse_probe
+from netpol.lab import cluster as lab_module
+from netpol.lab import verify as verify_module
+from netpol.lab.cluster import derive_subnets, lab_pods, plan_lab
+from netpol.lab.verify import (
+    Cell,
+    CellResult,
+    Report,
+    compare,
+    format_report,
+    plan_cells,
+    split_probes,
+    verify,
+)
+from netpol.load.manifests import load_state
+from netpol.semantics.probes import Probe, default_probes, parse_probe
 from netpol.testing import clusters
-from netpol.verify import Cell, CellResult, Report, compare, format_report, plan_cells, split_probes, verify
 
 needs_kernel = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None,
                                   reason="needs root and nft (make test installs nftables)")

@@ -17,7 +17,7 @@ Layout:
 * Dispatch is one rule per local isolated pod address (iptables has no verdict maps): the
   per-packet cost grows with the pods on the node, never with the number of policies.
 
-Loaded in this order (README; `netpol.apply_iptables.apply_iptables` does it): `ipset restore -exist`,
+Loaded in this order (README; `netpol.dataplane.iptables.apply_iptables` does it): `ipset restore -exist`,
 `iptables-restore --noflush`, `ip6tables-restore --noflush`, then the FORWARD hook once.
 """
 
@@ -30,8 +30,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from netpol.backends.nftables import GUARD_CIDRS, GUARD_PODS, address_text, programmed_addresses
-from netpol.identity_cache import weak_identity_cache
-from netpol.ir import Allow, NodeProgram, PeerSet, PodProgram, PortSet, ports_by_protocol
+from netpol.compile.identity_cache import weak_identity_cache
+from netpol.compile.ir import Allow, NodeProgram, PeerSet, PodProgram, PortSet, ports_by_protocol
 from netpol.model import Direction
 
 FORWARD_CHAIN = "NETPOL-FORWARD"

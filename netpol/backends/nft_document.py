@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from netpol.identity_cache import weak_identity_cache
+from netpol.compile.identity_cache import weak_identity_cache
 
 JSON = dict[str, Any]
 

@@ -48,9 +48,8 @@ from netpol.backends.nft_document import (
     script_head,
     set_text,
 )
-from netpol.identity_cache import weak_identity_cache
-from netpol.intervals import Interval, merge_intervals
-from netpol.ir import (
+from netpol.compile.identity_cache import weak_identity_cache
+from netpol.compile.ir import (
     Allow,
     DirectionProgram,
     NamedElement,
@@ -60,6 +59,7 @@ from netpol.ir import (
     PortSet,
     ports_by_protocol,
 )
+from netpol.intervals import Interval, merge_intervals
 from netpol.model import Direction, IPAddress, IPNetwork
 
 TABLE = "netpol"
@@ -262,7 +262,7 @@ def build_table(program: NodeProgram) -> Table:
 class PodsText:
     """Some pods' share of their node's `nft -f` script, printed: what `script_text` joins.
     Printing it needs only the pods' programs, so a node's pods can be printed in parts,
-    wherever their programs were compiled (netpol.parallel), then joined in pod order."""
+    wherever their programs were compiled (netpol.pipeline.sharded), then joined in pod order."""
 
     addresses: tuple[tuple[int, int], ...]  # (version, integer) of each pod: the node-pods guard set
     map_elements: dict[str, str]  # map name → its `ADDRESS : jump CHAIN` elements, joined by ", "

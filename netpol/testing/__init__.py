@@ -1,5 +1,5 @@
 """Public test helpers: Hypothesis strategies for Kubernetes network-policy objects and whole
-clusters, and an oracle that checks any implementation against `netpol.semantics`.
+clusters, and an oracle that checks any implementation against `netpol.semantics.reference`.
 
 Example — check your own engine (here a toy that allows everything) on 200 random clusters::
 

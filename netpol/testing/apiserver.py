@@ -121,7 +121,7 @@ class FakeApiServer:
         if netns is None:
             self._httpd = ThreadingHTTPServer((host, port), Handler)
         else:
-            from netpol.apply import _enter_netns  # noqa: PLC0415
+            from netpol.dataplane.nft import _enter_netns  # noqa: PLC0415
 
             def listen_inside() -> ThreadingHTTPServer:
                 _enter_netns(netns)  # this short-lived thread only

@@ -1,4 +1,4 @@
-"""Checking any implementation against `netpol.semantics`, cell by cell.
+"""Checking any implementation against `netpol.semantics.reference`, cell by cell.
 
 Two shapes of implementation are supported:
 - a predicate `(state, src_pod, dst_pod, probe) -> bool`, asked about every pair and probe;
@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from netpol.explain import render_text
 from netpol.model import ClusterState, Pod
-from netpol.probes import Probe, default_probes
-from netpol.reach import participants
-from netpol.semantics import pod_verdicts
+from netpol.semantics.explain import render_text
+from netpol.semantics.probes import Probe, default_probes
+from netpol.semantics.reach import participants
+from netpol.semantics.reference import pod_verdicts
 
 Implementation = Callable[[ClusterState, Pod, Pod, Probe], bool]
 

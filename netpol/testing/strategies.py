@@ -13,9 +13,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from netpol.decode import Reader, decode_network_policy
-from netpol.encode import encode_namespace, encode_node, encode_pod
 from netpol.labels import OPERATORS, Labels
+from netpol.load.decode import Reader, decode_network_policy
+from netpol.load.encode import encode_namespace, encode_node, encode_pod
 from netpol.model import (
     PROTOCOLS,
     ClusterState,

@@ -2,7 +2,7 @@
 
 Pods that share namespace, labels, container ports and ipBlock memberships behave identically
 under every policy, so we evaluate classes, not pods, and sets of classes are Python ints used
-as bitsets. `tests/test_properties.py` checks every cell against `netpol.semantics`.
+as bitsets. `tests/test_properties.py` checks every cell against `netpol.semantics.reference`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from netpol.labels import Labels, LabelSelector
 from netpol.model import ClusterState, ContainerPort, IPBlock, NetworkPolicy, Pod, Rule
-from netpol.probes import Probe
+from netpol.semantics.probes import Probe
 
 FAMILIES = (4, 6)
 

@@ -9,15 +9,15 @@ import signal
 import threading
 from dataclasses import dataclass
 
-from netpol.agent import Agent, SyncTiming
-from netpol.agent_http import serve
-from netpol.apply import Applier
-from netpol.batch import PacedCollector
-from netpol.dir_source import DirectorySource
-from netpol.kube_source import KubeSource, new_api_client
-from netpol.routes import RouteKeeper
+from netpol.agent.http import serve
+from netpol.agent.loop import Agent, SyncTiming
+from netpol.dataplane.nft import Applier
+from netpol.dataplane.routes import RouteKeeper
+from netpol.gc import PacedCollector
+from netpol.sources.directory import DirectorySource
+from netpol.sources.kube import KubeSource, new_api_client
 
-log = logging.getLogger("netpol.agent")
+log = logging.getLogger("netpol.agent.loop")
 
 
 @dataclass(frozen=True)

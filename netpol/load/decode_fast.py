@@ -1,6 +1,6 @@
 """Fast paths for well-formed Namespaces, Pods and NetworkPolicies.
 
-`netpol.decode`'s Reader builds a field path for every value it looks at, so that any problem
+`netpol.load.decode`'s Reader builds a field path for every value it looks at, so that any problem
 names its field. Nearly every object in a real cluster has no problem at all, and at 10k pods
 and 10k policies those paths were most of the decoding time. Here each kind is read once more
 directly, with the same checks (the same cached validators), but with no paths and no
@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from netpol import validation as v
 from netpol.labels import OPERATORS, Labels, LabelSelector, Requirement
+from netpol.load import validation as v
 from netpol.model import (
     POD_PHASES,
     PROTOCOLS,
@@ -81,7 +81,7 @@ def _list(value: Any) -> list[Any]:
 def own_copy(text: str) -> str:
     """An equal string of our own. The decoded objects then hold no string of the parsed
     document, so once it is freed its memory goes back whole instead of staying pinned by a name
-    here and a label there (see netpol.parallel: what a process keeps after parsing)."""
+    here and a label there (see netpol.pipeline.sharded: what a process keeps after parsing)."""
     return text.encode().decode()
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from netpol.ir import (
+from netpol.compile.ir import (
     PORT_SET_PREFIX,
     NodeProgram,
     PeerSet,
@@ -29,8 +29,8 @@ from netpol.ir import (
     sorted_addresses,
     used_sets,
 )
+from netpol.compile.resolver import EventType, Resolver
 from netpol.model import ClusterState, IPAddress, Namespace, NetworkPolicy, Node, Pod
-from netpol.resolver import EventType, Resolver
 
 KubeObject = Namespace | Pod | Node | NetworkPolicy
 

@@ -12,7 +12,7 @@ Per kind, one thread does what client-go's reflector does:
    next Snapshot replaces everything of that kind, and `Mirror` turns it into the deletions,
    additions and changes that were missed.
 4. **Anything else** (connection refused or dropped mid-stream, timeouts, 401/5xx, garbage):
-   wait with capped exponential backoff and jitter (`netpol.backoff`), then watch again from the
+   wait with capped exponential backoff and jitter (`netpol.sources.backoff`), then watch again from the
    last resourceVersion (which may in turn be 410 → relist).
 
 Objects stay dicts, in the shape the API serves (items of a list get their kind and apiVersion
@@ -38,9 +38,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import HTTPError
 
-from netpol.backoff import Backoff
+from netpol.sources.backoff import Backoff
 
-log = logging.getLogger("netpol.kube_source")
+log = logging.getLogger("netpol.sources.kube")
 
 
 @dataclass(frozen=True)

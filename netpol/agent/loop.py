@@ -29,24 +29,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from netpol.agent.metrics import AgentMetrics
 from netpol.backends.nftables import render, render_update
-from netpol.backoff import Backoff
-from netpol.batch import PacedCollector
-from netpol.decode import decode_document, describe_object
-from netpol.incremental import IncrementalCompiler, KubeObject
-from netpol.ir import NodeProgram
-from netpol.kube_source import KINDS, Delta, Mirror, SourceEvent, object_key
-from netpol.manifests import build_state
-from netpol.metrics import AgentMetrics
+from netpol.compile.incremental import IncrementalCompiler, KubeObject
+from netpol.compile.ir import NodeProgram
+from netpol.dataplane.routes import RouteKeeper, desired_routes
+from netpol.gc import PacedCollector
+from netpol.load.decode import decode_document, describe_object
+from netpol.load.manifests import build_state
 from netpol.model import NetworkPolicy
-from netpol.routes import RouteKeeper, desired_routes
+from netpol.sources.backoff import Backoff
+from netpol.sources.kube import KINDS, Delta, Mirror, SourceEvent, object_key
 
-log = logging.getLogger("netpol.agent")
+log = logging.getLogger("netpol.agent.loop")
 ALL_KINDS = frozenset(k.kind for k in KINDS)
 
 
 class RulesetLoader(Protocol):
-    """What the agent applies rulesets with: netpol.apply.Applier."""
+    """What the agent applies rulesets with: netpol.dataplane.nft.Applier."""
 
     def apply(self, ruleset: str, force: bool = False) -> Any: ...
 
@@ -95,7 +95,7 @@ class Agent:
     on_sync: Callable[[NodeProgram], None] | None = None  # tests and the demo hook in here
     routes: RouteKeeper | None = None  # host-gw routes to the other nodes' podCIDRs
     replace_on_structure: bool = False
-    collector: PacedCollector | None = None  # the cyclic GC, run between syncs (netpol.batch)
+    collector: PacedCollector | None = None  # the cyclic GC, run between syncs (netpol.gc)
 
     def __post_init__(self) -> None:
         self.events: queue.Queue[SourceEvent] = queue.Queue()

@@ -1,7 +1,7 @@
 """`netpol verify`: real packets through the compiled rulesets, every cell checked against the
 reference semantics.
 
-`netpol.lab` builds the cluster in network namespaces. This module decides the cells and what
+`netpol.lab.cluster` builds the cluster in network namespaces. This module decides the cells and what
 the semantics expect of each (`plan_cells`, pure), loads every node's ruleset, runs one server
 per pod and one concurrent prober per source pod (`verify`, I/O), compares (`compare`, pure)
 and writes the report (`format_report`, pure). A cell is (source pod, destination pod, port and
@@ -20,14 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from netpol import lab_traffic
 from netpol.backends.nftables import render as render_nftables
+from netpol.compile.ir import NodeProgram, compile_cluster, require_node
 from netpol.errors import LabError
-from netpol.ir import NodeProgram, compile_cluster, require_node
-from netpol.lab import Lab, lab_pods, open_lab
+from netpol.lab import traffic as lab_traffic
+from netpol.lab.cluster import Lab, lab_pods, open_lab
 from netpol.model import ClusterState, IPAddress, Pod
-from netpol.probes import Probe, default_probes
-from netpol.semantics import Endpoint, allowed
+from netpol.semantics.probes import Probe, default_probes
+from netpol.semantics.reference import Endpoint, allowed
 
 Renderer = Callable[[NodeProgram], str]
 PROBE_TIMEOUT = 0.4  # seconds a blocked cell costs; an open one answers within microseconds

@@ -8,8 +8,8 @@ from typing import Any
 
 from netpol.errors import UsageError
 from netpol.model import ClusterState, Pod
-from netpol.probes import Probe
-from netpol.semantics import Endpoint, SideVerdict, Verdict, allowed, endpoint, pod_verdicts
+from netpol.semantics.probes import Probe
+from netpol.semantics.reference import Endpoint, SideVerdict, Verdict, allowed, endpoint, pod_verdicts
 
 
 def resolve_endpoint(state: ClusterState, text: str) -> Pod | Endpoint:

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netpol.backends.nftables import PodsText, pods_text, render, script_text, set_lines
-from netpol.decode_fast import own_copy
+from netpol.compile.ir import NodeCompiler, PeerSet, PortSet, compile_cluster, node_names, node_pod_cidrs
 from netpol.errors import Problem
-from netpol.ir import NodeCompiler, PeerSet, PortSet, compile_cluster, node_names, node_pod_cidrs
-from netpol.manifests import (
+from netpol.load.decode_fast import own_copy
+from netpol.load.manifests import (
     Labelled,
     Source,
     build_state,

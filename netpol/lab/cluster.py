@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from netpol.compile.ir import NodeProgram
 from netpol.errors import LabError, NetpolError, RulesetRejected
-from netpol.ir import NodeProgram
 from netpol.model import ClusterState, IPAddress, IPNetwork, Pod
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -365,8 +365,8 @@ class Lab:
 
     def load_iptables(self, node: str, program: NodeProgram, variant: str = "nft") -> None:
         """The iptables backend's bundle, loaded as the README says; RulesetRejected if refused."""
-        from netpol.apply_iptables import apply_iptables  # noqa: PLC0415
         from netpol.backends.iptables import render  # noqa: PLC0415
+        from netpol.dataplane.iptables import apply_iptables  # noqa: PLC0415
 
         netns = self.node_netns[node]
         with _INTERRUPTS.held():  # what it adds lives in the node namespace, which the lab removes

@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from netpol.agent import Agent
+from netpol.agent.loop import Agent
 
 
 def serve(agent: Agent, host: str = "127.0.0.1", port: int = 9909) -> ThreadingHTTPServer:

@@ -1,4 +1,4 @@
-"""Model objects → Kubernetes dicts (the inverse of `netpol.decode`: decode(encode(x)) == x)."""
+"""Model objects → Kubernetes dicts (the inverse of `netpol.load.decode`: decode(encode(x)) == x)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`netpol demo`: the whole system live, on three nodes built in network namespaces.
 
 1. The bundled example cluster, spread over three nodes (node-c takes the monitoring pods),
-   is built as a fabric and node namespaces (`netpol.lab`, bridge `cni0`, no routes between
+   is built as a fabric and node namespaces (`netpol.lab.cluster`, bridge `cni0`, no routes between
    nodes: the agents add them).
 2. The in-process API server (`netpol.testing.apiserver`) listens inside the fabric, where
    the nodes reach it; it holds the namespaces and Node objects (InternalIP, podCIDR).
@@ -12,10 +12,10 @@
 5. Scenarios change the cluster through the API. After each, the demo waits until every node
    whose program changed has logged a successful sync — the change → enforcement time — then
    probes every pair of pods on every port with real packets, compares each cell with
-   `netpol.semantics`, and prints a matrix.
+   `netpol.semantics.reference`, and prints a matrix.
 
 Exit 0 only if every cell of every scenario matched. Everything is torn down at the end, on
-errors and on Ctrl-C/SIGTERM (`netpol.lab`'s guarantees): namespaces, processes, and files.
+errors and on Ctrl-C/SIGTERM (`netpol.lab.cluster`'s guarantees): namespaces, processes, and files.
 """
 
 from __future__ import annotations
@@ -37,17 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from netpol.decode import decode_document
-from netpol.encode import encode_namespace, encode_network_policy, encode_node, encode_pod
+from netpol.compile.ir import compile_cluster
 from netpol.errors import LabError
-from netpol.ir import compile_cluster
-from netpol.lab import FABRIC_BRIDGE, UPLINK, Lab, LabPlan, open_lab, plan_lab
-from netpol.labels import Labels
-from netpol.manifests import build_state, load_state
-from netpol.model import ClusterState, NetworkPolicy, Node, Pod
-from netpol.probes import Probe, default_probes
-from netpol.testing.apiserver import FakeApiServer
-from netpol.verify import (
+from netpol.lab.cluster import FABRIC_BRIDGE, UPLINK, Lab, LabPlan, open_lab, plan_lab
+from netpol.lab.verify import (
     PROBE_TIMEOUT,
     CellResult,
     plan_cells,
@@ -55,6 +48,13 @@ from netpol.verify import (
     probe_cells,
     start_servers,
 )
+from netpol.labels import Labels
+from netpol.load.decode import decode_document
+from netpol.load.encode import encode_namespace, encode_network_policy, encode_node, encode_pod
+from netpol.load.manifests import build_state, load_state
+from netpol.model import ClusterState, NetworkPolicy, Node, Pod
+from netpol.semantics.probes import Probe, default_probes
+from netpol.testing.apiserver import FakeApiServer
 
 API_ADDRESS = ipaddress.ip_address("192.168.254.1")  # the API server, on the fabric bridge
 API_PORT = 6443

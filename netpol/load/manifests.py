@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import yaml
 
-from netpol.decode import KubeObject, Wanted, decode_document
 from netpol.errors import InputError, Problem
+from netpol.load.decode import KubeObject, Wanted, decode_document
 from netpol.model import ClusterState, Namespace, NetworkPolicy, Node, Pod
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from netpol.model import IPAddress, IPNetwork, Node
 
-log = logging.getLogger("netpol.routes")
+log = logging.getLogger("netpol.dataplane.routes")
 PROTO = "199"
 
 

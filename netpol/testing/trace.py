@@ -1,12 +1,12 @@
 """Tracing a packet through compiled node programs: the data plane's decision, computed from
-the IR alone, for fast differential tests against `netpol.semantics`."""
+the IR alone, for fast differential tests against `netpol.semantics.reference`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from netpol.ir import DirectionProgram, NodeProgram, PeerSet, PodProgram, PortSet
+from netpol.compile.ir import DirectionProgram, NodeProgram, PeerSet, PodProgram, PortSet
 from netpol.model import Direction, IPAddress
 
 

@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from netpol import validation as v
-from netpol.decode_fast import fast_namespace, fast_pod, fast_policy
 from netpol.errors import Problem
 from netpol.labels import OPERATORS, Labels, LabelSelector, Operator, Requirement
+from netpol.load import validation as v
+from netpol.load.decode_fast import fast_namespace, fast_pod, fast_policy
 from netpol.model import (
     POD_PHASES,
     PROTOCOLS,

@@ -25,8 +25,9 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from netpol.compile.identity_cache import weak_identity_cache
+from netpol.compile.resolver import DIRECTIONS, NodeId, Resolver
 from netpol.errors import UsageError
-from netpol.identity_cache import weak_identity_cache
 from netpol.intervals import Interval, merge_intervals
 from netpol.model import (
     ClusterState,
@@ -39,7 +40,6 @@ from netpol.model import (
     Pod,
     Rule,
 )
-from netpol.resolver import DIRECTIONS, NodeId, Resolver
 
 NamedElement = tuple[IPAddress, str, int]  # destination address, protocol, port
 PORT_SET_PREFIX = "named-"  # port sets' names; peer sets are pods-… and cidrs-…

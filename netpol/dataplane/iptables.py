@@ -15,7 +15,6 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 
-from netpol.apply import ApplyError, NftMessage
 from netpol.backends.iptables import (
     SET_PREFIXES,
     IptablesBundle,
@@ -23,7 +22,8 @@ from netpol.backends.iptables import (
     ensure_hook_commands,
     stale_chain_payload,
 )
-from netpol.ir import NodeProgram
+from netpol.compile.ir import NodeProgram
+from netpol.dataplane.nft import ApplyError, NftMessage
 
 # Debian's default `iptables` is the nf_tables flavour; `legacy` drives the old x_tables one.
 VARIANTS = ("nft", "legacy")

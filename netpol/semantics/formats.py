@@ -8,7 +8,7 @@ import io
 import json
 from collections.abc import Callable, Iterator
 
-from netpol.reach import ReachMap, iter_bits
+from netpol.semantics.reach import ReachMap, iter_bits
 
 
 def render_json(reach: ReachMap) -> str:

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netpol.decode import typed_item
-from netpol.kube_source import KINDS, Snapshot, SourceEvent
-from netpol.manifests import expand_paths, parse_documents, read_text
+from netpol.load.decode import typed_item
+from netpol.load.manifests import expand_paths, parse_documents, read_text
+from netpol.sources.kube import KINDS, Snapshot, SourceEvent
 
-log = logging.getLogger("netpol.dir_source")
+log = logging.getLogger("netpol.sources.directory")
 KIND_NAMES = tuple(k.kind for k in KINDS)
 
 

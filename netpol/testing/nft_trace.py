@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netpol.model import IPAddress
-from netpol.trace import Packet
+from netpol.testing.trace import Packet
 
 JSON = dict[str, Any]
 L4 = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp", "ICMP": "icmp"}
