@@ -41,15 +41,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 import kube_burner
 
 from netpol.backends.nftables import render, render_update
+from netpol.compile.compiler import compile_node
 from netpol.compile.incremental import IncrementalCompiler
-from netpol.compile.ir import compile_node
 from netpol.compile.resolver import EventType, Resolver
 from netpol.gc import PacedCollector, without_cyclic_gc
 from netpol.labels import Labels
 from netpol.load.decode import KubeObject, decode_document
 from netpol.load.manifests import build_state, check_consistency, load_state, parse_documents, read_text
 from netpol.model import ClusterState, NetworkPolicy, Pod
-from netpol.pipeline.sharded import render_paths
+from netpol.pipeline.phases import render_paths
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent

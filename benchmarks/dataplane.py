@@ -77,7 +77,8 @@ import synthetic
 from netpol.backends.iptables import SET_PREFIXES, IptablesBundle
 from netpol.backends.iptables import render as render_iptables
 from netpol.backends.nftables import chain_name, render
-from netpol.compile.ir import NodeProgram, compile_node
+from netpol.compile.compiler import compile_node
+from netpol.compile.ir import NodeProgram
 from netpol.dataplane.iptables import apply_iptables
 from netpol.load.manifests import load_text
 

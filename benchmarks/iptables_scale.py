@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kube_burner
 
 from netpol.backends import iptables, nftables
-from netpol.compile.ir import compile_cluster
+from netpol.compile.compiler import compile_cluster
 from netpol.dataplane.iptables import apply_iptables
 from netpol.gc import without_cyclic_gc
 from netpol.load.manifests import load_state

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -17,23 +16,16 @@ from pathlib import Path
 from typing import NoReturn
 
 from netpol.backends.nftables import render as render_nftables
-from netpol.backends.nftables import render_json as render_nftables_json
-from netpol.compile.ir import NodeCompiler, NodeProgram, compile_cluster, node_names, require_node
-from netpol.errors import InputError, LabError, RulesetRejected, UsageError
+from netpol.errors import InputError, LabError, RulesetRejected, UsageError, WorkerError
 from netpol.gc import without_cyclic_gc
 from netpol.lab.verify import IPTABLES_VARIANTS, format_report, verify
 from netpol.load.manifests import load_state
-from netpol.model import ClusterState
-from netpol.pipeline.sharded import WorkerError, render_paths
+from netpol.pipeline.phases import CompileRequest, Ruleset, compile_rulesets
 from netpol.semantics import explain as explaining
 from netpol.semantics.formats import RENDERERS
 from netpol.semantics.probes import Probe, default_probes, parse_probe
 from netpol.semantics.reach import compute_reach, participants
 
-RULESET_FORMATS: dict[str, tuple[Callable[[NodeProgram], str], str]] = {
-    "nft": (render_nftables, ".nft"),
-    "json": (lambda program: json.dumps(render_nftables_json(program), indent=1) + "\n", ".json"),
-}
 EXIT_OK, EXIT_INVALID_INPUT, EXIT_USAGE, EXIT_MISMATCH, EXIT_INTERNAL = 0, 1, 2, 3, 70
 
 
@@ -147,63 +139,47 @@ def run_reach(args: argparse.Namespace) -> int:
 
 
 def run_compile(args: argparse.Namespace) -> int:
+    """The route is `netpol.pipeline.phases`'; here, only where the files go."""
     if args.all_nodes and not args.out_dir:
         raise UsageError("--all-nodes needs --out-dir DIR")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be 1 or more")
-    if args.all_nodes and args.backend == "nftables" and args.format == "nft":
-        out_dir = Path(args.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        count, processes = 0, [1]
-        for name, text in render_paths(args.paths, args.jobs, processes.append):  # netpol.pipeline.sharded
-            (out_dir / f"{name}.nft").write_text(text)
-            count += 1
-        print(f"wrote {count} rulesets to {out_dir} ({processes[-1]} process"
+    request = CompileRequest(args.paths, None if args.all_nodes else args.node, args.backend, args.format,
+                             args.jobs)
+    renderer = request.renderer
+    if request.node is not None and renderer.bundle and not args.output:
+        raise UsageError(f"--backend {args.backend} writes three files: give -o DIR")
+    processes = [1]
+    written: list[Path] = []
+    for ruleset in compile_rulesets(request, processes.append):
+        if request.node is None:
+            written.append(_write(ruleset, Path(args.out_dir), renderer.suffix, per_node=True))
+        elif args.output:
+            written.append(_write(ruleset, Path(args.output), renderer.suffix, per_node=False))
+        else:
+            sys.stdout.write(ruleset.files[""])
+    if renderer.bundle:
+        print(f"wrote the {args.backend} bundles of {len(written)} node(s) to {', '.join(map(str, written))}",
+              file=sys.stderr)
+    elif request.node is None:
+        print(f"wrote {len(written)} rulesets to {args.out_dir} ({processes[-1]} process"
               f"{'es' if processes[-1] > 1 else ''})", file=sys.stderr)
-        return EXIT_OK
-    state = load_state(args.paths)
-    if args.backend == "iptables":
-        return _compile_iptables(args, state)
-    render, suffix = RULESET_FORMATS[args.format]
-    if args.all_nodes:
-        programs = compile_cluster(state)
-        out_dir = Path(args.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name, program in programs.items():
-            (out_dir / f"{name}{suffix}").write_text(render(program))
-        print(f"wrote {len(programs)} rulesets to {out_dir}", file=sys.stderr)
-        return EXIT_OK
-    require_node(node_names(state), args.node)
-    text = render(NodeCompiler(state).compile(args.node))
-    if args.output:
-        Path(args.output).write_text(text)
-    else:
-        sys.stdout.write(text)
     return EXIT_OK
 
 
-def _compile_iptables(args: argparse.Namespace, state: ClusterState) -> int:
-    """DIR/ipset.restore, DIR/iptables.restore, DIR/ip6tables.restore (DIR/NODE/… for every node)."""
-    from netpol.backends.iptables import render as render_iptables  # noqa: PLC0415
-
-    if args.all_nodes:
-        targets = {name: Path(args.out_dir) / name for name in node_names(state)}
-        programs = compile_cluster(state)
-    else:
-        if not args.output:
-            raise UsageError("--backend iptables writes three files: give -o DIR")
-        require_node(node_names(state), args.node)
-        targets = {args.node: Path(args.output)}
-        programs = {args.node: NodeCompiler(state).compile(args.node)}
-    for name, directory in targets.items():
-        bundle = render_iptables(programs[name])
-        directory.mkdir(parents=True, exist_ok=True)
-        for filename, text in (("ipset.restore", bundle.ipset), ("iptables.restore", bundle.iptables),
-                               ("ip6tables.restore", bundle.ip6tables)):
-            (directory / filename).write_text(text)
-    print(f"wrote the iptables bundles of {len(targets)} node(s) to {', '.join(map(str, targets.values()))}",
-          file=sys.stderr)
-    return EXIT_OK
+def _write(ruleset: Ruleset, target: Path, suffix: str, per_node: bool) -> Path:
+    """A single file: TARGET/NODE.SUFFIX per node, else TARGET itself. A bundle: its files in
+    TARGET/NODE/ per node, else in TARGET/."""
+    if suffix:
+        path = target / f"{ruleset.node}{suffix}" if per_node else target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(ruleset.files[""])
+        return path
+    directory = target / ruleset.node if per_node else target
+    directory.mkdir(parents=True, exist_ok=True)
+    for filename, text in ruleset.files.items():
+        (directory / filename).write_text(text)
+    return directory
 
 
 def run_explain(args: argparse.Namespace) -> int:

@@ -1,20 +1,37 @@
-"""The exceptions netpol raises, one tree:
+"""The exceptions netpol raises, one tree (every leaf says when it is raised):
 
     NetpolError                 base class; `str()` is a complete message for a person
     ├── InputError              the input (files, manifests, objects) is invalid: every
     │                           `Problem` found, each naming file, object and field. Exit 1.
     ├── UsageError              the command line asks for something impossible. Exit 2.
-    ├── LabError                `verify` cannot build its network-namespace lab: not root, no
-    │                           `ip`/`nft`, br_netfilter missing, or the kernel refused a step. Exit 1.
-    └── RulesetRejected         `nft -f` refused a compiled ruleset while verifying: the compiler
-                                produced something the kernel does not accept. Exit 3.
+    ├── LabError                `verify`/`demo` cannot build their network-namespace lab: not
+    │                           root, no `ip`/`nft`, br_netfilter missing, or the kernel refused
+    │                           a step. Exit 1.
+    ├── RulesetRejected         `nft -f` refused a compiled ruleset while verifying: the compiler
+    │                           produced something the kernel does not accept. Exit 3.
+    ├── ApplyError              the data plane (`netpol.dataplane`) refused a ruleset: nft's (or
+    │                           ipset's, iptables-restore's) messages, as `NftMessage`s with the
+    │                           line of our input; the last good ruleset stays in force.
+    ├── WorkerError             a process of `compile --all-nodes` (`netpol.pipeline.sharded`)
+    │                           failed or was killed (a bug, or the machine's memory). Exit 70.
+    ├── OutOfScope              an `IncrementalCompiler(nodes=…)` was asked for another node.
+    ├── SourceError             a source cannot follow its input: the folder of `--dir` is gone.
+    │   ├── ResourceExpired     410 Gone: a resourceVersion or continue token is older than the
+    │   │                       API server's history (the kube source relists; never escapes it).
+    │   └── WatchStreamError    a watch stream sent something that is not a watch event (the
+    │                           kube source reconnects with backoff; never escapes it).
+    └── UnsupportedExpression   `netpol.testing.nft_trace` met an nftables expression it cannot
+                                evaluate: the tracer refuses rather than guess.
 
-Foreign errors (YAML, JSON, OS) are translated into these at the boundary that meets them.
+Foreign errors (YAML, JSON, OS, the kubernetes client, libnftables) are translated into these at
+the boundary that meets them. Not in the tree, on purpose: `TypeError` from the resolver's
+data-free graph when code tries to attach data to it (a bug, as with any read-only mapping), and
+`AssertionError` from `netpol.testing`'s oracles (what test runners report).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -58,3 +75,52 @@ class RulesetRejected(NetpolError):
     def __init__(self, node: str, detail: str) -> None:
         self.node, self.detail = node, detail
         super().__init__(f"nft refused the compiled ruleset of node {node}: {detail}")
+
+
+@dataclass(frozen=True)
+class NftMessage:
+    """One error nft reported; `line` is 1-based in our input, 0 when nft gave no location."""
+
+    message: str
+    line: int = 0
+    text: str = ""
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        shown = f"\n    {self.text.strip()}" if self.text else ""
+        return f"{where}{self.message}{shown}"
+
+
+class ApplyError(NetpolError):
+    """Raised when the kernel refuses a ruleset (check pass or commit); the previous one is still
+    in force."""
+
+    def __init__(self, stage: str, messages: Sequence[NftMessage]) -> None:
+        self.stage, self.messages = stage, list(messages)
+        listed = "\n  ".join(str(m) for m in messages) or "no message from libnftables"
+        super().__init__(f"nft rejected the ruleset ({stage}); "
+                         f"the last good ruleset stays in force:\n  {listed}")
+
+
+class WorkerError(NetpolError):
+    """Raised when a compile worker failed or died: a bug, or the machine killed it (memory)."""
+
+
+class OutOfScope(NetpolError):
+    """Raised when a node-scoped incremental compiler is asked for a node outside its scope."""
+
+
+class SourceError(NetpolError):
+    """Raised when a source cannot follow its input."""
+
+
+class ResourceExpired(SourceError):
+    """410 Gone: the resourceVersion (or continue token) is older than the server's history."""
+
+
+class WatchStreamError(SourceError):
+    """A watch stream carried something other than a watch event object."""
+
+
+class UnsupportedExpression(NetpolError):
+    """Raised by the nft tracer for an expression it does not evaluate."""

@@ -1,20 +1,25 @@
-"""Shared helpers: build clusters from YAML text so tests read like the manifests they test."""
+"""Shared builders for every test folder (unit/, kernel/, cni/, bench/): clusters from YAML text,
+so that tests read like the manifests they test, and single API objects as the API server serves
+them (dicts), for the sources and the agent. Import them as `from tests.conftest import …`."""
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import subprocess
-import tempfile
+import contextlib
+import io
 import textwrap
-import uuid
-from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from netpol.load.manifests import load_text
+import netpol
+from netpol.agent.loop import fail_closed_policy
+from netpol.cli import main
+from netpol.compile.compiler import compile_node
+from netpol.compile.ir import NodeProgram
+from netpol.load.decode import decode_document
+from netpol.load.manifests import build_state, load_text
 from netpol.model import ClusterState
 from netpol.semantics.reference import pods_connect
 
@@ -47,75 +52,195 @@ def connects(state: ClusterState, src: str, dst: str, port: int | None = 80, pro
     return pods_connect(state, a, b, port, protocol)
 
 
+def mark_kernel_folder(items: list[pytest.Item], folder: Path, missing: str, needs: str) -> None:
+    """Mark every test under `folder` `kernel`; skip them all, saying why, when `missing`."""
+    for item in items:
+        if folder in item.path.parents:
+            item.add_marker(pytest.mark.kernel)
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=f"{missing}: needs {needs} (make test installs it)"))
+
+
+REPO = Path(__file__).resolve().parent.parent  # the checkout: benchmarks/, plugin/, rulesets/
+EXAMPLE = Path(netpol.__file__).parent / "examples" / "shop"
+
+
 @pytest.fixture
 def example_path() -> str:
-    from pathlib import Path
-
-    import netpol
-
-    return str(Path(netpol.__file__).parent / "examples" / "shop")
+    return str(EXAMPLE)
 
 
-def fresh_netns(prefix: str = "netpol-test") -> Iterator[str]:
-    """A network namespace created for one test (or module) and always deleted."""
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
+def example_objects() -> list[dict[str, Any]]:
+    """Every object of the bundled shop example, as the API serves it."""
+    from netpol.sources.directory import read_objects
+
+    objects = read_objects(str(EXAMPLE))
+    assert objects is not None
+    return [o for kind in objects.values() for o in kind]
 
 
-
-LAB_LOCK = os.path.join(tempfile.gettempdir(), "netpol-tests-lab.lock")
-# Every namespace `netpol verify` (netpol.lab.cluster) and test_nftables_packets create; other tests'
-# `netpol-test-*` and benchmarks' `np-dp-*` namespaces come and go concurrently and are not ours.
-LAB_NAME = re.compile(r"^np-[0-9a-f]{6}-(fab|node|n\d+|p\d+)$")
+def namespace_object(name: str, **labels: str) -> dict[str, Any]:
+    return {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": name, "labels": labels}}
 
 
-def lab_namespaces() -> list[str]:
-    """`ip netns list` (names only), restricted to lab namespaces."""
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return sorted(name for line in listed.splitlines() if LAB_NAME.match(name := line.split()[0]))
+def pod_object(name: str, ip: str, namespace: str = "shop", node: str = "node-a", ports: tuple[int, ...] = (),
+               **labels: str) -> dict[str, Any]:
+    """A running pod with one address and a container listening on `ports`."""
+    container: dict[str, Any] = {"name": "c"}
+    if ports:
+        container["ports"] = [{"containerPort": port} for port in ports]
+    return {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"nodeName": node, "containers": [container]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
 
 
-@pytest.fixture
-def netns_guard() -> Iterator[None]:
-    """Lab tests one at a time across xdist workers (a file lock), and `ip netns list` after the
-    test exactly as before it: nothing a lab created may outlive the test, even when it fails."""
-    import fcntl
-
-    with open(LAB_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        before = lab_namespaces()
-        yield
-        assert lab_namespaces() == before, "network namespaces leaked"
+def policy_object(name: str, namespace: str = "shop", **spec: Any) -> dict[str, Any]:
+    """A NetworkPolicy; by default it selects every pod of its namespace and admits nothing in."""
+    return {"kind": "NetworkPolicy", "apiVersion": "networking.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"], **spec}}
 
 
-# ── our table in a namespace, compared order-insensitively ──────────────────────────────────
+def agent_program(objects: list[dict[str, Any]], node: str = "node-a") -> NodeProgram:
+    """A compile from scratch of these API objects as the agent treats them: an invalid object
+    is skipped, an invalid policy fails closed."""
+    decoded = []
+    for raw in objects:
+        found, problems = decode_document(raw, "expected")
+        if problems and raw.get("kind") == "NetworkPolicy":
+            found = [fail_closed_policy(raw)]
+        decoded += [] if problems and raw.get("kind") != "NetworkPolicy" else found
+    return compile_node(build_state(decoded), node)
 
 
-def nft_table(netns: str) -> object:
-    """The table as JSON, in an order of its own: hash sets list elements, and tables chains,
-    in the order they were added."""
-    listed = subprocess.run(["ip", "netns", "exec", netns, "nft", "-j", "list", "table", "inet", "netpol"],
-                            capture_output=True, text=True, check=True).stdout
-    items = json.loads(listed)["nftables"]
-    for item in items:
-        for kind in ("set", "map"):
-            if kind in item:
-                item[kind].pop("handle", None)
-                if "elem" in item[kind]:
-                    item[kind]["elem"] = sorted(item[kind]["elem"], key=json.dumps)
-        for kind in ("chain", "rule", "table"):
-            if kind in item:
-                item[kind].pop("handle", None)
+# ── a dual-stack, three-node cluster (tests/unit/lab, tests/kernel) ─────────────────────────
 
-    def place(item: dict) -> tuple[str, str]:  # chains list in creation order; rules keep theirs
-        kind = next(iter(item))
-        return kind, str(item[kind].get("chain", item[kind].get("name", "")))
-    return sorted(items, key=place)
+NODES = """
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+spec: {podCIDR: 10.10.0.0/24, podCIDRs: [10.10.0.0/24, "fd10:a::/64"]}
+status: {addresses: [{type: InternalIP, address: 172.30.0.1}, {type: InternalIP, address: "fd30::1"}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-b}
+spec: {podCIDR: 10.10.1.0/24, podCIDRs: [10.10.1.0/24, "fd10:b::/64"]}
+status: {addresses: [{type: InternalIP, address: 172.30.0.2}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: shop}}
+"""
+# node-c has no Node object: its subnets are derived from its pods, its fabric addresses invented.
+PODS = "".join([
+    pod_yaml("shop", "web-1", "10.10.0.10,fd10:a::10", "{app: web}",
+             "[{name: http, containerPort: 8080}]", node="node-a"),
+    pod_yaml("shop", "web-2", "fd10:b::10", "{app: web}", "[{name: http, containerPort: 8081}]", node="node-b"),
+    pod_yaml("shop", "db", "10.10.2.20,fd10:c::20", "{app: db}", "[{name: pg, containerPort: 5432}]",
+             node="node-c"),
+    pod_yaml("ops", "client", "10.10.1.30,fd10:b::30", "{app: client}", node="node-b"),
+    pod_yaml("ops", "prober", "10.10.2.40", "{app: monitor}", node="node-c"),
+    pod_yaml("ops", "dns", "10.10.0.53,fd10:a::53", "{app: dns}",
+             "[{name: dns, containerPort: 53, protocol: UDP}]", node="node-a"),
+])
+POLICIES = """
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-in, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{from: [{namespaceSelector: {}}], ports: [{port: http}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-in, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{ipBlock: {cidr: 10.10.0.0/16, except: [10.10.1.0/24]}},
+           {ipBlock: {cidr: "fd10::/16", except: ["fd10:b::/64"]}}]
+    ports: [{port: pg}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-out, namespace: ops}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  egress:
+  - to: [{namespaceSelector: {}, podSelector: {}}]
+    ports: [{port: 53, protocol: UDP}]
+  - to: [{namespaceSelector: {matchLabels: {team: shop}}}]
+    ports: [{port: http}, {port: 5432}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny, namespace: ops}
+spec: {podSelector: {}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: dns-in, namespace: ops}
+spec:
+  podSelector: {matchLabels: {app: dns}}
+  ingress: [{ports: [{port: dns, protocol: UDP}]}]
+"""
 
 
-def nft_load(netns: str, text: str) -> None:
-    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=text, text=True, check=True)
+def dual_stack():
+    """Three nodes (node-c without a Node object), IPv4, IPv6 and dual-stack pods, ipBlocks with
+    except in both families, named ports, DNS over UDP."""
+    return cluster(NODES + PODS + POLICIES)
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """`netpol ARGV` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+# ── the clause world (tests/unit/semantics): two namespaces, two nodes, four pods ──────────────
+
+WORLD_OBJECTS = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: a, labels: {team: x}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: b, labels: {team: y}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+status: {addresses: [{type: InternalIP, address: 192.168.0.1}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-b}
+status: {addresses: [{type: InternalIP, address: 192.168.0.2}]}
+"""
+WORLD_PODS = (
+    pod_yaml("a", "web", "10.0.0.1", "{app: web}", "[{name: http, containerPort: 80}]")
+    + pod_yaml("a", "db", "10.0.0.2", "{app: db}", "[{name: pg, containerPort: 5432}]")
+    + pod_yaml("b", "client", "10.0.1.1", "{app: client}")
+    + pod_yaml("b", "web", "10.0.1.2", "{app: web}",
+               "[{name: http, containerPort: 8080}, {name: dns, containerPort: 53, protocol: UDP}]")
+)
+
+
+def policy_yaml(ns: str, name: str, spec: str) -> str:
+    """One NetworkPolicy document with `spec` in flow style."""
+    return f"---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+
+
+def world(*policies: str, extra_pods: str = "") -> ClusterState:
+    """Namespaces a (team x) and b (team y), two nodes, four pods, and these policies."""
+    return cluster(WORLD_OBJECTS + WORLD_PODS + extra_pods + "".join(policies))
+
+
+DENY_INGRESS = "{podSelector: {}, policyTypes: [Ingress]}"
+DENY_EGRESS = "{podSelector: {}, policyTypes: [Egress]}"

@@ -39,10 +39,10 @@ from netpol.load.decode import decode_document, describe_object
 from netpol.load.manifests import build_state
 from netpol.model import NetworkPolicy
 from netpol.sources.backoff import Backoff
-from netpol.sources.kube import KINDS, Delta, Mirror, SourceEvent, object_key
+from netpol.sources.events import KIND_NAMES, Delta, Mirror, SourceEvent, object_key
 
 log = logging.getLogger("netpol.agent.loop")
-ALL_KINDS = frozenset(k.kind for k in KINDS)
+ALL_KINDS = frozenset(KIND_NAMES)
 
 
 class RulesetLoader(Protocol):

@@ -29,7 +29,13 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from netpol.backends.nftables import GUARD_CIDRS, GUARD_PODS, address_text, programmed_addresses
+from netpol.backends.common import (
+    GUARD_CIDRS,
+    GUARD_PODS,
+    address_text,
+    guarded_families,
+    programmed_addresses,
+)
 from netpol.compile.identity_cache import weak_identity_cache
 from netpol.compile.ir import Allow, NodeProgram, PeerSet, PodProgram, PortSet, ports_by_protocol
 from netpol.model import Direction
@@ -111,7 +117,7 @@ def declared_sets(program: NodeProgram,
                   with_shared: bool = True) -> Iterator[tuple[str, str, int, list[str], str]]:
     """(name, type, family, elements, comment) of every set the node's rules use (only the
     node's own guard sets without `with_shared`)."""
-    for v in sorted({c.version for c in program.pod_cidrs}):
+    for v in guarded_families(program.pod_cidrs):
         cidrs = [c for net in program.pod_cidrs if net.version == v
                  for c in _cidrs(v, int(net.network_address), int(net.broadcast_address))]
         yield f"{GUARD_CIDRS}-v{v}", "hash:net", v, cidrs, f"podCIDRs of node {program.node}"

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import ipaddress
-import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from netpol.backends.common import (
+    GUARD_CIDRS,
+    GUARD_PODS,
+    address_text,
+    address_texts,
+    guarded_families,
+    programmed_addresses,
+)
 from netpol.backends.nft_document import (
     BaseHook,
     Chain,
@@ -79,13 +85,6 @@ def _hash(text: str) -> str:
 def chain_name(direction: Direction, pod: str) -> str:
     """Stable and readable: `ingress-HASH8-ns/pod` (the hash keeps long names unique)."""
     return f"{direction}-{_hash(pod)}-{pod}"[:200]
-
-
-@functools.lru_cache(maxsize=1 << 18)  # pod addresses recur in many sets, versions and nodes
-def address_text(version: int, value: int) -> str:
-    if version == 4:
-        return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
-    return str(ipaddress.IPv6Address(value))
 
 
 def _text(ip: IPAddress) -> str:
@@ -187,9 +186,6 @@ def _dispatch_maps(programs: list[PodProgram]) -> list[VerdictMap]:
             for direction in DISPATCH_ORDER for version, (_, addr_type) in FAMILIES.items()]
 
 
-GUARD_CIDRS, GUARD_PODS = "node-pod-cidrs", "node-pods"
-
-
 @functools.lru_cache(maxsize=16)
 def _forward(guarded: tuple[int, ...]) -> Chain:
     """The forward hook. For each family in `guarded` (the node has podCIDRs of it), before any
@@ -212,24 +208,9 @@ def _forward(guarded: tuple[int, ...]) -> Chain:
         BaseHook("filter", "forward", "filter", "accept"))
 
 
-def _guarded(pod_cidrs: Iterable[IPNetwork]) -> tuple[int, ...]:
-    """The address families the node has podCIDRs of: those its forward hook guards."""
-    return tuple(sorted({cidr.version for cidr in pod_cidrs}))
-
-
-def programmed_addresses(program: NodeProgram, version: int) -> tuple[str, ...]:
-    """Addresses of the node's programmed pods, of one family, in address order."""
-    return _address_texts(((ip.version, int(ip)) for pod in program.pods for ip in pod.ips), version)
-
-
-def _address_texts(addresses: Iterable[tuple[int, int]], version: int) -> tuple[str, ...]:
-    found = {value for v, value in addresses if v == version}
-    return tuple(address_text(version, a) for a in sorted(found))
-
-
 def _guard_sets(node: str, pod_cidrs: Sequence[IPNetwork],
                 programmed: Callable[[int], tuple[str, ...]]) -> Iterator[NamedSet]:
-    for v in _guarded(pod_cidrs):
+    for v in guarded_families(pod_cidrs):
         cidrs = merge_intervals((int(c.network_address), int(c.broadcast_address))
                                 for c in pod_cidrs if c.version == v)
         yield NamedSet(f"{GUARD_CIDRS}-v{v}", (FAMILIES[v][1],), _interval_elements(v, tuple(cidrs)),
@@ -254,7 +235,7 @@ def build_table(program: NodeProgram) -> Table:
                  sets=(*guard_sets,
                        *(s for ps in (*program.peer_sets, *program.port_sets) for _, s in _declared(ps))),
                  maps=tuple(_dispatch_maps(pods)),
-                 chains=(_forward(_guarded(program.pod_cidrs)),
+                 chains=(_forward(guarded_families(program.pod_cidrs)),
                          *(chain for pod in pods for chain in _pod_chains(pod))))
 
 
@@ -315,7 +296,7 @@ def script_text(node: str, pod_cidrs: Sequence[IPNetwork], parts: Sequence[PodsT
     table = Table("inet", TABLE, _table_comment(node))
 
     def programmed(version: int) -> tuple[str, ...]:
-        return _address_texts((a for part in parts for a in part.addresses), version)
+        return address_texts((a for part in parts for a in part.addresses), version)
 
     lines = [
         *script_head(table, _script_header(node)),
@@ -324,7 +305,7 @@ def script_text(node: str, pod_cidrs: Sequence[IPNetwork], parts: Sequence[PodsT
         *(map_text(name, addr_type, [e for part in parts if (e := part.map_elements.get(name, ""))])
           for direction in DISPATCH_ORDER for version, (_, addr_type) in FAMILIES.items()
           for name in (f"{direction}-v{version}",)),
-        *chain_lines(_forward(_guarded(pod_cidrs))),
+        *chain_lines(_forward(guarded_families(pod_cidrs))),
         *(line for part in parts for line in part.chains),
         "}",
     ]
@@ -456,7 +437,7 @@ def render_update(old: NodeProgram, new: NodeProgram) -> str:
         leaving = [pod for key, pod in old_pods.items() if (n := new_pods.get(key)) is not pod and n != pod]
         arriving = [pod for key, pod in new_pods.items() if (o := old_pods.get(key)) is not pod and o != pod]
     if leaving or arriving:
-        for v in _guarded(new.pod_cidrs):
+        for v in guarded_families(new.pod_cidrs):
             held, now = set(programmed_addresses(old, v)), set(programmed_addresses(new, v))
             for verb, changed in (("delete", [a for a in held if a not in now]),
                                   ("add", [a for a in now if a not in held])):

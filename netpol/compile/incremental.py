@@ -19,17 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from netpol.compile.ir import (
-    PORT_SET_PREFIX,
-    NodeProgram,
-    PeerSet,
-    PodProgram,
-    PortSet,
-    _Compiler,
-    sorted_addresses,
-    used_sets,
-)
+from netpol.compile.compiler import ProgramCompiler, assemble, sorted_addresses, used_sets
+from netpol.compile.ir import NodeProgram, PeerSet, PodProgram, PortSet
 from netpol.compile.resolver import EventType, Resolver
+from netpol.errors import OutOfScope
 from netpol.model import ClusterState, IPAddress, Namespace, NetworkPolicy, Node, Pod
 
 KubeObject = Namespace | Pod | Node | NetworkPolicy
@@ -56,14 +49,14 @@ class IncrementalCompiler:
     def __init__(self, state: ClusterState | None = None, nodes: Iterable[str] | None = None) -> None:
         self.scope = None if nodes is None else frozenset(nodes)  # None: every node
         self.resolver = Resolver.from_state(state) if state is not None else Resolver()
-        self._compiler = _Compiler(self.resolver)
+        self._compiler = ProgramCompiler(self.resolver)
         self._pods: dict[str, PodProgram] = {}  # active pods with a node: their programs
         self._pod_node: dict[str, str] = {}  # … and the node it was compiled for
         self._on_node: dict[str, dict[str, Pod]] = {}  # node → every pod on it, active or not
         self._programs: dict[str, NodeProgram] = {}
         self._set_users: dict[str, set[str]] = {}  # set name → nodes declaring it
         self._set_counts: dict[str, dict[str, int]] = {}  # node → set name → pod programs using it
-        self._set_positions: dict[str, dict[str, int]] = {}  # node → set name → place in its program
+        self._declared: dict[str, frozenset[str]] = {}  # node → the sets its program declares
         for pod in self.resolver.pods.values():
             if pod.node_name:
                 self._on_node.setdefault(pod.node_name, {})[pod.key] = pod
@@ -81,7 +74,7 @@ class IncrementalCompiler:
     def program(self, node: str) -> NodeProgram:
         if not self.in_scope(node):
             scope = ", ".join(sorted(self.scope or ()))
-            raise ValueError(f"node {node!r} is outside this compiler's scope ({scope})")
+            raise OutOfScope(f"node {node!r} is outside this compiler's scope ({scope})")
         if node not in self._programs:
             self._rebuild(node)
         return self._programs[node]
@@ -124,7 +117,7 @@ class IncrementalCompiler:
             if old is None or self._programs[node] != old or node in by_elements:
                 programs[node] = self._programs[node]
         for node in sorted(by_elements - structural):
-            programs[node] = self._refresh_elements(node, changed_sets)
+            programs[node] = self._refresh_elements(node)
         return Update(programs, frozenset(by_elements - structural),
                       {node: previous[node] for node in programs})
 
@@ -174,41 +167,28 @@ class IncrementalCompiler:
             if pod.takes_part and pod.key not in self._pods:
                 self._compile_pod(pod, node)
         programs = tuple(self._pods[p.key] for p in members if p.key in self._pods)
-        declared = sorted(self._set_counts.get(node, {}))
-        peer_names = [n for n in declared if not n.startswith(PORT_SET_PREFIX)]
-        port_names = [n for n in declared if n.startswith(PORT_SET_PREFIX)]
-        before = set(self._set_positions.get(node, ()))
-        for name in before.difference(declared):
+        declared = frozenset(self._set_counts.get(node, {}))
+        before = self._declared.get(node, frozenset())
+        for name in before - declared:
             self._set_users.get(name, set()).discard(node)
-        for name in set(declared).difference(before):
+        for name in declared - before:
             self._set_users.setdefault(name, set()).add(node)
-        positions = {name: i for i, name in enumerate(peer_names)}  # port sets: -1, -2, …
-        positions.update((name, -1 - i) for i, name in enumerate(port_names))
-        self._set_positions[node] = positions
-        self._programs[node] = NodeProgram(
-            node, self._addresses(node, members), programs,
-            tuple(self._compiler.peer_sets[n] for n in peer_names),
-            tuple(self._compiler.port_sets[n] for n in port_names),
-            self.resolver.nodes[node].pod_cidrs if node in self.resolver.nodes else ())
+        self._declared[node] = declared
+        self._programs[node] = assemble(
+            node, self._addresses(node, members), programs, self._compiler,
+            self.resolver.nodes[node].pod_cidrs if node in self.resolver.nodes else (), declared=declared)
 
     def _forget_node(self, node: str) -> None:
-        for name in self._set_positions.pop(node, {}):
+        for name in self._declared.pop(node, frozenset()):
             self._set_users.get(name, set()).discard(node)
         self._programs.pop(node, None)
         self._set_counts.pop(node, None)
 
-    def _refresh_elements(self, node: str, changed: set[str]) -> NodeProgram:
-        """The node's program with the `changed` sets it declares swapped for their new versions."""
+    def _refresh_elements(self, node: str) -> NodeProgram:
+        """The node's program, same structure, with the current version of every set it declares."""
         old = self._programs[node]
-        peer_sets, port_sets = list(old.peer_sets), list(old.port_sets)
-        for name in changed:
-            if (at := self._set_positions[node].get(name)) is not None:
-                if at >= 0:
-                    peer_sets[at] = self._compiler.peer_sets[name]
-                else:
-                    port_sets[-1 - at] = self._compiler.port_sets[name]
-        self._programs[node] = NodeProgram(node, old.node_addresses, old.pods, tuple(peer_sets),
-                                           tuple(port_sets), old.pod_cidrs)
+        self._programs[node] = assemble(node, old.node_addresses, old.pods, self._compiler, old.pod_cidrs,
+                                        declared=self._declared[node])
         return self._programs[node]
 
     def _addresses(self, node: str, members: Iterable[Pod]) -> tuple[IPAddress, ...]:

@@ -23,7 +23,7 @@ from netpol.backends.iptables import (
     stale_chain_payload,
 )
 from netpol.compile.ir import NodeProgram
-from netpol.dataplane.nft import ApplyError, NftMessage
+from netpol.errors import ApplyError, NftMessage
 
 # Debian's default `iptables` is the nf_tables flavour; `legacy` drives the old x_tables one.
 VARIANTS = ("nft", "legacy")

@@ -12,7 +12,7 @@ thread that entered it with setns(2), so tests and `netpol verify` never load an
 namespace the process runs in. Without `netns`, it loads into the current namespace (the agent's
 case: it runs inside the node's namespace).
 
-Errors: `ApplyError` (a `NetpolError`) when nft rejects the input or libnftables is missing.
+Errors: `netpol.errors.ApplyError` when nft rejects the input or libnftables is missing.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from netpol.errors import NetpolError
+from netpol.errors import ApplyError, NftMessage
 
 try:
     import nftables  # PyPI pip-nftables: the binding Debian ships as python3-nftables
@@ -37,30 +37,6 @@ LIBRARY = "libnftables.so.1"
 CLONE_NEWNET = 0x40000000
 NFT_LOCATION = re.compile(r"^(?P<file>[^:]*):(?P<line>\d+):(?P<first>\d+)-(?P<last>\d+): Error: (?P<msg>.*)$")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class NftMessage:
-    """One error nft reported; `line` is 1-based in our input, 0 when nft gave no location."""
-
-    message: str
-    line: int = 0
-    text: str = ""
-
-    def __str__(self) -> str:
-        where = f"line {self.line}: " if self.line else ""
-        shown = f"\n    {self.text.strip()}" if self.text else ""
-        return f"{where}{self.message}{shown}"
-
-
-class ApplyError(NetpolError):
-    """nft refused a ruleset (check pass or commit); the previous ruleset is still in force."""
-
-    def __init__(self, stage: str, messages: list[NftMessage]) -> None:
-        self.stage, self.messages = stage, messages
-        listed = "\n  ".join(str(m) for m in messages) or "no message from libnftables"
-        super().__init__(f"nft rejected the ruleset ({stage}); "
-                         f"the last good ruleset stays in force:\n  {listed}")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from netpol.compile.ir import compile_cluster
+from netpol.compile.compiler import compile_cluster
 from netpol.errors import LabError
 from netpol.lab.cluster import FABRIC_BRIDGE, UPLINK, Lab, LabPlan, open_lab, plan_lab
 from netpol.lab.verify import (

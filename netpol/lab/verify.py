@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from netpol.backends.nftables import render as render_nftables
-from netpol.compile.ir import NodeProgram, compile_cluster, require_node
+from netpol.compile.compiler import compile_cluster, require_node
+from netpol.compile.ir import NodeProgram
 from netpol.errors import LabError
 from netpol.lab import traffic as lab_traffic
 from netpol.lab.cluster import Lab, lab_pods, open_lab

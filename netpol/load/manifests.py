@@ -192,6 +192,64 @@ def state_or_problems(results: Iterable[tuple[list[Located], list[Problem]]]) ->
     return build_state(obj for _, obj in objects)
 
 
+@dataclass
+class ParsedFile:
+    """One input file, parsed and not decoded: its documents, each labelled for messages, and
+    what stopped it (it could not be read, or a syntax error after its last document)."""
+
+    name: str
+    documents: list[Labelled]
+    problems: list[Problem]
+
+
+@dataclass
+class ParsedInput:
+    """Every file under some paths, parsed and not decoded (texts are not kept)."""
+
+    missing: list[Problem]
+    files: list[ParsedFile]
+
+    @property
+    def complete(self) -> bool:
+        """Every path exists, every file was read and parsed to its end."""
+        return not self.missing and not any(f.problems for f in self.files)
+
+    def take_documents(self) -> list[Labelled]:
+        """Every document in file order, handed over: this object keeps none of them."""
+        documents = [labelled for f in self.files for labelled in f.documents]
+        for f in self.files:
+            f.documents = []
+        return documents
+
+    def state(self) -> ClusterState:
+        """What `load_state` gives for the same paths: the state, or InputError with every
+        problem in the same order (missing paths, then file by file, then consistency)."""
+
+        def results() -> Iterator[tuple[list[Located], list[Problem]]]:
+            if self.missing:
+                yield [], self.missing
+            for f in self.files:
+                objects, problems = decode_parsed(f.documents)
+                yield objects, f.problems + problems
+
+        return state_or_problems(results())
+
+
+def parse_paths(paths: Iterable[str]) -> ParsedInput:
+    """Read and parse every file under `paths`, one at a time (a file's text is dropped once
+    parsed); decode nothing. For callers that decode in parts (`netpol.pipeline.sharded`)."""
+    files, missing = expand_paths(paths)
+    parsed = []
+    for name in files:
+        try:
+            documents, syntax_error = parsed_text(read_text(name), name)
+        except InputError as exc:
+            parsed.append(ParsedFile(name, [], list(exc.problems)))
+            continue
+        parsed.append(ParsedFile(name, documents, [syntax_error] if syntax_error else []))
+    return ParsedInput(missing, parsed)
+
+
 def load_text(text: str, source: str = "<text>") -> ClusterState:
     """Like `load_state`, for manifests already in memory."""
     return state_or_problems([decode_text(text, source)])

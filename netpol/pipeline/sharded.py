@@ -6,12 +6,13 @@ namespaces' pods on every node (`PodsText`) and the sets they name. The parent j
 parts in the order one process produces them (`script_text`): the output is byte for byte
 `render(compile_cluster(state)[node])`, which tests/test_parallel.py holds.
 
-`render_paths` forks once the manifests are parsed: each process decodes the pods, namespaces
-and nodes and only its own shard's policies. Per-policy work (decoding, resolving selectors,
+`render_documents` forks once the manifests are parsed (`netpol.pipeline.phases` reads and
+parses them): each process decodes the pods, namespaces and nodes and only its own shard's
+policies. Per-policy work (decoding, resolving selectors,
 spelling sets, printing rules) is most of a large cluster's compile; it is split between the
 processes, where splitting by node would repeat it in each. Only printed text comes back, through
-a pipe. One shard runs in the calling process. Input with any problem is decoded again, whole, by
-the serial path, so the error report is exactly `load_state`'s.
+a pipe. One shard runs in the calling process. Input with any problem is decoded again, whole and in
+order, so the error report is exactly `load_state`'s.
 """
 
 from __future__ import annotations
@@ -21,23 +22,20 @@ import pickle
 import signal
 import threading
 import traceback
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from netpol.backends.nftables import PodsText, pods_text, render, script_text, set_lines
-from netpol.compile.ir import NodeCompiler, PeerSet, PortSet, compile_cluster, node_names, node_pod_cidrs
-from netpol.errors import Problem
+from netpol.compile.compiler import NodeCompiler, compile_cluster, node_names, node_pod_cidrs
+from netpol.compile.ir import PeerSet, PortSet
+from netpol.errors import WorkerError
 from netpol.load.decode_fast import own_copy
 from netpol.load.manifests import (
     Labelled,
-    Source,
     build_state,
     check_consistency,
     decode_parsed,
-    iter_sources,
-    parsed_text,
-    read_sources,
     state_or_problems,
 )
 from netpol.model import ClusterState
@@ -99,10 +97,6 @@ def compile_shard(state: ClusterState, namespaces: Collection[str]) -> ShardOutp
             if peer_set.name not in out.set_lines:
                 out.set_lines[peer_set.name] = set_lines(peer_set)
     return out
-
-
-class WorkerError(RuntimeError):
-    """A compile worker failed or died: a bug, or the machine killed it (memory)."""
 
 
 Tell = Callable[[bool], bool]  # a shard says whether its input decoded cleanly; True: go on
@@ -213,41 +207,28 @@ def render_nodes(state: ClusterState, jobs: int | None = None) -> Iterator[tuple
     yield from _join(state, [own, *others])  # type: ignore[list-item]
 
 
-# -- from manifest files -----------------------------------------------------------------------
+# -- from parsed manifests --------------------------------------------------------------------
 
-def render_paths(paths: Iterable[str], jobs: int | None = None,
-                 planned: Callable[[int], None] | None = None) -> Iterator[tuple[str, str]]:
-    """Load the manifests under `paths` and yield (node, `nft -f` script) for every node, as
-    `render_nodes(load_state(paths))` would; raises InputError as `load_state` does.
+def render_documents(documents: list[Labelled], jobs: int | None = None,
+                     planned: Callable[[int], None] | None = None) -> Iterator[tuple[str, str]]:
+    """(node, `nft -f` script) for every node of the parsed, not yet decoded `documents`
+    (`netpol.load.manifests.parse_paths`), as `render_nodes` of their state would print them;
+    raises InputError as `load_state` does.
 
-    The files are parsed here; then, with more than one job, the processes fork: each decodes
-    every pod, namespace and node and its own shard's policies, and compiles. Without `jobs`,
-    one process per available CPU when splitting pays (`splitting_pays`) and the caller runs no
-    other thread, else one; `planned` is told how many processes compile. Any problem anywhere,
-    and the parent decodes everything again, as `load_state` does, to report them all.
+    With more than one job, the processes fork before decoding: each decodes every pod,
+    namespace and node and its own shard's policies, and compiles. Without `jobs`, one process
+    per available CPU when splitting pays (`splitting_pays`) and the caller runs no other
+    thread, else one; `planned` is told how many processes compile. Any problem anywhere, and
+    the parent decodes everything again, in order, to report them all.
 
     Memory, measured at 10k pods / 10k policies: the combined PSS of two processes peaks at
-    ~265 MB, one process alone at ~261 MB. Each process frees the parsed documents once decoded;
-    that memory goes back whole only because nothing decoded keeps one of their strings or
-    numbers (`decode_fast` copies what it keeps, `_raw_counts` the namespaces): with a name here
-    and a label there pinning every arena, the two processes peaked at ~306 MB. Tried and dropped:
-    freeing the documents in one process only, or in neither, and decoding the pods before
-    forking (all more memory)."""
+    ~265 MB, one process alone at ~261 MB. Each process frees the parsed documents once decoded
+    (`documents` is handed over: the caller keeps no reference); that memory goes back whole
+    only because nothing decoded keeps one of their strings or numbers (`decode_fast` copies
+    what it keeps, `_raw_counts` the namespaces): with a name here and a label there pinning
+    every arena, the two processes peaked at ~306 MB. Tried and dropped: freeing the documents
+    in one process only, or in neither, and decoding the pods before forking (all more memory)."""
     tell_plan = planned or (lambda processes: None)
-    missing, sources = read_sources(paths)
-    if jobs == 1 or missing or any(s.text is None for s in sources):
-        tell_plan(1)
-        yield from _render_serially(missing, sources)
-        return
-    parsed = [parsed_text(s.text or "", s.name) for s in sources]
-    if any(error for _, error in parsed):
-        del parsed
-        tell_plan(1)
-        yield from _render_serially(missing, sources)  # reports the syntax errors with the rest
-        return
-    sources.clear()  # the texts: parsed
-    documents = [labelled for found, _ in parsed for labelled in found]
-    del parsed
     weights, pods, policies = _raw_counts(documents)
     count = jobs or (available_cpus() if splitting_pays(pods, policies) and _may_fork() else 1)
     owners = balance(weights, count)
@@ -293,12 +274,6 @@ def splitting_pays(pods: int, policies: int) -> bool:
 
     So: when there is enough work for the fork to pay (SPLIT_MIN_WORK)."""
     return pods + POLICY_WEIGHT * policies >= SPLIT_MIN_WORK
-
-
-def _render_serially(missing: list[Problem], sources: list[Source]) -> Iterator[tuple[str, str]]:
-    state = state_or_problems(iter_sources(missing, sources))
-    sources.clear()  # the texts: decoded
-    yield from render_nodes(state, 1)
 
 
 def _raw_namespace(doc: dict[str, Any]) -> str:

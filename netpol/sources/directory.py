@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netpol.errors import SourceError
 from netpol.load.decode import typed_item
 from netpol.load.manifests import expand_paths, parse_documents, read_text
-from netpol.sources.kube import KINDS, Snapshot, SourceEvent
+from netpol.sources.events import KIND_NAMES, Snapshot, SourceEvent
 
 log = logging.getLogger("netpol.sources.directory")
-KIND_NAMES = tuple(k.kind for k in KINDS)
 
 
 def _signature(paths: list[str]) -> tuple[tuple[str, int, int, int], ...]:
@@ -71,7 +71,7 @@ class DirectorySource:
 
     def start(self) -> DirectorySource:
         if not Path(self.directory).exists():
-            raise FileNotFoundError(self.directory)
+            raise SourceError(f"{self.directory}: no such directory")
         self._thread = threading.Thread(target=self.run, name="dir-source", daemon=True)
         self._thread.start()
         return self

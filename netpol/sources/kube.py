@@ -38,7 +38,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import HTTPError
 
+from netpol.errors import ResourceExpired, WatchStreamError
 from netpol.sources.backoff import Backoff
+from netpol.sources.events import KIND_NAMES, Delta, Snapshot, SourceEvent
 
 log = logging.getLogger("netpol.sources.kube")
 
@@ -61,34 +63,7 @@ KINDS = (
     Watched("NetworkPolicy", "networking.k8s.io/v1", "NetworkingV1Api",
             "list_network_policy_for_all_namespaces"),
 )
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Every object of one kind, as of `resource_version` (the initial list, or a relist)."""
-
-    kind: str
-    objects: tuple[dict[str, Any], ...]
-    resource_version: str
-
-
-@dataclass(frozen=True)
-class Delta:
-    kind: str
-    type: str  # ADDED, MODIFIED, DELETED
-    object: dict[str, Any]
-
-
-SourceEvent = Snapshot | Delta
-
-
-class Expired(Exception):
-    """410 Gone: the resourceVersion (or continue token) is older than the server's history."""
-
-
-def object_key(obj: dict[str, Any]) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+assert tuple(k.kind for k in KINDS) == KIND_NAMES  # the vocabulary's kinds, each with its API call
 
 
 def new_api_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -167,12 +142,12 @@ class KubeSource:
                     version = self._versions[kind.kind] = self._list(kind, call)
                 self._watch(kind, call, version)
                 backoff.reset()
-            except Expired:
+            except ResourceExpired:
                 log.info("%s: resourceVersion %s expired (410 Gone); listing again", kind.kind,
                          self._versions[kind.kind])
                 self.stats.relists += 1
                 self._versions[kind.kind] = None
-            except (ApiException, HTTPError, OSError, ValueError) as exc:
+            except (ApiException, HTTPError, OSError, ValueError, WatchStreamError) as exc:
                 if self._stop.is_set():
                     return
                 self.stats.errors += 1
@@ -232,7 +207,7 @@ class KubeSource:
                 obj = event.get("object") or {}
                 if kind_of_event == "ERROR":
                     if obj.get("code") == 410:
-                        raise Expired(obj.get("message", ""))
+                        raise ResourceExpired(obj.get("message", ""))
                     raise ApiException(status=obj.get("code"),
                                        reason=f"{obj.get('reason')}: {obj.get('message')}")
                 meta = obj.get("metadata") or {}
@@ -244,7 +219,7 @@ class KubeSource:
                     self.stats.events += 1
                     self.sink(Delta(kind.kind, kind_of_event, obj))
                 else:
-                    raise ValueError(f"unexpected watch event type {kind_of_event!r}")
+                    raise WatchStreamError(f"unexpected watch event type {kind_of_event!r}")
                 self._versions[kind.kind] = str(meta.get("resourceVersion") or version)
                 if self._stop.is_set():
                     break
@@ -260,7 +235,7 @@ def _events(resp: Any) -> Iterator[dict[str, Any]]:
         if line:
             event = orjson.loads(line)
             if not isinstance(event, dict):
-                raise ValueError(f"a watch event must be an object, got {line[:80]!r}")
+                raise WatchStreamError(f"a watch event must be an object, got {line[:80]!r}")
             yield event
 
 
@@ -276,40 +251,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         return f"API error {exc.status} {exc.reason or ''}".strip()
     return f"{type(exc).__name__}: {exc}"
-
-
-class Mirror:
-    """The last known objects of every kind, kept from Snapshots and Deltas; `apply` returns
-    what actually changed as Deltas — a relist after 410 becomes the deletions, additions and
-    modifications the watch missed, and a replayed event that changes nothing becomes nothing."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
-        self.listed: set[str] = set()
-
-    def apply(self, event: SourceEvent) -> list[Delta]:
-        store = self.objects.setdefault(event.kind, {})
-        if isinstance(event, Delta):
-            key = object_key(event.object)
-            if event.type == "DELETED":
-                return [event] if store.pop(key, None) is not None else []
-            before = store.get(key)
-            store[key] = event.object
-            if before is not None and _version(before) == _version(event.object) and before == event.object:
-                return []
-            return [Delta(event.kind, "MODIFIED" if before is not None else "ADDED", event.object)]
-        self.listed.add(event.kind)
-        fresh = {object_key(o): o for o in event.objects}
-        changes = [Delta(event.kind, "DELETED", old) for key, old in store.items() if key not in fresh]
-        for key, obj in fresh.items():
-            before = store.get(key)
-            if before is None:
-                changes.append(Delta(event.kind, "ADDED", obj))
-            elif before != obj:
-                changes.append(Delta(event.kind, "MODIFIED", obj))
-        self.objects[event.kind] = fresh
-        return changes
-
-
-def _version(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")

@@ -16,15 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from netpol.errors import UnsupportedExpression
 from netpol.model import IPAddress
 from netpol.testing.trace import Packet
 
 JSON = dict[str, Any]
 L4 = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp", "ICMP": "icmp"}
-
-
-class UnsupportedExpression(Exception):
-    """The JSON holds an expression this tracer does not model."""
 
 
 @dataclass(frozen=True)

@@ -17,43 +17,28 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import fresh_netns, nft_load, nft_table
 
 from netpol.agent.http import serve
-from netpol.agent.loop import Agent, SyncTiming, fail_closed_policy
+from netpol.agent.loop import Agent, SyncTiming
 from netpol.backends.nftables import render
-from netpol.compile.ir import compile_node
-from netpol.dataplane.nft import Applier, ApplyError, NftMessage
+from netpol.dataplane.nft import Applier
 from netpol.dataplane.routes import RouteKeeper, desired_routes
-from netpol.load.decode import decode_document
-from netpol.load.manifests import build_state
+from netpol.errors import ApplyError, NftMessage
 from netpol.model import Node
 from netpol.sources.directory import DirectorySource, read_objects
 from netpol.sources.kube import KINDS, KubeSource, new_api_client
 from netpol.testing.apiserver import FakeApiServer
+from tests.conftest import agent_program, example_objects, pod_object, policy_yaml
+from tests.kernel.conftest import fresh_netns, nft_load, nft_table
 
 NODE = "node-a"
+
+
+def frontend_pod(name: str, ip: str, namespace: str = "frontend", node: str = NODE, **labels: str) -> dict:
+    return pod_object(name, ip, namespace, node, ports=(8080,), **labels)
+
+
 FAST = SyncTiming(min_interval=0.01, max_interval=0.2, retry_initial=0.05, retry_cap=0.2)
-pytestmark = pytest.mark.kernel
-
-
-def example_objects() -> list[dict]:
-    import netpol
-
-    objects = read_objects(str(Path(netpol.__file__).parent / "examples" / "shop"))
-    assert objects is not None
-    return [o for kind in objects.values() for o in kind]
-
-
-def expected_program(objects: list[dict], node: str = NODE):
-    """A compile from scratch of these objects (an invalid policy as the agent treats it)."""
-    decoded = []
-    for raw in objects:
-        found, problems = decode_document(raw, "expected")
-        if problems and raw.get("kind") == "NetworkPolicy":
-            found = [fail_closed_policy(raw)]
-        decoded += [] if problems and raw.get("kind") != "NetworkPolicy" else found
-    return compile_node(build_state(decoded), node)
 
 
 def server_objects(api: FakeApiServer) -> list[dict]:
@@ -103,7 +88,7 @@ class RunningAgent:
         must hold exactly that table."""
         deadline = time.monotonic() + timeout
         while True:
-            expected = expected_program(server_objects(self.api))
+            expected = agent_program(server_objects(self.api))
             if self.agent.applied == expected and self.agent._pending_since is None:
                 break
             assert time.monotonic() < deadline, "the agent did not converge"
@@ -131,19 +116,13 @@ def netns():
     yield from fresh_netns("netpol-test-agent")
 
 
-def pod(name: str, ip: str, namespace: str = "frontend", node: str = NODE, **labels: str) -> dict:
-    return {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "ports": [{"containerPort": 8080}]}]},
-            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
-
-
 def test_the_agent_programs_its_node_and_follows_every_kind_of_change(api, netns, tmp_path):
     with RunningAgent(api, netns, tmp_path) as run:
         run.converge()
         assert run.agent.metrics.syncs.labels("full")._value.get() == 1
         web = next(o for o in api.objects("Pod") if o["metadata"]["name"] == "web-1")
         # a pod on the other node joins web's peer group: set elements only
-        api.apply(pod("web-9", "10.244.1.99", node="node-b", **web["metadata"]["labels"]))
+        api.apply(frontend_pod("web-9", "10.244.1.99", node="node-b", **web["metadata"]["labels"]))
         run.converge()
         assert run.agent.metrics.syncs.labels("elements")._value.get() >= 1
         # relabel a local pod, delete a policy, add one back
@@ -195,7 +174,7 @@ def test_a_failed_apply_keeps_the_last_good_ruleset_and_turns_readyz_false(api, 
             assert _get(url + "/readyz")[0] == 200
             good = nft_table(netns)
             run.loader.fail = 3
-            api.apply(pod("web-7", "10.244.0.77", app="web"))
+            api.apply(frontend_pod("web-7", "10.244.0.77", app="web"))
             deadline = time.monotonic() + 10
             while run.agent.metrics.apply_errors._value.get() < 1:
                 assert time.monotonic() < deadline
@@ -229,12 +208,12 @@ def test_after_api_faults_the_kernel_ends_where_the_final_objects_say(api, netns
         run.converge()
         if fault == "drop":
             for i in range(5):
-                api.apply(pod(f"extra-{i}", f"10.244.0.{100 + i}", app="web"))
+                api.apply(frontend_pod(f"extra-{i}", f"10.244.0.{100 + i}", app="web"))
                 api.drop_watches()
         elif fault == "gone":
             with api.paused_watches():
                 api.delete("Pod", "web-1", "frontend")
-                api.apply(pod("late", "10.244.0.120", app="web"))
+                api.apply(frontend_pod("late", "10.244.0.120", app="web"))
                 api.compact()
                 api.drop_watches()
         elif fault == "restart":
@@ -242,7 +221,7 @@ def test_after_api_faults_the_kernel_ends_where_the_final_objects_say(api, netns
                          or o["metadata"]["name"] == "default-deny"]
             api.restart(survivors)
         else:
-            api.burst([pod(f"b{i}", f"10.250.{i // 200}.{i % 200 + 1}", node="node-b", app="web")
+            api.burst([frontend_pod(f"b{i}", f"10.250.{i // 200}.{i % 200 + 1}", node="node-b", app="web")
                        for i in range(1000)])
         run.converge(timeout=60)
 
@@ -250,7 +229,7 @@ def test_after_api_faults_the_kernel_ends_where_the_final_objects_say(api, netns
 def test_a_restarted_agent_converges_without_opening_anything_first(api, netns, tmp_path):
     with RunningAgent(api, netns, tmp_path) as first:
         first.converge()
-    api.apply(pod("web-8", "10.244.0.88", app="web"))
+    api.apply(frontend_pod("web-8", "10.244.0.88", app="web"))
     present: list[bool] = []
     watching = threading.Event()
 
@@ -291,7 +270,7 @@ def test_the_directory_source_follows_a_folder_of_manifests(netns, tmp_path):
         def converge():
             objects = read_objects(str(folder))
             assert objects is not None
-            expected = expected_program([o for kind in objects.values() for o in kind])
+            expected = agent_program([o for kind in objects.values() for o in kind])
             deadline = time.monotonic() + 10
             while agent.applied != expected:
                 assert time.monotonic() < deadline
@@ -299,8 +278,7 @@ def test_the_directory_source_follows_a_folder_of_manifests(netns, tmp_path):
 
         converge()
         (folder / "zz-extra.yaml").write_text(
-            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
-            "metadata: {name: lock-frontend, namespace: frontend}\nspec: {podSelector: {}}\n")
+            policy_yaml("frontend", "lock-frontend", "{podSelector: {}}"))
         converge()
         (folder / "zz-extra.yaml").write_text("{not: [valid")  # a broken file: the last good folder stays
         time.sleep(0.3)
@@ -343,45 +321,3 @@ def test_routes_follow_the_other_nodes_pod_cidrs_and_leave_foreign_routes_alone(
     assert "10.99.0.0/16 via 192.168.7.254" in routes  # not ours: untouched
 
 
-def test_events_out_of_order_end_in_the_state_of_the_final_objects():
-    """No kernel: kinds listed in any order, a pod MODIFIED before it was ever ADDED, a DELETED
-    for an object never seen, pods arriving before their namespace (which then relabels what
-    selects them): the agent's program equals a compile of the final objects."""
-    from netpol.sources.kube import Delta, Snapshot
-
-    class Recorder:
-        def apply(self, ruleset, force=False):
-            return None
-
-    agent = Agent(NODE, Recorder(), FAST)
-    objects = example_objects()
-    by_kind = {k.kind: [o for o in objects if o["kind"] == k.kind] for k in KINDS}
-    for kind in ("Pod", "NetworkPolicy", "Node"):
-        agent.take(Snapshot(kind, tuple(by_kind[kind]), "1"))
-    assert agent.compiler is None  # not every kind listed yet: nothing compiled, nothing written
-    agent.take(Snapshot("Namespace", tuple(o for o in by_kind["Namespace"] if o["metadata"]["name"] != "frontend"),
-                        "1"))
-    late = pod("late", "10.244.0.77", namespace="staging", app="web")
-    agent.take(Delta("Pod", "MODIFIED", late))  # never ADDED, in a namespace nobody listed yet
-    agent.take(Delta("Pod", "DELETED", pod("ghost", "10.244.0.78")))  # never seen at all
-    agent.take(Delta("NetworkPolicy", "DELETED", {"kind": "NetworkPolicy", "apiVersion": "networking.k8s.io/v1",
-                                                  "metadata": {"name": "ghost", "namespace": "db"}}))
-    agent.take(Delta("Namespace", "ADDED", next(o for o in by_kind["Namespace"]
-                                                  if o["metadata"]["name"] == "frontend")))
-    staging = {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "staging", "labels": {"tier": "frontend"}}}
-    agent.take(Delta("Namespace", "ADDED", staging))
-    final = [*objects, late, staging]
-    assert agent.compiler is not None
-    assert agent.compiler.program(NODE) == expected_program(final)
-
-
-def test_the_directory_source_reads_items_of_a_typed_list_as_the_api_serves_them(tmp_path):
-    """`kubectl get pods -o json` into the folder: items without kind and apiVersion decode."""
-    import json
-
-    items = [{k: v for k, v in pod(f"p{i}", f"10.244.0.{i + 10}").items() if k not in ("kind", "apiVersion")}
-             for i in range(2)]
-    (tmp_path / "pods.json").write_text(json.dumps({"apiVersion": "v1", "kind": "PodList", "items": items}))
-    objects = read_objects(str(tmp_path))
-    assert objects is not None and len(objects["Pod"]) == 2
-    assert all(decode_document(o, "test")[1] == [] for o in objects["Pod"])

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import lab_namespaces
+
+from tests.kernel.conftest import lab_namespaces
 
 pytestmark = [pytest.mark.kernel,
               pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None

@@ -6,30 +6,19 @@ Everything runs in network namespaces these tests create and always delete."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
 import pytest
-from conftest import fresh_netns
 from hypothesis import HealthCheck, given, settings
 
 from netpol.backends.nftables import render, render_json
-from netpol.compile.ir import compile_cluster
-from netpol.dataplane.nft import Applier, ApplyError, parse_messages
+from netpol.compile.compiler import compile_cluster
+from netpol.dataplane.nft import Applier
+from netpol.errors import ApplyError
 from netpol.load.manifests import load_state
 from netpol.testing import clusters
-
-needs_kernel = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None,
-                                  reason="needs root and nft (make test installs nftables)")
-
+from tests.kernel.conftest import fresh_netns, nft
 
 netns = pytest.fixture(fresh_netns)
 other_netns = pytest.fixture(fresh_netns)
-
-
-def nft(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", ns, "nft", *args], text=True, capture_output=True, check=False)
 
 
 def without_object_comments(listing: str) -> list[str]:
@@ -42,7 +31,6 @@ def shop_programs(example_path):
     return compile_cluster(load_state([example_path]))
 
 
-@needs_kernel
 def test_apply_is_idempotent_and_spares_foreign_tables(shop_programs, netns):
     assert nft(netns, "add", "table", "ip", "foreign").returncode == 0
     assert nft(netns, "add", "chain", "ip", "foreign", "keep").returncode == 0
@@ -60,7 +48,6 @@ def test_apply_is_idempotent_and_spares_foreign_tables(shop_programs, netns):
     assert sorted(t for t in tables if t) == ["table inet netpol", "table ip foreign"]
 
 
-@needs_kernel
 def test_a_rejected_ruleset_keeps_the_last_good_one_and_names_the_line(shop_programs, netns):
     good = render(shop_programs["node-a"])
     with Applier(netns) as applier:
@@ -81,7 +68,6 @@ def test_a_rejected_ruleset_keeps_the_last_good_one_and_names_the_line(shop_prog
         assert applier.list_table() == before
 
 
-@needs_kernel
 def test_json_form_loads_into_the_same_kernel_state(shop_programs, netns, other_netns):
     with Applier(netns) as by_text, Applier(other_netns) as by_json:
         for program in shop_programs.values():
@@ -91,7 +77,6 @@ def test_json_form_loads_into_the_same_kernel_state(shop_programs, netns, other_
             assert without_object_comments(by_text.list_table()) == without_object_comments(by_json.list_table())
 
 
-@needs_kernel
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(state=clusters(max_pods=8, max_policies=5))
 def test_json_and_script_agree_on_generated_clusters(netns, other_netns, state):
@@ -102,15 +87,6 @@ def test_json_and_script_agree_on_generated_clusters(netns, other_netns, state):
             assert without_object_comments(by_text.list_table()) == without_object_comments(by_json.list_table())
 
 
-def test_messages_point_into_our_input():
-    source = ["table inet netpol {", "\tchain c {", "\t\tip saddr @nope accept", "\t}", "}"]
-    stderr = "/proc/self/fd/7:3:12-16: Error: No such file or directory\n\t\tip saddr @nope accept\n\t\t   ^^^^^\n"
-    [message] = parse_messages(stderr, source)
-    assert (message.line, message.text, message.message) == (3, source[2], "No such file or directory")
-    assert parse_messages("Error: syntax error\n", [])[0].message == "syntax error"
-
-
-@needs_kernel
 def test_one_applier_takes_a_chain_of_updates_that_replace_chains(example_path, netns):
     """The agent's pattern: one Applier, a full table, then updates that drop a pod's chains and
     add new ones under the same names. With one libnftables context reused across calls, the

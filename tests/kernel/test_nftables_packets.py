@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import pytest
-from conftest import lab_namespaces
 
 from netpol.backends.nftables import render
-from netpol.compile.ir import compile_cluster
+from netpol.compile.compiler import compile_cluster
 from netpol.load.manifests import load_text
 from netpol.model import ClusterState
 from netpol.semantics.reference import pods_connect
+from tests.kernel.conftest import lab_namespaces
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None,
                                  reason="needs root and nft (make test installs nftables)"),

@@ -9,11 +9,12 @@ import pytest
 
 import netpol
 from netpol.backends.nftables import render
-from netpol.compile.ir import compile_cluster
+from netpol.compile.compiler import compile_cluster
 from netpol.load.manifests import load_state
+from tests.conftest import REPO
 
 EXAMPLES = Path(netpol.__file__).parent / "examples"
-GOLDEN = Path(__file__).parent.parent / "rulesets"
+GOLDEN = REPO / "rulesets"
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()))

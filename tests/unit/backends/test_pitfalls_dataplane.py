@@ -8,17 +8,16 @@ import dataclasses
 import ipaddress
 import re
 
-from conftest import cluster, pod_yaml
-
 from netpol.agent.loop import Agent, SyncTiming
 from netpol.backends.nftables import render, render_update
+from netpol.compile.compiler import compile_node
 from netpol.compile.incremental import IncrementalCompiler
-from netpol.compile.ir import compile_node
 from netpol.labels import Labels
 from netpol.load.encode import encode_namespace, encode_network_policy, encode_node, encode_pod
 from netpol.load.manifests import load_state
 from netpol.model import ClusterState
-from netpol.sources.kube import KINDS, Delta, Snapshot
+from netpol.sources.events import KIND_NAMES, Delta, Snapshot
+from tests.conftest import cluster, pod_yaml
 
 DUAL_STACK = "".join([
     pod_yaml("a", "web", "10.244.0.5,fd00::5", "{app: web}"),
@@ -76,9 +75,9 @@ def test_pitfall_15_the_agent_never_lists_the_kernel_it_diffs_against_what_it_ap
     agent = Agent("node-a", Kernel(), SyncTiming(min_interval=0, max_interval=0))
     encoders = {"Namespace": (encode_namespace, state.namespaces), "Pod": (encode_pod, state.pods),
                 "Node": (encode_node, state.nodes), "NetworkPolicy": (encode_network_policy, state.policies)}
-    for kind in KINDS:
-        encode, objects = encoders[kind.kind]
-        agent.take(Snapshot(kind.kind, tuple(encode(o) for o in objects), "1"))
+    for kind in KIND_NAMES:
+        encode, objects = encoders[kind]
+        agent.take(Snapshot(kind, tuple(encode(o) for o in objects), "1"))
     assert agent.sync()
     moved = dataclasses.replace(next(p for p in state.pods if p.node_name == "node-a"),
                                 labels=Labels({"app": "other"}))

@@ -19,11 +19,12 @@ import netpol
 from netpol.backends.nft_document import script
 from netpol.backends.nftables import build_table, render
 from netpol.cli import main
-from netpol.compile.ir import compile_cluster
-from netpol.errors import InputError
+from netpol.compile.compiler import compile_cluster
+from netpol.errors import InputError, WorkerError
 from netpol.load.encode import encode_network_policy, encode_state
 from netpol.load.manifests import load_state
 from netpol.model import ClusterState
+from netpol.pipeline import phases
 from netpol.pipeline import sharded as parallel
 from netpol.testing import clusters
 
@@ -48,7 +49,7 @@ def write_list(path: Path, state: ClusterState, seed: int = 0, extra: list[dict[
 @pytest.mark.parametrize("jobs", [1, 2, 3])
 def test_the_examples_print_as_in_one_process(example, jobs):
     expected = serial(load_state([str(EXAMPLES / example)]))
-    assert dict(parallel.render_paths([str(EXAMPLES / example)], jobs)) == expected
+    assert dict(phases.render_paths([str(EXAMPLES / example)], jobs)) == expected
     assert dict(parallel.render_nodes(load_state([str(EXAMPLES / example)]), jobs)) == expected
 
 
@@ -58,7 +59,7 @@ def test_generated_clusters_print_as_in_one_process(tmp_path, state, jobs, seed)
     """More processes than namespaces included: the extra ones have nothing to do."""
     expected = serial(state)
     path = write_list(tmp_path / "cluster.json", state, seed)
-    assert dict(parallel.render_paths([str(path)], jobs)) == expected
+    assert dict(phases.render_paths([str(path)], jobs)) == expected
     assert dict(parallel.render_nodes(state, jobs)) == expected
 
 
@@ -121,7 +122,7 @@ def test_bad_input_is_reported_as_load_state_reports_it(tmp_path, where):
     path = write_list(tmp_path / "cluster.json", state, extra=extra)
     expected = problems_of(lambda: load_state([str(path)]))
     assert expected
-    assert problems_of(lambda: list(parallel.render_paths([str(path)], 2))) == expected
+    assert problems_of(lambda: list(phases.render_paths([str(path)], 2))) == expected
 
 
 def test_syntax_errors_and_missing_files_are_reported_as_load_state_reports_them(tmp_path):
@@ -130,7 +131,7 @@ def test_syntax_errors_and_missing_files_are_reported_as_load_state_reports_them
     broken.write_text("kind: [unclosed\n")
     for paths in ([str(good), str(broken)], [str(good), str(tmp_path / "missing.json")]):
         expected = problems_of(lambda paths=paths: load_state(paths))
-        assert problems_of(lambda paths=paths: list(parallel.render_paths(paths, 2))) == expected
+        assert problems_of(lambda paths=paths: list(phases.render_paths(paths, 2))) == expected
 
 
 # -- workers that fail -------------------------------------------------------------------------
@@ -174,15 +175,15 @@ def test_a_worker_that_raises_is_reported_with_its_traceback_and_reaped(monkeypa
         raise RuntimeError("planted failure")
 
     in_workers_only(monkeypatch, fail)
-    with pytest.raises(parallel.WorkerError, match="planted failure"):
-        list(parallel.render_paths([str(EXAMPLES / "shop")], 2))
+    with pytest.raises(WorkerError, match="planted failure"):
+        list(phases.render_paths([str(EXAMPLES / "shop")], 2))
     assert forked and all(reaped(pid) for pid in forked)
 
 
 def test_a_worker_that_dies_is_reported_and_reaped(monkeypatch, forked):
     in_workers_only(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGKILL))
-    with pytest.raises(parallel.WorkerError, match="killed by SIGKILL"):
-        list(parallel.render_paths([str(EXAMPLES / "shop")], 2))
+    with pytest.raises(WorkerError, match="killed by SIGKILL"):
+        list(phases.render_paths([str(EXAMPLES / "shop")], 2))
     assert forked and all(reaped(pid) for pid in forked)
 
 
@@ -202,7 +203,7 @@ def test_a_failing_parent_kills_and_reaps_its_workers_and_closes_their_pipes(mon
     monkeypatch.setattr(parallel, "compile_shard", failing)
     before = open_fds()
     with pytest.raises(KeyboardInterrupt):
-        list(parallel.render_paths([str(EXAMPLES / "shop")], 3))
+        list(phases.render_paths([str(EXAMPLES / "shop")], 3))
     assert len(forked) == 2 and all(reaped(pid) for pid in forked)
     assert open_fds() <= before
 
@@ -217,7 +218,7 @@ def test_without_jobs_it_splits_only_when_there_is_enough_work(tmp_path, monkeyp
         monkeypatch.setattr(parallel, "SPLIT_MIN_WORK", threshold)
         forked.clear()
         planned: list[int] = []
-        assert dict(parallel.render_paths([str(path)], None, planned.append)) == serial(shop)
+        assert dict(phases.render_paths([str(path)], None, planned.append)) == serial(shop)
         assert planned == [processes] and len(forked) == processes - 1
 
 
@@ -225,9 +226,9 @@ def test_without_jobs_a_threaded_caller_is_not_forked(monkeypatch, forked):
     monkeypatch.setattr(parallel.threading, "active_count", lambda: 2)
     planned: list[int] = []
     expected = serial(load_state([str(EXAMPLES / "shop")]))
-    assert dict(parallel.render_paths([str(EXAMPLES / "shop")], None, planned.append)) == expected
+    assert dict(phases.render_paths([str(EXAMPLES / "shop")], None, planned.append)) == expected
     assert planned == [1] and not forked
-    assert dict(parallel.render_paths([str(EXAMPLES / "shop")], 2, planned.append)) == expected
+    assert dict(phases.render_paths([str(EXAMPLES / "shop")], 2, planned.append)) == expected
     assert planned == [1, 2] and len(forked) == 1  # asked for: forked all the same
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -15,17 +14,11 @@ from netpol.semantics.formats import iter_groups
 from netpol.semantics.probes import Probe, default_probes, parse_probe
 from netpol.semantics.reach import compute_reach
 from netpol.testing import assert_matrix_agrees, clusters
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
+from tests.conftest import run_cli
 
 
 def test_reach_json_has_exactly_the_contract_shape(example_path):
-    code, out, _ = run("reach", "-f", example_path, "--port", "8443/TCP", "-o", "json")
+    code, out, _ = run_cli("reach", "-f", example_path, "--port", "8443/TCP", "-o", "json")
     assert code == 0
     doc = json.loads(out)
     assert list(doc) == ["probes"]
@@ -41,7 +34,7 @@ def test_reach_json_has_exactly_the_contract_shape(example_path):
 
 
 def test_reach_without_port_probes_every_named_port(example_path):
-    _, out, _ = run("reach", "-f", example_path, "-o", "json")
+    _, out, _ = run_cli("reach", "-f", example_path, "-o", "json")
     doc = json.loads(out)
     ports = [(p["port"], p["protocol"]) for p in doc["probes"]]
     assert ports == [(53, "TCP"), (3000, "TCP"), (5432, "TCP"), (7000, "TCP"), (8080, "TCP"),
@@ -53,18 +46,18 @@ def test_reach_without_port_probes_every_named_port(example_path):
 
 
 def test_reach_csv_table_html_and_groups(example_path):
-    _, out, _ = run("reach", "-f", example_path, "--port", "5432/TCP", "-o", "csv")
+    _, out, _ = run_cli("reach", "-f", example_path, "--port", "5432/TCP", "-o", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert len(rows) == 11 * 11
     assert {"port": "5432", "protocol": "TCP", "source": "backend/api-1", "destination": "db/postgres-0",
             "allowed": "true"} in rows
-    _, out, _ = run("reach", "-f", example_path, "--port", "5432/TCP", "-o", "table")
+    _, out, _ = run_cli("reach", "-f", example_path, "--port", "5432/TCP", "-o", "table")
     assert "backend/api-1" in out and " X " in out
-    _, out, _ = run("reach", "-f", example_path, "-o", "html")
+    _, out, _ = run_cli("reach", "-f", example_path, "-o", "html")
     assert out.startswith("<!DOCTYPE html>") and "<style>" in out
     assert "http://" not in out and "https://" not in out and "<script" not in out  # self-contained
     assert out.count("<table>") == 10
-    _, out, _ = run("reach", "-f", example_path, "-o", "groups")
+    _, out, _ = run_cli("reach", "-f", example_path, "-o", "groups")
     assert "frontend/* => backend/[api-1, api-2] : TCP 8443" in out.splitlines()
     assert "db/* => db/* : TCP 5432,7000-7010" in out.splitlines()
 
@@ -93,11 +86,11 @@ def test_groups_cover_exactly_the_allowed_cells(state):
 
 
 def test_explain_names_the_rules(example_path):
-    code, out, _ = run("explain", "-f", example_path, "--from", "monitoring/prometheus-0",
+    code, out, _ = run_cli("explain", "-f", example_path, "--from", "monitoring/prometheus-0",
                        "--to", "db/postgres-1", "--port", "9187/TCP")
     assert code == 0
     assert "ALLOWED" in out and "admitted by: NetworkPolicy db/allow-metrics spec.ingress[0]" in out
-    code, out, _ = run("explain", "-f", example_path, "--from", "frontend/web-1", "--to", "db/postgres-0",
+    code, out, _ = run_cli("explain", "-f", example_path, "--from", "frontend/web-1", "--to", "db/postgres-0",
                        "--port", "5432", "-o", "json")
     [verdict] = json.loads(out)
     assert verdict["allowed"] is False
@@ -107,21 +100,21 @@ def test_explain_names_the_rules(example_path):
 
 
 def test_explain_accepts_ip_addresses(example_path):
-    code, out, _ = run("explain", "-f", example_path, "--from", "192.168.100.7", "--to", "10.244.1.40",
+    code, out, _ = run_cli("explain", "-f", example_path, "--from", "192.168.100.7", "--to", "10.244.1.40",
                        "--port", "3000/TCP")
     assert code == 0 and "DENIED" in out  # guest Wi-Fi is in the except
-    code, out, _ = run("explain", "-f", example_path, "--from", "192.168.7.7", "--to", "10.244.1.40",
+    code, out, _ = run_cli("explain", "-f", example_path, "--from", "192.168.7.7", "--to", "10.244.1.40",
                        "--port", "3000/TCP")
     assert "ALLOWED" in out and "monitoring/allow-grafana spec.ingress[0]" in out
 
 
 def test_exit_codes(example_path, tmp_path):
-    assert run("explain", "-f", example_path, "--from", "nope/x", "--to", "db/postgres-0", "--port", "1")[0] == 2
-    code, _, err = run("explain", "-f", example_path, "--from", "kube-system/kube-proxy-node-a",
+    assert run_cli("explain", "-f", example_path, "--from", "nope/x", "--to", "db/postgres-0", "--port", "1")[0] == 2
+    code, _, err = run_cli("explain", "-f", example_path, "--from", "kube-system/kube-proxy-node-a",
                        "--to", "db/postgres-0", "--port", "1")
     assert code == 2 and "hostNetwork" in err
     (tmp_path / "bad.yaml").write_text("kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\n")
-    code, _, err = run("reach", "-f", str(tmp_path / "bad.yaml"))
+    code, _, err = run_cli("reach", "-f", str(tmp_path / "bad.yaml"))
     assert code == 1 and "NetworkPolicy default/<unnamed>: metadata.name: Required value" in err
     try:
         main(["reach"])
@@ -143,24 +136,24 @@ def test_probe_parsing():
 
 
 def test_explain_says_why_a_node_or_a_named_port_does_not_count(example_path):
-    _, out, _ = run("explain", "-f", example_path, "--from", "192.168.50.11", "--to", "db/postgres-0",
+    _, out, _ = run_cli("explain", "-f", example_path, "--from", "192.168.50.11", "--to", "db/postgres-0",
                     "--port", "5432/TCP")
     assert "192.168.50.11 is node node-b; only a pod's own node (node-a) is exempt" in out
-    _, out, _ = run("explain", "-f", example_path, "--from", "monitoring/prometheus-0", "--to", "backend/worker-1",
+    _, out, _ = run_cli("explain", "-f", example_path, "--from", "monitoring/prometheus-0", "--to", "backend/worker-1",
                     "--port", "9090/TCP")
     assert "named port metrics/TCP is not a container port of the destination" in out
 
 
 def test_compile_writes_the_script_or_its_json_form(example_path, tmp_path):
     from netpol.backends.nftables import render, render_json
-    from netpol.compile.ir import compile_cluster
+    from netpol.compile.compiler import compile_cluster
 
     programs = compile_cluster(load_state([example_path]))
-    code, out, _ = run("compile", "-f", example_path, "--node", "node-b")
+    code, out, _ = run_cli("compile", "-f", example_path, "--node", "node-b")
     assert code == 0 and out == render(programs["node-b"])
-    code, out, _ = run("compile", "-f", example_path, "--node", "node-b", "--format", "json")
+    code, out, _ = run_cli("compile", "-f", example_path, "--node", "node-b", "--format", "json")
     assert code == 0 and json.loads(out) == render_json(programs["node-b"])
-    code, _, err = run("compile", "-f", example_path, "--all-nodes", "--out-dir", str(tmp_path), "--format", "json")
+    code, _, err = run_cli("compile", "-f", example_path, "--all-nodes", "--out-dir", str(tmp_path), "--format", "json")
     assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["node-a.json", "node-b.json"]
-    code, _, err = run("compile", "-f", example_path, "--node", "node-z")
+    code, _, err = run_cli("compile", "-f", example_path, "--node", "node-z")
     assert code == 2 and "node-z" in err and "node-a, node-b" in err

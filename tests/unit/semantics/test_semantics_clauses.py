@@ -4,75 +4,35 @@ from __future__ import annotations
 
 import ipaddress
 
-from conftest import cluster, connects, pod_yaml
-
 from netpol.semantics.reference import Endpoint, allowed
-
-NAMESPACES = """
-apiVersion: v1
-kind: Namespace
-metadata: {name: a, labels: {team: x}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: b, labels: {team: y}}
----
-apiVersion: v1
-kind: Node
-metadata: {name: node-a}
-status: {addresses: [{type: InternalIP, address: 192.168.0.1}]}
----
-apiVersion: v1
-kind: Node
-metadata: {name: node-b}
-status: {addresses: [{type: InternalIP, address: 192.168.0.2}]}
-"""
-PODS = (
-    pod_yaml("a", "web", "10.0.0.1", "{app: web}", "[{name: http, containerPort: 80}]")
-    + pod_yaml("a", "db", "10.0.0.2", "{app: db}", "[{name: pg, containerPort: 5432}]")
-    + pod_yaml("b", "client", "10.0.1.1", "{app: client}")
-    + pod_yaml("b", "web", "10.0.1.2", "{app: web}",
-               "[{name: http, containerPort: 8080}, {name: dns, containerPort: 53, protocol: UDP}]")
-)
-
-
-def policy(ns: str, name: str, spec: str) -> str:
-    return f"---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
-
-
-def world(*policies: str, extra_pods: str = ""):
-    return cluster(NAMESPACES + PODS + extra_pods + "".join(policies))
-
-
-DENY_INGRESS = "{podSelector: {}, policyTypes: [Ingress]}"
-DENY_EGRESS = "{podSelector: {}, policyTypes: [Egress]}"
+from tests.conftest import DENY_EGRESS, DENY_INGRESS, connects, pod_yaml, policy_yaml, world
 
 
 def test_clause_connection_needs_source_egress_and_destination_ingress():
-    open_ingress = policy("a", "in", "{podSelector: {}, ingress: [{}]}")
-    deny_egress_b = policy("b", "out", DENY_EGRESS)
+    open_ingress = policy_yaml("a", "in", "{podSelector: {}, ingress: [{}]}")
+    deny_egress_b = policy_yaml("b", "out", DENY_EGRESS)
     state = world(open_ingress, deny_egress_b)
     assert not connects(state, "b/client", "a/web")  # ingress allows, egress does not
-    state = world(policy("a", "deny", DENY_INGRESS), policy("b", "out", "{podSelector: {}, egress: [{}]}"))
+    state = world(policy_yaml("a", "deny", DENY_INGRESS), policy_yaml("b", "out", "{podSelector: {}, egress: [{}]}"))
     assert not connects(state, "b/client", "a/web")  # egress allows, ingress does not
     assert connects(world(), "b/client", "a/web")
 
 
 def test_clause_replies_of_an_allowed_connection_need_no_rule():
     # The semantics judge who may *open* a connection; replies ride on conntrack.
-    state = world(policy("a", "deny-out", DENY_EGRESS))
+    state = world(policy_yaml("a", "deny-out", DENY_EGRESS))
     assert connects(state, "b/client", "a/web")
     assert not connects(state, "a/web", "b/client")
 
 
 def test_clause_a_pod_can_always_reach_itself():
-    state = world(policy("a", "deny", "{podSelector: {}, policyTypes: [Ingress, Egress]}"))
+    state = world(policy_yaml("a", "deny", "{podSelector: {}, policyTypes: [Ingress, Egress]}"))
     assert connects(state, "a/web", "a/web")
     assert not connects(state, "a/web", "a/db")
 
 
 def test_clause_traffic_between_a_pod_and_its_own_node_is_always_allowed():
-    state = world(policy("a", "deny", "{podSelector: {}, policyTypes: [Ingress, Egress]}"))
+    state = world(policy_yaml("a", "deny", "{podSelector: {}, policyTypes: [Ingress, Egress]}"))
     web = state.pod("a/web")
     own_node, other_node = ipaddress.ip_address("192.168.0.1"), ipaddress.ip_address("192.168.0.2")
     pod_end = Endpoint(web.ips[0], web)
@@ -83,15 +43,15 @@ def test_clause_traffic_between_a_pod_and_its_own_node_is_always_allowed():
 
 
 def test_clause_isolated_only_by_a_policy_in_its_own_namespace():
-    state = world(policy("b", "deny", DENY_INGRESS))  # selects every pod of b, none of a
+    state = world(policy_yaml("b", "deny", DENY_INGRESS))  # selects every pod of b, none of a
     assert connects(state, "b/client", "a/web")
     assert not connects(state, "a/web", "b/web")
 
 
 def test_clause_policy_types_default_ingress_plus_egress_iff_egress_rules():
-    only_ingress = policy("a", "p", "{podSelector: {}, ingress: [{}]}")
+    only_ingress = policy_yaml("a", "p", "{podSelector: {}, ingress: [{}]}")
     assert connects(world(only_ingress), "a/web", "b/web")  # no Egress type: egress open
-    with_egress = policy("a", "p", "{podSelector: {}, egress: [{ports: [{port: 53, protocol: UDP}]}]}")
+    with_egress = policy_yaml("a", "p", "{podSelector: {}, egress: [{ports: [{port: 53, protocol: UDP}]}]}")
     state = world(with_egress)
     assert not connects(state, "a/web", "b/web", 8080)
     assert connects(state, "a/web", "b/web", 53, "UDP")
@@ -102,16 +62,16 @@ def test_clause_isolated_allowed_iff_one_rule_matches_both_peer_and_port():
     spec = """{podSelector: {}, ingress: [
         {from: [{podSelector: {matchLabels: {app: db}}}], ports: [{port: 80}]},
         {from: [{namespaceSelector: {matchLabels: {team: y}}}], ports: [{port: 443}]}]}"""
-    state = world(policy("a", "p", spec))
+    state = world(policy_yaml("a", "p", spec))
     assert connects(state, "a/db", "a/web", 80)
     assert connects(state, "b/client", "a/web", 443)
     assert not connects(state, "b/client", "a/web", 80)  # peer of rule 1, port of rule 0
 
 
 def test_clause_policies_are_additive():
-    only_db = policy("a", "p1", "{podSelector: {}, ingress: [{from: [{podSelector: {matchLabels: {app: db}}}]}]}")
-    only_b = policy("a", "p2", "{podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabels: {team: y}}}]}]}")
-    state = world(only_db, only_b, policy("a", "deny", DENY_INGRESS))
+    only_db = policy_yaml("a", "p1", "{podSelector: {}, ingress: [{from: [{podSelector: {matchLabels: {app: db}}}]}]}")
+    only_b = policy_yaml("a", "p2", "{podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabels: {team: y}}}]}]}")
+    state = world(only_db, only_b, policy_yaml("a", "deny", DENY_INGRESS))
     assert connects(state, "a/db", "a/web")
     assert connects(state, "b/client", "a/web")
 
@@ -119,7 +79,7 @@ def test_clause_policies_are_additive():
 def test_clause_absent_or_empty_from_means_everything():
     for spec in ("{podSelector: {}, ingress: [{ports: [{port: 80}]}]}",
                  "{podSelector: {}, ingress: [{from: [], ports: [{port: 80}]}]}"):
-        state = world(policy("a", "p", spec))
+        state = world(policy_yaml("a", "p", spec))
         assert connects(state, "b/client", "a/web")
         outside = Endpoint(ipaddress.ip_address("203.0.113.7"))
         web = state.pod("a/web")
@@ -127,20 +87,20 @@ def test_clause_absent_or_empty_from_means_everything():
 
 
 def test_clause_pod_selector_only_means_pods_of_the_policy_namespace():
-    state = world(policy("a", "p", "{podSelector: {}, ingress: [{from: [{podSelector: {matchLabels: {app: web}}}]}]}"))
+    state = world(policy_yaml("a", "p", "{podSelector: {}, ingress: [{from: [{podSelector: {matchLabels: {app: web}}}]}]}"))
     assert not connects(state, "b/web", "a/db")  # app=web, but in b
     assert connects(state, "a/web", "a/db")
 
 
 def test_clause_namespace_selector_only_means_all_pods_of_matching_namespaces():
-    state = world(policy("a", "p", "{podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabels: {team: y}}}]}]}"))
+    state = world(policy_yaml("a", "p", "{podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabels: {team: y}}}]}]}"))
     assert connects(state, "b/client", "a/web") and connects(state, "b/web", "a/web")
     assert not connects(state, "a/db", "a/web")
 
 
 def test_clause_both_selectors_mean_their_intersection():
     spec = "{podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabels: {team: y}}, podSelector: {matchLabels: {app: web}}}]}]}"
-    state = world(policy("a", "p", spec))
+    state = world(policy_yaml("a", "p", spec))
     assert connects(state, "b/web", "a/db")
     assert not connects(state, "b/client", "a/db")
     assert not connects(state, "a/web", "a/db")
@@ -148,7 +108,7 @@ def test_clause_both_selectors_mean_their_intersection():
 
 def test_clause_ip_block_is_cidr_minus_every_except_matched_against_pod_ips_too():
     spec = "{podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/16, except: [10.0.1.0/30]}}]}]}"
-    state = world(policy("a", "p", spec), extra_pods=pod_yaml("b", "far", "10.0.1.9"))
+    state = world(policy_yaml("a", "p", spec), extra_pods=pod_yaml("b", "far", "10.0.1.9"))
     assert connects(state, "b/far", "a/web")       # a pod IP inside cidr, outside except
     assert not connects(state, "b/client", "a/web")  # 10.0.1.1 is in the except
     web = state.pod("a/web")
@@ -157,27 +117,27 @@ def test_clause_ip_block_is_cidr_minus_every_except_matched_against_pod_ips_too(
 
 def test_clause_namespaces_carry_the_metadata_name_label():
     spec = "{podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: b}}}]}]}"
-    state = world(policy("a", "p", spec))
+    state = world(policy_yaml("a", "p", spec))
     assert connects(state, "b/client", "a/web")
     assert state.namespace("a").labels["kubernetes.io/metadata.name"] == "a"
 
 
 def test_clause_absent_or_empty_ports_mean_all_ports_and_protocols():
     for rule in ("{}", "{ports: []}"):
-        state = world(policy("a", "p", f"{{podSelector: {{}}, ingress: [{rule}]}}"))
+        state = world(policy_yaml("a", "p", f"{{podSelector: {{}}, ingress: [{rule}]}}"))
         assert connects(state, "b/client", "a/web", 12345, "SCTP")
         assert connects(state, "b/client", "a/web", None, "ICMP")
 
 
 def test_clause_protocol_defaults_to_tcp():
-    state = world(policy("a", "p", "{podSelector: {}, ingress: [{ports: [{port: 80}]}]}"))
+    state = world(policy_yaml("a", "p", "{podSelector: {}, ingress: [{ports: [{port: 80}]}]}"))
     assert connects(state, "b/client", "a/web", 80, "TCP")
     assert not connects(state, "b/client", "a/web", 80, "UDP")
 
 
 def test_clause_named_port_resolves_against_destination_pod_with_same_protocol():
     spec = "{podSelector: {}, policyTypes: [Egress], egress: [{ports: [{port: http}, {port: dns, protocol: TCP}]}]}"
-    state = world(policy("b", "p", spec))
+    state = world(policy_yaml("b", "p", spec))
     assert connects(state, "b/client", "a/web", 80)     # http is 80 on a/web
     assert not connects(state, "b/client", "a/web", 8080)
     assert connects(state, "b/client", "b/web", 8080)   # ...and 8080 on b/web
@@ -186,7 +146,7 @@ def test_clause_named_port_resolves_against_destination_pod_with_same_protocol()
 
 
 def test_clause_end_port_makes_an_inclusive_range():
-    state = world(policy("a", "p", "{podSelector: {}, ingress: [{ports: [{port: 8000, endPort: 8010}]}]}"))
+    state = world(policy_yaml("a", "p", "{podSelector: {}, ingress: [{ports: [{port: 8000, endPort: 8010}]}]}"))
     assert connects(state, "b/client", "a/web", 8000)
     assert connects(state, "b/client", "a/web", 8010)
     assert not connects(state, "b/client", "a/web", 8011)
@@ -194,7 +154,7 @@ def test_clause_end_port_makes_an_inclusive_range():
 
 
 def test_clause_a_rule_with_ports_never_admits_a_protocol_it_does_not_name():
-    state = world(policy("a", "p", "{podSelector: {}, ingress: [{ports: [{protocol: UDP}]}]}"))
+    state = world(policy_yaml("a", "p", "{podSelector: {}, ingress: [{ports: [{protocol: UDP}]}]}"))
     assert connects(state, "b/client", "a/web", 9999, "UDP")
     assert not connects(state, "b/client", "a/web", None, "ICMP")
     assert not connects(state, "b/client", "a/web", 9999, "TCP")
@@ -203,7 +163,7 @@ def test_clause_a_rule_with_ports_never_admits_a_protocol_it_does_not_name():
 def test_clause_label_selector_operators():
     def selects(expr: str) -> bool:
         spec = f"{{podSelector: {{}}, ingress: [{{from: [{{podSelector: {expr}}}]}}]}}"
-        return connects(world(policy("a", "p", spec)), "a/db", "a/web")
+        return connects(world(policy_yaml("a", "p", spec)), "a/db", "a/web")
 
     assert selects("{}")
     assert selects("{matchLabels: {app: db}, matchExpressions: [{key: app, operator: In, values: [db, x]}]}")
@@ -216,8 +176,8 @@ def test_clause_label_selector_operators():
 
 def test_clause_host_network_pods_are_not_selected_nor_matched():
     host = pod_yaml("a", "agent", "192.168.0.2", "{app: web}", extra=", hostNetwork: true", node="node-b")
-    state = world(policy("a", "deny", "{podSelector: {}, policyTypes: [Ingress, Egress]}"),
-                  policy("b", "p", "{podSelector: {}, ingress: [{from: [{namespaceSelector: {}}]}]}"),
+    state = world(policy_yaml("a", "deny", "{podSelector: {}, policyTypes: [Ingress, Egress]}"),
+                  policy_yaml("b", "p", "{podSelector: {}, ingress: [{from: [{namespaceSelector: {}}]}]}"),
                   extra_pods=host)
     agent = state.pod("a/agent")
     assert not agent.takes_part
@@ -237,7 +197,7 @@ def test_clause_pods_without_ip_or_finished_take_no_part():
 def test_clause_dual_stack_every_pod_ip_counts():
     extra = pod_yaml("b", "dual", "10.0.1.50,fd00::50")
     spec = "{podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 'fd00::/64'}}]}]}"
-    state = world(policy("a", "p", spec), extra_pods=extra + pod_yaml("a", "v6", "fd00::1"))
+    state = world(policy_yaml("a", "p", spec), extra_pods=extra + pod_yaml("a", "v6", "fd00::1"))
     dual, v6 = state.pod("b/dual"), state.pod("a/v6")
     assert connects(state, "b/dual", "a/v6")
     assert allowed(state, Endpoint(dual.ips[1], dual), Endpoint(v6.ips[0], v6), 80, "TCP").allowed

@@ -13,27 +13,13 @@ import time
 import pytest
 
 from netpol.sources.backoff import Backoff
+from netpol.sources.events import Delta, Mirror, Snapshot, object_key
 from netpol.sources.kube import KINDS as WATCHED
-from netpol.sources.kube import Delta, KubeSource, Mirror, Snapshot, new_api_client, object_key
+from netpol.sources.kube import KubeSource, new_api_client
 from netpol.testing.apiserver import FakeApiServer
+from tests.conftest import namespace_object, pod_object, policy_object
 
 KINDS = ("Namespace", "Node", "Pod", "NetworkPolicy")
-
-
-def ns(name, **labels):
-    return {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": name, "labels": labels}}
-
-
-def pod(name, ip, namespace="shop", **labels):
-    return {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "spec": {"nodeName": "node-a", "containers": [{"name": "c"}]},
-            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
-
-
-def policy(name, namespace="shop"):
-    return {"kind": "NetworkPolicy", "apiVersion": "networking.k8s.io/v1",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
 
 
 class Follower:
@@ -89,9 +75,9 @@ def _strip(obj):
 @pytest.fixture
 def api():
     with FakeApiServer(bookmark_interval=0.2) as server:
-        server.apply_all([ns("shop", team="a"), ns("db"), pod("web-1", "10.0.0.1", app="web"),
-                          pod("web-2", "10.0.0.2", app="web"), pod("pg-0", "10.0.1.1", "db", app="pg"),
-                          policy("deny")])
+        server.apply_all([namespace_object("shop", team="a"), namespace_object("db"),
+                          pod_object("web-1", "10.0.0.1", app="web"), pod_object("web-2", "10.0.0.2", app="web"),
+                          pod_object("pg-0", "10.0.1.1", "db", app="pg"), policy_object("deny")])
         yield server
 
 
@@ -111,8 +97,8 @@ def test_changes_arrive_as_deltas_in_order(api, tmp_path):
     with Follower(api, tmp_path) as f:
         f.converge()
         before = len(f.seen)
-        api.apply(pod("web-3", "10.0.0.3", app="web"))
-        api.apply(pod("web-3", "10.0.0.3", app="web", tier="front"))
+        api.apply(pod_object("web-3", "10.0.0.3", app="web"))
+        api.apply(pod_object("web-3", "10.0.0.3", app="web", tier="front"))
         api.delete("Pod", "web-1", "shop")
         f.converge()
         deltas = [(e.type, e.object["metadata"]["name"]) for e in f.seen[before:] if isinstance(e, Delta)]
@@ -123,9 +109,9 @@ def test_a_dropped_watch_resumes_from_the_last_resource_version(api, tmp_path):
     with Follower(api, tmp_path) as f:
         f.converge()
         for i in range(5):
-            api.apply(pod(f"extra-{i}", f"10.0.2.{i}"))
+            api.apply(pod_object(f"extra-{i}", f"10.0.2.{i}"))
             api.drop_watches()
-            api.apply(pod(f"extra-{i}", f"10.0.2.{i}", round=str(i)))
+            api.apply(pod_object(f"extra-{i}", f"10.0.2.{i}", round=str(i)))
         f.converge()
         assert f.source.stats.errors >= 1 and f.source.stats.relists == 0
         names = [e.object["metadata"]["name"] for e in f.seen if isinstance(e, Delta) and e.type == "ADDED"]
@@ -138,7 +124,7 @@ def test_410_gone_relists_and_the_mirror_catches_up_with_deletions(api, tmp_path
         f.converge()
         with api.paused_watches():
             api.delete("Pod", "web-2", "shop")
-            api.apply(pod("late", "10.0.3.1"))
+            api.apply(pod_object("late", "10.0.3.1"))
             api.compact()
             api.drop_watches()
         f.converge()
@@ -149,7 +135,7 @@ def test_410_gone_relists_and_the_mirror_catches_up_with_deletions(api, tmp_path
 def test_a_restarted_server_with_a_new_history_is_relisted(api, tmp_path):
     with Follower(api, tmp_path) as f:
         f.converge()
-        api.restart([ns("shop"), pod("only", "10.9.9.9"), policy("allow-all")])
+        api.restart([namespace_object("shop"), pod_object("only", "10.9.9.9"), policy_object("allow-all")])
         f.converge()
         assert set(f.mirror.objects["Pod"]) == {("shop", "only")}
 
@@ -157,8 +143,8 @@ def test_a_restarted_server_with_a_new_history_is_relisted(api, tmp_path):
 def test_a_burst_of_a_thousand_pod_events_arrives_complete(api, tmp_path):
     with Follower(api, tmp_path) as f:
         f.converge()
-        api.burst([pod(f"p{i}", f"10.1.{i // 250}.{i % 250}", app=str(i % 7)) for i in range(1000)])
-        api.burst([pod(f"p{i}", f"10.1.{i // 250}.{i % 250}", app="moved") for i in range(0, 1000, 3)])
+        api.burst([pod_object(f"p{i}", f"10.1.{i // 250}.{i % 250}", app=str(i % 7)) for i in range(1000)])
+        api.burst([pod_object(f"p{i}", f"10.1.{i // 250}.{i % 250}", app="moved") for i in range(0, 1000, 3)])
         f.converge(timeout=30)
         assert len(f.mirror.objects["Pod"]) == 1003
 
@@ -166,7 +152,7 @@ def test_a_burst_of_a_thousand_pod_events_arrives_complete(api, tmp_path):
 def test_bookmarks_move_the_resume_point(api, tmp_path):
     with Follower(api, tmp_path) as f:
         f.converge()
-        api.apply(ns("other"))  # a Namespace change moves the revision past the pod watch's events
+        api.apply(namespace_object("other"))  # a Namespace change moves the revision past the pod watch's events
         time.sleep(0.6)  # a few bookmarks
         api.drop_watches()
         f.converge()

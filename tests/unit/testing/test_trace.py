@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netpol.backends.nftables import render_json
-from netpol.compile.ir import block_intervals, compile_cluster
+from netpol.compile.compiler import block_intervals, compile_cluster
 from netpol.load.manifests import load_state, load_text
 from netpol.model import ClusterState, IPBlock
 from netpol.semantics.reference import allowed, endpoint

@@ -1,0 +1,98 @@
+"""Kernel tests: real network namespaces, nftables, iptables and packets. This conftest marks
+every test below it `kernel` and skips it unless we are root with `ip` and `nft` on PATH (make
+test installs them); tests that need more (ipset, containernetworking-plugins) say so
+themselves. Helpers for namespaces the tests create and always delete live here too."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import mark_kernel_folder
+
+HERE = Path(__file__).resolve().parent
+MISSING = ("not root" if os.geteuid() != 0 else
+           next((f"no {tool} on PATH" for tool in ("ip", "nft") if shutil.which(tool) is None), ""))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_kernel_folder(items, HERE, MISSING, "root, iproute2 and nftables")
+
+
+def fresh_netns(prefix: str = "netpol-test") -> Iterator[str]:
+    """A network namespace created for one test (or module) and always deleted."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+LAB_LOCK = os.path.join(tempfile.gettempdir(), "netpol-tests-lab.lock")
+# Every namespace `netpol verify` (netpol.lab.cluster) and test_nftables_packets create; other tests'
+# `netpol-test-*` and benchmarks' `np-dp-*` namespaces come and go concurrently and are not ours.
+LAB_NAME = re.compile(r"^np-[0-9a-f]{6}-(fab|node|n\d+|p\d+)$")
+
+
+def lab_namespaces() -> list[str]:
+    """`ip netns list` (names only), restricted to lab namespaces."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return sorted(name for line in listed.splitlines() if LAB_NAME.match(name := line.split()[0]))
+
+
+@pytest.fixture
+def netns_guard() -> Iterator[None]:
+    """Lab tests one at a time across xdist workers (a file lock), and `ip netns list` after the
+    test exactly as before it: nothing a lab created may outlive the test, even when it fails."""
+    import fcntl
+
+    with open(LAB_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = lab_namespaces()
+        yield
+        assert lab_namespaces() == before, "network namespaces leaked"
+
+
+# ── our table in a namespace, compared order-insensitively ──────────────────────────────────
+
+
+def nft_table(netns: str) -> object:
+    """The table as JSON, in an order of its own: hash sets list elements, and tables chains,
+    in the order they were added."""
+    listed = subprocess.run(["ip", "netns", "exec", netns, "nft", "-j", "list", "table", "inet", "netpol"],
+                            capture_output=True, text=True, check=True).stdout
+    items = json.loads(listed)["nftables"]
+    for item in items:
+        for kind in ("set", "map"):
+            if kind in item:
+                item[kind].pop("handle", None)
+                if "elem" in item[kind]:
+                    item[kind]["elem"] = sorted(item[kind]["elem"], key=json.dumps)
+        for kind in ("chain", "rule", "table"):
+            if kind in item:
+                item[kind].pop("handle", None)
+
+    def place(item: dict) -> tuple[str, str]:  # chains list in creation order; rules keep theirs
+        kind = next(iter(item))
+        return kind, str(item[kind].get("chain", item[kind].get("name", "")))
+    return sorted(items, key=place)
+
+
+def nft(netns: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`nft ARGS` inside the namespace, never checked: tests look at the return code."""
+    return subprocess.run(["ip", "netns", "exec", netns, "nft", *args], input=stdin, text=True,
+                          capture_output=True, check=False)
+
+
+def nft_load(netns: str, text: str) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=text, text=True, check=True)

@@ -1,0 +1,42 @@
+"""The sync loop without a kernel: events in any order fold into the program of the final
+objects, and nothing is compiled (or written) before every kind has been listed."""
+
+from __future__ import annotations
+
+from netpol.agent.loop import Agent, SyncTiming
+from netpol.sources.events import KIND_NAMES, Delta, Snapshot
+from tests.conftest import agent_program, example_objects, namespace_object, pod_object
+
+NODE = "node-a"
+FAST = SyncTiming(min_interval=0.01, max_interval=0.2, retry_initial=0.05, retry_cap=0.2)
+
+
+def test_events_out_of_order_end_in_the_state_of_the_final_objects():
+    """No kernel: kinds listed in any order, a pod MODIFIED before it was ever ADDED, a DELETED
+    for an object never seen, pods arriving before their namespace (which then relabels what
+    selects them): the agent's program equals a compile of the final objects."""
+
+    class Recorder:
+        def apply(self, ruleset, force=False):
+            return None
+
+    agent = Agent(NODE, Recorder(), FAST)
+    objects = example_objects()
+    by_kind = {kind: [o for o in objects if o["kind"] == kind] for kind in KIND_NAMES}
+    for kind in ("Pod", "NetworkPolicy", "Node"):
+        agent.take(Snapshot(kind, tuple(by_kind[kind]), "1"))
+    assert agent.compiler is None  # not every kind listed yet: nothing compiled, nothing written
+    agent.take(Snapshot("Namespace", tuple(o for o in by_kind["Namespace"] if o["metadata"]["name"] != "frontend"),
+                        "1"))
+    late = pod_object("late", "10.244.0.77", namespace="staging", ports=(8080,), app="web")
+    agent.take(Delta("Pod", "MODIFIED", late))  # never ADDED, in a namespace nobody listed yet
+    agent.take(Delta("Pod", "DELETED", pod_object("ghost", "10.244.0.78", namespace="frontend", ports=(8080,))))
+    agent.take(Delta("NetworkPolicy", "DELETED", {"kind": "NetworkPolicy", "apiVersion": "networking.k8s.io/v1",
+                                                  "metadata": {"name": "ghost", "namespace": "db"}}))
+    agent.take(Delta("Namespace", "ADDED", next(o for o in by_kind["Namespace"]
+                                                  if o["metadata"]["name"] == "frontend")))
+    staging = namespace_object("staging", tier="frontend")
+    agent.take(Delta("Namespace", "ADDED", staging))
+    final = [*objects, late, staging]
+    assert agent.compiler is not None
+    assert agent.compiler.program(NODE) == agent_program(final)

@@ -1,0 +1,105 @@
+"""`netpol verify` without a kernel: the lab plan (subnets, routes), the cells and how they are
+compared and reported, and the errors it gives before building anything. The lab itself, with
+real packets, is tests/kernel/test_verify.py."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from netpol.cli import EXIT_INVALID_INPUT, EXIT_USAGE
+from netpol.lab import cluster as lab_module
+from netpol.lab.cluster import derive_subnets, plan_lab
+from netpol.lab.verify import (
+    Cell,
+    CellResult,
+    Report,
+    compare,
+    format_report,
+    plan_cells,
+    split_probes,
+)
+from netpol.load.manifests import load_state
+from netpol.semantics.probes import Probe, default_probes
+from tests.conftest import cluster, dual_stack, pod_yaml, run_cli
+
+
+def test_shop_plan_routes_pod_cidrs_via_internal_ips(example_path):
+    plan = plan_lab(load_state([example_path]), "abcdef")
+    a, b = plan.nodes
+    assert (a.netns, b.netns, plan.fabric_netns) == ("np-abcdef-n0", "np-abcdef-n1", "np-abcdef-fab")
+    assert [str(g) for g in a.gateways] == ["10.244.0.1/24"]
+    assert ("10.244.1.0/24", "via", "192.168.50.11") in a.routes
+    assert ipaddress.ip_address("192.168.50.10") in a.fabric_addresses
+    assert len(plan.pods) == 11 and all(p.netns.startswith("np-abcdef-p") for p in plan.pods)
+    assert any("hostNetwork" in note for note in plan.notes)
+    names = [p.host_veth for p in plan.pods] + [n.fabric_port for n in plan.nodes]
+    assert all(len(name) <= 15 for name in names)
+
+
+def test_overlapping_derived_subnets_fall_back_to_host_routes():
+    # Pods of both nodes interleave in one /24, as Hypothesis clusters do: no podCIDRs.
+    text = (pod_yaml("a", "p1", "10.0.0.1", node="n1") + pod_yaml("a", "p2", "10.0.0.2", node="n2")
+            + pod_yaml("a", "p3", "10.0.0.3,fd00::3", node="n1"))
+    plan = plan_lab(cluster(text), "000000")
+    n1, n2 = plan.nodes
+    assert n1.subnets == tuple(map(ipaddress.ip_network, ("10.0.0.0/24", "fd00::/64")))
+    assert n2.subnets == (ipaddress.ip_network("10.0.0.0/24"),)
+    gateways = {g.ip for n in plan.nodes for g in n.gateways}
+    assert len(gateways) == 3 and not gateways & {ipaddress.ip_address(f"10.0.0.{i}") for i in (1, 2, 3)}
+    assert not any(r[0] == "10.0.0.0/24" for r in n1.routes)  # would clash with its own cni0 subnet
+    assert ("10.0.0.2/32", "via", str(n2.fabric_addresses[0])) in n1.routes
+    p1 = next(p for p in plan.pods if p.key == "a/p1")
+    assert ("10.0.0.2/32", "via", str(n1.gateways[0].ip)) in p1.routes  # not on p1's link
+    assert {f.version for f in n1.fabric_addresses} == {4, 6}  # invented: 192.168.255.x, fd00:255::x
+
+
+def test_derive_subnets_widens_until_every_pod_fits():
+    ips = [ipaddress.ip_address(a) for a in ("10.0.0.5", "10.0.3.7", "fd00::1")]
+    assert derive_subnets((), ips) == (ipaddress.ip_network("10.0.0.0/22"), ipaddress.ip_network("fd00::/64"))
+    cidr = ipaddress.ip_network("10.0.0.0/24")
+    assert derive_subnets((cidr,), ips[:1]) == (cidr,)
+
+
+def test_derived_subnets_never_make_a_pod_ip_a_network_or_broadcast_address():
+    # 10.0.3.255 would be the /22's broadcast address; fd00:: (another node's pod) the /64's
+    # subnet-router anycast, which a forwarding node answers itself.
+    ips = [ipaddress.ip_address(a) for a in ("10.0.0.35", "10.0.3.255", "fd00::23")]
+    assert derive_subnets((), ips, [ipaddress.ip_address("fd00::")]) == (
+        ipaddress.ip_network("10.0.0.0/21"), ipaddress.ip_network("fc00::/7"))
+
+
+def test_cells_compare_and_report():
+    state = dual_stack()
+    probes = default_probes(state)
+    usable, notes = split_probes((*probes, Probe("SCTP", 9000), Probe("ICMP", None)))
+    assert usable == probes and "9000/SCTP" in notes[0] and "ICMP" in notes[0]
+    cells = plan_cells(state, usable)
+    assert {c.family for c in cells} == {4, 6}
+
+    def expected(src: str, dst: str, port: int) -> list[tuple[int, bool]]:
+        return [(c.family, c.expected) for c in cells if (c.src, c.dst, c.port) == (src, dst, port)]
+
+    assert expected("shop/web-1", "shop/db", 5432) == [(4, True), (6, True)]
+    assert expected("ops/client", "shop/db", 5432) == [(4, False), (6, False)]  # the excepts
+    assert expected("ops/client", "shop/web-2", 8081) == [(6, True)]  # named port, IPv6 only
+    on_a = {"shop/web-1", "ops/dns"}
+    assert all({c.src, c.dst} & on_a for c in plan_cells(state, usable, "node-a"))
+    results = compare(cells[:2], {0: "open", 1: "blocked"})
+    report = Report(results, ("a note",), 3, 6, len(usable), 1.25)
+    text = format_report(report)
+    assert text.startswith("note: a note\n") and text.endswith(f"2 cells probed, {len(report.mismatches)} "
+                                                               "mismatches (3 nodes, 6 pods, 4 probes, 1.2 s)\n")
+    wrong = CellResult(Cell("a/x", "b/y", *map(ipaddress.ip_address, ("10.0.0.1", "10.0.0.2")), 80, "TCP",
+                            False), "open")
+    assert str(wrong) == "a/x -> b/y 80/TCP (IPv4): kernel=open semantics=blocked" and wrong.mismatch
+
+
+def test_unknown_node_is_a_usage_error_before_anything_is_built(example_path):
+    code, _, err = run_cli("verify", "-f", example_path, "--node", "node-z")
+    assert code == EXIT_USAGE and "node-z" in err and "node-a" in err
+
+
+def test_without_root_verify_says_so(example_path, monkeypatch):
+    monkeypatch.setattr(lab_module.os, "geteuid", lambda: 1000)
+    code, _, err = run_cli("verify", "-f", example_path)
+    assert code == EXIT_INVALID_INPUT and "needs root" in err
