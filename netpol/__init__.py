@@ -1,7 +1,13 @@
 """netpol: a Kubernetes NetworkPolicy compiler.
 
-Manifests in (`load_state`), a validated immutable model out; the reference semantics
-(`allowed`), reachability maps (`compute_reach`) and explanations built on them.
+The public door: manifests in (`load_state`), a validated immutable model out; the reference
+semantics (`allowed`), reachability maps (`compute_reach`) and explanations built on them.
+
+The package tree reads as the pipeline (DESIGN §1), imports pointing only down it:
+`load` → `sources` → `semantics` (the audit side) | `compile` → `backends` → `dataplane` →
+`agent`, `pipeline` (the batch route), with `testing` and `lab` on top and `cli` above all. The
+root holds the vocabulary every stage speaks: `model`, `labels`, `intervals`, `errors` (the one
+exception tree), `gc`; and `cli`, the command line.
 """
 
 from netpol.errors import InputError, NetpolError, Problem, UsageError

@@ -201,7 +201,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_agent_command(args: argparse.Namespace) -> int:
     from netpol.agent import logs  # noqa: PLC0415 - the agent's imports stay out of batch runs
-    from netpol.agent.loop import SyncTiming  # noqa: PLC0415
+    from netpol.agent.coalesce import SyncTiming  # noqa: PLC0415
     from netpol.agent.runner import AgentOptions, run_agent  # noqa: PLC0415
 
     logs.configure(args.log_level)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import netpol
-from netpol.agent.loop import fail_closed_policy
+from netpol.agent.intake import fail_closed_policy
 from netpol.cli import main
 from netpol.compile.compiler import compile_node
 from netpol.compile.ir import NodeProgram

@@ -9,15 +9,16 @@ import signal
 import threading
 from dataclasses import dataclass
 
+from netpol.agent.coalesce import SyncTiming
 from netpol.agent.http import serve
-from netpol.agent.loop import Agent, SyncTiming
+from netpol.agent.loop import Agent
 from netpol.dataplane.nft import Applier
 from netpol.dataplane.routes import RouteKeeper
 from netpol.gc import PacedCollector
 from netpol.sources.directory import DirectorySource
 from netpol.sources.kube import KubeSource, new_api_client
 
-log = logging.getLogger("netpol.agent.loop")
+log = logging.getLogger("netpol.agent")
 
 
 @dataclass(frozen=True)

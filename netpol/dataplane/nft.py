@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from netpol.dataplane.netns import enter_netns
 from netpol.errors import ApplyError, NftMessage
 
 try:
@@ -34,7 +35,6 @@ except ImportError:  # pragma: no cover - reported by Applier as an ApplyError
     nftables = None
 
 LIBRARY = "libnftables.so.1"
-CLONE_NEWNET = 0x40000000
 NFT_LOCATION = re.compile(r"^(?P<file>[^:]*):(?P<line>\d+):(?P<first>\d+)-(?P<last>\d+): Error: (?P<msg>.*)$")
 T = TypeVar("T")
 
@@ -103,24 +103,13 @@ def _runner(ruleset: str | dict[str, Any], dry_run: bool) -> Callable[[_Libnftab
     return lambda nft: nft.run(ruleset, dry_run)
 
 
-def _enter_netns(name: str) -> None:
-    """setns(2) for the calling thread only (network namespaces are per thread)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into network namespace {name}")
-    finally:
-        os.close(fd)
-
-
 class Applier:
     """Loads rulesets into one network namespace and remembers the last good one."""
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self.last_good: str | dict[str, Any] | None = None
-        initializer: Callable[[], None] = (lambda: _enter_netns(netns)) if netns else (lambda: None)
+        initializer: Callable[[], None] = (lambda: enter_netns(netns)) if netns else (lambda: None)
         self._worker = ThreadPoolExecutor(max_workers=1, initializer=initializer,
                                           thread_name_prefix=f"nft-{netns or 'self'}")
 

@@ -295,13 +295,14 @@ def _matrix(state: ClusterState, results: Sequence[CellResult], focus: Probe) ->
 
 
 def _install_plugins(work: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugin"))
-    try:
-        from netpol_cni.install import install  # noqa: PLC0415 - installed beside netpol, or in plugin/
-    finally:
-        sys.path.pop(0)
+    """netpol-cni as a node gets it: its installer, run as a process (the plugin shares no code
+    with netpol; it is installed beside it, as the `netpol_cni` package of this distribution)."""
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    install(work / "bin", work / "lib", python)
+    installer = [sys.executable, "-m", "netpol_cni.install", str(work / "bin"), "--lib", str(work / "lib"),
+                 "--python", python]
+    done = subprocess.run(installer, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise LabError(f"installing netpol-cni failed: {done.stderr.strip() or done.returncode}")
     host_local = REFERENCE_PLUGINS / "host-local"
     if not host_local.exists():
         raise LabError("the demo needs host-local (Debian: apt-get install containernetworking-plugins)")

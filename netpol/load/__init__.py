@@ -1,1 +1,21 @@
-"""TODO"""
+"""Stage 1, load: Kubernetes manifests (dicts) ↔ the typed model, validated as the API server
+validates.
+
+Purpose: turn what `-f` names (files, folders, stdin; YAML, JSON, Lists, `kubectl get -o` output)
+into an immutable `ClusterState`, or into an `InputError` that names every problem with file,
+object and field path. Nothing here does I/O but reading the input files.
+
+Modules:
+    manifests     paths → texts → parsed documents → objects → ClusterState (`load_state`);
+                  `parse_paths` for callers that decode in parts (pipeline.sharded)
+    decode        one document → model objects and problems, with field paths
+    decode_fast   the same for well-formed Namespaces, Pods, NetworkPolicies, without paths
+                  (gives up at the first unusual value and leaves it to `decode`)
+    validation    field checks mirroring k8s.io/apimachinery (names, labels, CIDRs, ports)
+    encode        model → dicts (the inverse of decode; the agent's and tests' round trips)
+
+Control flow: `load_state(paths)` → `manifests.iter_objects` reads each file, parses it
+(`parse_documents`), decodes each document (`decode.decode_document`, trying `decode_fast`
+first), then `check_consistency` across objects (duplicates, shared pod IPs), then
+`ClusterState.build`. Any problem anywhere → one InputError listing all of them, in input order.
+"""

@@ -1,1 +1,20 @@
-"""TODO"""
+"""Stage 2, sources: where the agent's objects come from, as one stream of events.
+
+Purpose: follow a cluster (the Kubernetes API: list + watch) or a folder of manifests and hand
+the agent `Snapshot`s (every object of a kind) and `Delta`s (one change), objects as the API
+serves them. Decoding is the agent's, so an invalid object is reported by the code that reports
+it in a manifest.
+
+Modules:
+    events      the vocabulary: Snapshot, Delta, SourceEvent, KIND_NAMES, and `Mirror`, which
+                turns any mix of them into exactly the changes they imply (no kubernetes import)
+    kube        list + watch per kind with the official client: pagination, bookmarks,
+                resume from the last resourceVersion, relist on 410 Gone, backoff on errors
+    directory   a folder of manifests, polled; a file that does not parse keeps the last good
+                folder in force
+    backoff     capped exponential backoff with jitter
+
+Control flow: a source's `start()` runs threads that call the sink (the agent's `submit`) with
+events; `stop()` ends them. `KubeSource.run(kind)`: list → Snapshot → watch from its
+resourceVersion → Delta per event … → on 410 relist, on other errors wait `Backoff` and resume.
+"""

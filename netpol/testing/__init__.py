@@ -1,5 +1,19 @@
-"""Public test helpers: Hypothesis strategies for Kubernetes network-policy objects and whole
-clusters, and an oracle that checks any implementation against `netpol.semantics.reference`.
+"""Public test doubles and oracles (not a runtime stage): Hypothesis strategies for Kubernetes
+network-policy objects and whole clusters, an oracle that checks any implementation against
+`netpol.semantics`, tracers that compute a data plane's decision from what we emit, and an
+in-process Kubernetes API server.
+
+Modules:
+    strategies  Hypothesis strategies: selectors, namespaces, pods, policies (as manifests, every
+                spelling), whole clusters, invalid manifests with the field their error names
+    oracle      assert_agrees / find_disagreements / assert_matrix_agrees, cell by cell
+    trace       a packet through compiled node programs (the IR)
+    nft_trace   a packet through the emitted libnftables JSON, as the kernel walks the table
+    apiserver   FakeApiServer: the real list/watch protocol over real HTTP (fidelity in its
+                docstring), for the agent's and the kube source's tests and the demo
+
+Control flow: a test draws a cluster from `strategies`, runs the implementation under test, and
+asks `oracle` (or a tracer) whether every cell matches `netpol.semantics.reference`.
 
 Example — check your own engine (here a toy that allows everything) on 200 random clusters::
 

@@ -121,10 +121,10 @@ class FakeApiServer:
         if netns is None:
             self._httpd = ThreadingHTTPServer((host, port), Handler)
         else:
-            from netpol.dataplane.nft import _enter_netns  # noqa: PLC0415
+            from netpol.dataplane.netns import enter_netns  # noqa: PLC0415
 
             def listen_inside() -> ThreadingHTTPServer:
-                _enter_netns(netns)  # this short-lived thread only
+                enter_netns(netns)  # this short-lived thread only
                 return ThreadingHTTPServer((host, port), Handler)
 
             with ThreadPoolExecutor(max_workers=1) as pool:

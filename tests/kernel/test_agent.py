@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from netpol.agent.coalesce import SyncTiming
 from netpol.agent.http import serve
-from netpol.agent.loop import Agent, SyncTiming
+from netpol.agent.loop import Agent
 from netpol.backends.nftables import render
 from netpol.dataplane.nft import Applier
 from netpol.dataplane.routes import RouteKeeper, desired_routes
@@ -89,7 +90,7 @@ class RunningAgent:
         deadline = time.monotonic() + timeout
         while True:
             expected = agent_program(server_objects(self.api))
-            if self.agent.applied == expected and self.agent._pending_since is None:
+            if self.agent.applied == expected and not self.agent.pending:
                 break
             assert time.monotonic() < deadline, "the agent did not converge"
             time.sleep(0.02)

@@ -3,7 +3,8 @@ objects, and nothing is compiled (or written) before every kind has been listed.
 
 from __future__ import annotations
 
-from netpol.agent.loop import Agent, SyncTiming
+from netpol.agent.coalesce import SyncTiming
+from netpol.agent.loop import Agent
 from netpol.sources.events import KIND_NAMES, Delta, Snapshot
 from tests.conftest import agent_program, example_objects, namespace_object, pod_object
 

@@ -8,7 +8,8 @@ import dataclasses
 import ipaddress
 import re
 
-from netpol.agent.loop import Agent, SyncTiming
+from netpol.agent.coalesce import SyncTiming
+from netpol.agent.loop import Agent
 from netpol.backends.nftables import render, render_update
 from netpol.compile.compiler import compile_node
 from netpol.compile.incremental import IncrementalCompiler
