@@ -9,7 +9,7 @@ APT_PACKAGES := python3 python3-venv python3-pip iproute2 nftables libnftables1 
                 containernetworking-plugins iptables ipset
 PYTEST_ARGS ?=
 
-.PHONY: setup apt demo test lint typecheck unit bench rulesets clean
+.PHONY: setup apt demo test lint typecheck unit unit-unprivileged bench rulesets clean
 
 setup: apt $(VENV)/.installed
 
@@ -54,6 +54,9 @@ unit: setup
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 test: setup lint typecheck unit
+
+unit-unprivileged: apt  # tests/unit as user nobody, in a copy of the checkout: no root needed
+	.ci/unit-unprivileged
 
 rulesets: setup
 	for d in netpol/examples/*/; do \

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -19,19 +19,33 @@ from netpol.backends.nftables import render as render_nftables
 from netpol.errors import InputError, LabError, RulesetRejected, UsageError, WorkerError
 from netpol.gc import without_cyclic_gc
 from netpol.lab.verify import IPTABLES_VARIANTS, format_report, verify
-from netpol.load.manifests import load_state
+from netpol.load.manifests import LoadReport, load_state_with_report
 from netpol.pipeline.phases import CompileRequest, Ruleset, compile_rulesets
 from netpol.semantics import explain as explaining
 from netpol.semantics.formats import RENDERERS
 from netpol.semantics.probes import Probe, default_probes, parse_probe
-from netpol.semantics.reach import compute_reach, participants
+from netpol.semantics.reach import absent_notes, compute_reach, participants
 
 EXIT_OK, EXIT_INVALID_INPUT, EXIT_USAGE, EXIT_MISMATCH, EXIT_INTERNAL = 0, 1, 2, 3, 70
 
 
-def _add_inputs(parser: argparse.ArgumentParser) -> None:
+def _add_inputs(parser: argparse.ArgumentParser, skip_unknown: bool = False) -> None:
+    """`-f PATH...`, and for the commands that read the state through `load_state_with_report`,
+    `--skip-unknown`: a folder may hold other tools' files (`expected.json`); they are refused by
+    default, as kubectl refuses them, and skipped (each named on stderr) with it."""
     parser.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+", required=True,
                         metavar="PATH", help="manifest file, directory (recursive) or - for stdin")
+    if skip_unknown:
+        parser.add_argument("--skip-unknown", action="store_true",
+                            help="skip files that hold no Kubernetes object (no kind/apiVersion) "
+                                 "instead of refusing them; each is named on stderr")
+
+
+def _print_notes(notes: Iterable[str | None]) -> None:
+    """What the input left out and why, on stderr: stdout stays the command's contract."""
+    for note in notes:
+        if note:
+            print(f"netpol: note: {note}", file=sys.stderr)
 
 
 def _probe(text: str) -> Probe:
@@ -47,11 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     validate = commands.add_parser("validate", help="check manifests; report every problem")
-    _add_inputs(validate)
+    _add_inputs(validate, skip_unknown=True)
     validate.set_defaults(run=run_validate)
 
     reach = commands.add_parser("reach", help="reachability matrix from the reference semantics")
-    _add_inputs(reach)
+    _add_inputs(reach, skip_unknown=True)
     reach.add_argument("--port", dest="probes", action="append", type=_probe, metavar="PORT/PROTO",
                        help="probe this port (repeatable); default: every port a policy or "
                             "container port names")
@@ -61,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     reach.set_defaults(run=run_reach)
 
     compile_ = commands.add_parser("compile", help="a node's complete ruleset (nftables)")
-    _add_inputs(compile_)
+    _add_inputs(compile_, skip_unknown=True)
     target = compile_.add_mutually_exclusive_group(required=True)
     target.add_argument("--node", help="the node whose ruleset to write")
     target.add_argument("--all-nodes", action="store_true", help="one file per node, in --out-dir")
@@ -78,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.set_defaults(run=run_compile)
 
     explain = commands.add_parser("explain", help="verdict for one connection and the rules deciding it")
-    _add_inputs(explain)
+    _add_inputs(explain, skip_unknown=True)
     explain.add_argument("--from", dest="source", required=True, metavar="NS/POD|IP")
     explain.add_argument("--to", dest="destination", required=True, metavar="NS/POD|IP")
     explain.add_argument("--port", dest="probe", required=True, type=_probe, metavar="PORT/PROTO")
@@ -87,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify_ = commands.add_parser("verify", help="build the cluster in network namespaces, load the "
                                   "compiled rulesets, probe with real packets, compare with the semantics")
-    _add_inputs(verify_)
+    _add_inputs(verify_, skip_unknown=True)
     verify_.add_argument("--node", help="only pairs with the source or the destination on this node")
     verify_.add_argument("--backend", choices=("nftables", *IPTABLES_VARIANTS), default="nftables")
     verify_.add_argument("--port", dest="probes", action="append", type=_probe, metavar="PORT/PROTO",
@@ -122,18 +136,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    state = load_state(args.paths)
+    """The counts on stdout; on stderr, everything the input holds that no answer will show:
+    skipped files and kinds, pods outside the matrix."""
+    state, report = load_state_with_report(args.paths, args.skip_unknown)
     print(f"ok: {len(state.namespaces)} namespaces, {len(state.pods)} pods, "
           f"{len(state.nodes)} nodes, {len(state.policies)} network policies")
+    _print_notes([report.files_note(), report.kinds_note(pods_missing=not participants(state)),
+                  *absent_notes(state)])
     return EXIT_OK
 
 
 def run_reach(args: argparse.Namespace) -> int:
-    state = load_state(args.paths)
+    """The matrix on stdout (its format is a contract); on stderr, the pods it leaves out and
+    why, and, when it is empty, the kinds that were skipped (a folder of Deployments)."""
+    state, report = load_state_with_report(args.paths, args.skip_unknown)
     probes = tuple(args.probes) if args.probes else default_probes(state)
     reach = compute_reach(state, probes, args.family)
-    if not participants(state, args.family):
-        print("netpol: no pods with an IP address in the input", file=sys.stderr)
+    if not reach.pods:
+        address = f"an IPv{args.family} address" if args.family else "an IP address"
+        print(f"netpol: no pods with {address} in the input", file=sys.stderr)
+    no_pods = not reach.pods and not participants(state)  # not only none of --family's
+    _print_notes([report.files_note(), report.kinds_note(pods_missing=True) if no_pods else None,
+                  *absent_notes(state, args.family)])
     sys.stdout.write(RENDERERS[args.output](reach))
     return EXIT_OK
 
@@ -145,19 +169,21 @@ def run_compile(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be 1 or more")
     request = CompileRequest(args.paths, None if args.all_nodes else args.node, args.backend, args.format,
-                             args.jobs)
+                             args.jobs, args.skip_unknown)
     renderer = request.renderer
     if request.node is not None and renderer.bundle and not args.output:
         raise UsageError(f"--backend {args.backend} writes three files: give -o DIR")
     processes = [1]
     written: list[Path] = []
-    for ruleset in compile_rulesets(request, processes.append):
+    report = LoadReport()
+    for ruleset in compile_rulesets(request, processes.append, report):
         if request.node is None:
             written.append(_write(ruleset, Path(args.out_dir), renderer.suffix, per_node=True))
         elif args.output:
             written.append(_write(ruleset, Path(args.output), renderer.suffix, per_node=False))
         else:
             sys.stdout.write(ruleset.files[""])
+    _print_notes([report.files_note()])
     if renderer.bundle:
         print(f"wrote the {args.backend} bundles of {len(written)} node(s) to {', '.join(map(str, written))}",
               file=sys.stderr)
@@ -183,7 +209,11 @@ def _write(ruleset: Ruleset, target: Path, suffix: str, per_node: bool) -> Path:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    state = load_state(args.paths)
+    """The verdicts on stdout; an endpoint that is no pod of the input is a usage error, preceded
+    on stderr by the kinds that were skipped (the pod may be in a Deployment's template)."""
+    state, report = load_state_with_report(args.paths, args.skip_unknown)
+    unknown = any("/" in end and state.pod(end) is None for end in (args.source, args.destination))
+    _print_notes([report.files_note(), report.kinds_note(pods_missing=True) if unknown else None])
     src = explaining.resolve_endpoint(state, args.source)
     dst = explaining.resolve_endpoint(state, args.destination)
     verdicts = explaining.explain(state, src, dst, args.probe)
@@ -193,7 +223,8 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    state = load_state(args.paths)
+    state, loaded = load_state_with_report(args.paths, args.skip_unknown)
+    _print_notes([loaded.files_note()])
     report = verify(state, args.probes, args.node, render=render_nftables, backend=args.backend)
     sys.stdout.write(format_report(report))
     return EXIT_MISMATCH if report.mismatches else EXIT_OK

@@ -15,6 +15,7 @@
     ├── WorkerError             a process of `compile --all-nodes` (`netpol.pipeline.sharded`)
     │                           failed or was killed (a bug, or the machine's memory). Exit 70.
     ├── OutOfScope              an `IncrementalCompiler(nodes=…)` was asked for another node.
+    ├── NamespaceError          a named network namespace cannot be entered (missing, no rights).
     ├── SourceError             a source cannot follow its input: the folder of `--dir` is gone.
     │   ├── ResourceExpired     410 Gone: a resourceVersion or continue token is older than the
     │   │                       API server's history (the kube source relists; never escapes it).
@@ -25,8 +26,10 @@
 
 Foreign errors (YAML, JSON, OS, the kubernetes client, libnftables) are translated into these at
 the boundary that meets them. Not in the tree, on purpose: `TypeError` from the resolver's
-data-free graph when code tries to attach data to it (a bug, as with any read-only mapping), and
-`AssertionError` from `netpol.testing`'s oracles (what test runners report).
+data-free graph when code tries to attach data to it (a bug, as with any read-only mapping),
+`AssertionError` from `netpol.testing`'s oracles (what test runners report), and
+`load.decode_fast`'s private signal to give an object up to the full decoder (it never leaves
+that module).
 """
 
 from __future__ import annotations
@@ -108,6 +111,10 @@ class WorkerError(NetpolError):
 
 class OutOfScope(NetpolError):
     """Raised when a node-scoped incremental compiler is asked for a node outside its scope."""
+
+
+class NamespaceError(NetpolError):
+    """Raised when a named network namespace cannot be entered."""
 
 
 class SourceError(NetpolError):

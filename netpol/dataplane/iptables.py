@@ -23,7 +23,7 @@ from netpol.backends.iptables import (
     stale_chain_payload,
 )
 from netpol.compile.ir import NodeProgram
-from netpol.errors import ApplyError, NftMessage
+from netpol.errors import ApplyError, NftMessage, UsageError
 
 # Debian's default `iptables` is the nf_tables flavour; `legacy` drives the old x_tables one.
 VARIANTS = ("nft", "legacy")
@@ -48,7 +48,7 @@ def _run(netns: str | None, argv: Sequence[str], stdin: str | None = None,
 def apply_iptables(bundle: IptablesBundle, program: NodeProgram, netns: str | None = None,
                    variant: str = "nft") -> None:
     if variant not in VARIANTS:
-        raise ValueError(f"iptables variant {variant!r}: one of {', '.join(VARIANTS)}")
+        raise UsageError(f"iptables variant {variant!r}: one of {', '.join(VARIANTS)}")
     _run(netns, ["ipset", "restore", "-exist"], bundle.ipset)  # the rules below refer to these sets
     for version in (4, 6):
         restore, _ = binaries(variant, version)

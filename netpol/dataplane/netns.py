@@ -12,16 +12,21 @@ from __future__ import annotations
 import ctypes
 import os
 
+from netpol.errors import NamespaceError
+
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"  # iproute2's NETNS_RUN_DIR
 
 
 def enter_netns(name: str) -> None:
-    """setns(2) for the calling thread only; OSError naming the namespace when it fails."""
+    """setns(2) for the calling thread only; NamespaceError naming the namespace when it fails."""
     libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"{NETNS_RUN_DIR}/{name}", os.O_RDONLY)
+    try:
+        fd = os.open(f"{NETNS_RUN_DIR}/{name}", os.O_RDONLY)
+    except OSError as exc:
+        raise NamespaceError(f"network namespace {name}: {exc.strerror or exc}") from None
     try:
         if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into network namespace {name}")
+            raise NamespaceError(f"network namespace {name}: setns: {os.strerror(ctypes.get_errno())}")
     finally:
         os.close(fd)

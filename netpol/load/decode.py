@@ -6,6 +6,7 @@ not; an object with any problem is not returned (callers fail closed on it).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -45,7 +46,8 @@ SUPPORTED_KINDS = {
 }
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
+    """The JSON name of a parsed value's type, for messages ("got list", "got number")."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -77,7 +79,7 @@ class Reader:
             return None
         if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
             return value
-        self.error(path, f"must be {what}, got {_type_name(value)}")
+        self.error(path, f"must be {what}, got {type_name(value)}")
         return None
 
     def mapping(self, value: Any, path: str, allowed: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -119,7 +121,7 @@ class Reader:
         found: dict[str, str] = {}
         for key, val in self.mapping(value, path).items():
             if not isinstance(key, str):
-                self.error(path, f"label key {key!r} must be a string, got {_type_name(key)}")
+                self.error(path, f"label key {key!r} must be a string, got {type_name(key)}")
                 continue
             key_ok = self.checked(key, f"{path}.{key}", v.check_label_key)
             text = self.typed(val, f"{path}.{key}", str, "a string") if val is not None else None
@@ -440,15 +442,17 @@ MAX_LIST_NESTING = 3  # a List inside a List inside a List; deeper is an alias b
 Wanted = Callable[[str, dict[str, Any]], bool]  # (kind, object as parsed): decode it?
 
 
-def decode_document(doc: Any, source: str, depth: int = 0,
-                    wanted: Wanted | None = None) -> tuple[list[KubeObject], list[Problem]]:
+def decode_document(doc: Any, source: str, depth: int = 0, wanted: Wanted | None = None,
+                    skipped: Counter[str] | None = None) -> tuple[list[KubeObject], list[Problem]]:
     """Objects of the kinds we use found in `doc` (an object or a `*List`), and every problem;
-    objects of a kind we use that `wanted` refuses are skipped, unchecked."""
+    objects of a kind we use that `wanted` refuses are skipped, unchecked. Objects of other
+    kinds are skipped too, and counted per kind in `skipped`: a folder of Deployments gives
+    no pods, and the command line says why instead of showing an empty matrix."""
     if doc is None:
         return [], []
     if not isinstance(doc, dict):
         return [], [Problem(source, "", "", f"expected a Kubernetes object (a mapping), "
-                                            f"got {_type_name(doc)}")]
+                                            f"got {type_name(doc)}")]
     kind = doc.get("kind")
     if not isinstance(kind, str) or not kind:
         what = describe_object(doc)
@@ -457,8 +461,12 @@ def decode_document(doc: Any, source: str, depth: int = 0,
     if kind.endswith("List") and "items" in doc:
         if depth >= MAX_LIST_NESTING:
             return [], [Problem(source, kind, "items", f"Lists nested more than {MAX_LIST_NESTING} deep")]
-        return _decode_list(doc, source, depth + 1, wanted)
-    if kind not in DECODERS or (wanted is not None and not wanted(kind, doc)):
+        return _decode_list(doc, source, depth + 1, wanted, skipped)
+    if kind not in DECODERS:
+        if skipped is not None:
+            skipped[kind] += 1
+        return [], []
+    if wanted is not None and not wanted(kind, doc):
         return [], []
     fast = FAST_DECODERS.get(kind)
     if fast is not None and (obj := fast(doc)) is not None:  # well-formed: no paths needed
@@ -480,18 +488,35 @@ def typed_item(list_kind: str, raw: Any) -> Any:
     return raw
 
 
-def _decode_list(doc: dict[str, Any], source: str, depth: int,
-                 wanted: Wanted | None) -> tuple[list[KubeObject], list[Problem]]:
+def _decode_list(doc: dict[str, Any], source: str, depth: int, wanted: Wanted | None,
+                 skipped: Counter[str] | None) -> tuple[list[KubeObject], list[Problem]]:
     items = doc["items"]
     if items is None:
         return [], []
     if not isinstance(items, list):
         return [], [Problem(source, f"{doc['kind']}", "items",
-                            f"must be a list, got {_type_name(items)}")]
+                            f"must be a list, got {type_name(items)}")]
     objects: list[KubeObject] = []
     problems: list[Problem] = []
     for i, raw in enumerate(items):
-        found, bad = decode_document(typed_item(doc["kind"], raw), f"{source} items[{i}]", depth, wanted)
+        found, bad = decode_document(typed_item(doc["kind"], raw), f"{source} items[{i}]", depth, wanted,
+                                     skipped)
         objects += found
         problems += bad
     return objects, problems
+
+
+def says_what_it_is(doc: Any) -> bool:
+    """A mapping with a `kind` or an `apiVersion`: a Kubernetes object, well-formed or not (its
+    problems are reported). Anything else is not one: some other tool's file (`expected.json`)
+    or a stray document. A list counts when one of its items says what it is, so a YAML list of
+    objects is reported as a list, never taken for another tool's file (items only: a deeper
+    walk could follow YAML aliases exponentially)."""
+    if isinstance(doc, list):
+        return any(isinstance(item, dict) and _names_a_kind(item) for item in doc)
+    return isinstance(doc, dict) and _names_a_kind(doc)
+
+
+def _names_a_kind(doc: dict[Any, Any]) -> bool:
+    """Says its kind or its API group, however wrongly: from there on, problems are named."""
+    return doc.get("kind") is not None or doc.get("apiVersion") is not None

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from netpol.backends import iptables, nftables
 from netpol.compile.compiler import NodeCompiler, compile_cluster, node_names, require_node
 from netpol.compile.ir import NodeProgram
-from netpol.load.manifests import load_state, parse_paths
+from netpol.load.manifests import LoadReport, load_state_with_report, parse_paths
+from netpol.model import ClusterState
 from netpol.pipeline.sharded import render_documents
 
 
@@ -69,6 +70,7 @@ class CompileRequest:
     backend: str = "nftables"
     format: str = "nft"
     jobs: int | None = None  # every node: processes (None: as many as pay, 1: this one only)
+    skip_unknown: bool = False  # files holding no Kubernetes object: skipped, not refused
 
     @property
     def renderer(self) -> Renderer:
@@ -83,18 +85,19 @@ class Ruleset:
     files: dict[str, str]
 
 
-def compile_rulesets(request: CompileRequest,
-                     planned: Callable[[int], None] | None = None) -> Iterator[Ruleset]:
+def compile_rulesets(request: CompileRequest, planned: Callable[[int], None] | None = None,
+                     report: LoadReport | None = None) -> Iterator[Ruleset]:
     """Every ruleset the request asks for, node by node in node order; `planned` is told how many
-    processes compile. Raises InputError (bad manifests), UsageError (no such node), WorkerError
-    (a compile process died)."""
+    processes compile, `report` what the input held that no ruleset shows (skipped files and
+    kinds). Raises InputError (bad manifests), UsageError (no such node), WorkerError (a compile
+    process died)."""
     tell_plan = planned or (lambda processes: None)
     renderer = request.renderer
     if request.node is None and renderer is RENDERERS[("nftables", "nft")]:
-        for node, text in render_paths(request.paths, request.jobs, tell_plan):
+        for node, text in render_paths(request.paths, request.jobs, tell_plan, request.skip_unknown, report):
             yield Ruleset(node, {"": text})
         return
-    state = load_state(request.paths)
+    state = _load(request.paths, request.skip_unknown, report)
     tell_plan(1)
     if request.node is None:
         for node, program in compile_cluster(state).items():
@@ -104,18 +107,27 @@ def compile_rulesets(request: CompileRequest,
     yield Ruleset(request.node, renderer.render(NodeCompiler(state).compile(request.node)))
 
 
-def render_paths(paths: Sequence[str], jobs: int | None = None,
-                 planned: Callable[[int], None] | None = None) -> Iterator[tuple[str, str]]:
+def render_paths(paths: Sequence[str], jobs: int | None = None, planned: Callable[[int], None] | None = None,
+                 skip_unknown: bool = False, report: LoadReport | None = None) -> Iterator[tuple[str, str]]:
     """(node, `nft -f` script) for every node of the manifests under `paths`, as
     `render(compile_cluster(load_state(paths)))` prints them, by the sharded route (one process
     when `jobs` is 1 or splitting does not pay); raises InputError exactly as `load_state` does."""
     tell_plan = planned or (lambda processes: None)
     if jobs == 1:
         tell_plan(1)
-        for node, program in compile_cluster(load_state(paths)).items():
+        for node, program in compile_cluster(_load(paths, skip_unknown, report)).items():
             yield node, nftables.render(program)
         return
-    parsed = parse_paths(paths)
+    parsed = parse_paths(paths, report, skip_unknown)
     if not parsed.complete:
         parsed.state()  # raises InputError: missing paths, unreadable files, syntax errors, and the rest
     yield from render_documents(parsed.take_documents(), jobs, tell_plan)
+
+
+def _load(paths: Sequence[str], skip_unknown: bool, report: LoadReport | None) -> ClusterState:
+    """`load_state`, adding what it skipped to `report`."""
+    state, loaded = load_state_with_report(paths, skip_unknown)
+    if report is not None:
+        report.skipped_files += loaded.skipped_files
+        report.skipped_kinds.update(loaded.skipped_kinds)
+    return state

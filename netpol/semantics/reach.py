@@ -3,17 +3,20 @@
 Pods that share namespace, labels, container ports and ipBlock memberships behave identically
 under every policy, so we evaluate classes, not pods, and sets of classes are Python ints used
 as bitsets. `tests/test_properties.py` checks every cell against `netpol.semantics.reference`.
+Which pods are rows and columns (`participants`), and why the others are not (`absent_notes`),
+are decided here too.
 """
 
 from __future__ import annotations
 
 import bisect
 import ipaddress
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from netpol.labels import Labels, LabelSelector
-from netpol.model import ClusterState, ContainerPort, IPBlock, NetworkPolicy, Pod, Rule
+from netpol.model import INACTIVE_PHASES, ClusterState, ContainerPort, IPBlock, NetworkPolicy, Pod, Rule
 from netpol.semantics.probes import Probe
 
 FAMILIES = (4, 6)
@@ -293,6 +296,7 @@ def participants(state: ClusterState, family: int | None = None) -> tuple[Pod, .
     return tuple(p for p in state.active_pods if family is None or p.ip_of_family(family))
 
 
+
 def compute_reach(state: ClusterState, probes: Sequence[Probe], family: int | None = None) -> ReachMap:
     """For every probe, which pods can connect to which (over any shared family, or `family`)."""
     pods = participants(state, family)
@@ -307,3 +311,56 @@ def compute_reach(state: ClusterState, probes: Sequence[Probe], family: int | No
                 row[s] |= dsts
         per_probe.append(tuple(row))
     return ReachMap(pods, tuple(probes), tuple(index.pod_class), tuple(index.classes), tuple(per_probe))
+
+
+# -- who is not in the matrix, and why (said on stderr: a pod that drops out silently, such as a
+# hostNetwork pod, a pod without an IP or a finished one, looks like a bug) ---------------------
+
+# Why, per reason, and in this order: a finished hostNetwork pod counts as finished, once.
+ABSENCE_REASONS = {
+    "finished": ("finished pod (phase Succeeded or Failed)",
+                 "finished pods no longer run, so no policy applies to them"),
+    "hostNetwork": ("hostNetwork pod",
+                    "hostNetwork pods share their node's address; traffic between a pod and its own "
+                    "node is always allowed"),
+    "no IP": ("pod without an IP address",
+              "pods without status.podIP have no address (not running yet, or manifests rather than "
+              "running pods: `kubectl get pods -A -o yaml` gives them with their addresses)"),
+}
+
+
+def absence_reason(pod: Pod, family: int | None = None) -> str | None:
+    """Why `pod` is not in the matrix (a key of ABSENCE_REASONS, or "family"); None when it is
+    (`participants`): DESIGN §2 leaves hostNetwork pods, pods without an IP and finished pods out."""
+    if pod.phase in INACTIVE_PHASES:
+        return "finished"
+    if pod.host_network:
+        return "hostNetwork"
+    if not pod.ips:
+        return "no IP"
+    if family is not None and pod.ip_of_family(family) is None:
+        return "family"
+    return None
+
+
+def count_absent(state: ClusterState, family: int | None = None) -> Counter[str]:
+    """How many pods each reason keeps out of the matrix."""
+    return Counter(reason for pod in state.pods if (reason := absence_reason(pod, family)) is not None)
+
+
+def _pods(count: int, noun: str) -> str:
+    """`1 hostNetwork pod is`, `2 hostNetwork pods are`: the first "pod" of `noun` is the one
+    to pluralise."""
+    plural = noun.replace("pod", "pods", 1) if count != 1 else noun
+    return f"{count} {plural} {'is' if count == 1 else 'are'}"
+
+
+def absent_notes(state: ClusterState, family: int | None = None) -> list[str]:
+    """One sentence per reason that keeps pods out of the matrix: how many, and why."""
+    counts = count_absent(state, family)
+    notes = [f"{_pods(counts[reason], noun)} not in the matrix: {why}"
+             for reason, (noun, why) in ABSENCE_REASONS.items() if counts[reason]]
+    if counts["family"]:
+        notes.append(f"{_pods(counts['family'], f'pod without an IPv{family} address')} not in the "
+                     f"matrix (--family {family})")
+    return notes
