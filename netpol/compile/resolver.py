@@ -125,7 +125,7 @@ class _PeerScope:
 class _NoData(dict[str, object]):
     """The one empty mapping every node and edge of the resolver's graph shares. networkx calls
     its (C) `update` with nothing on every edge added, so that stays; setting an item is refused,
-    and tests/test_resolver.py checks that it stays empty."""
+    and tests/unit/compile/test_resolver.py checks that it stays empty."""
 
     def __setitem__(self, key: str, value: object) -> None:
         raise TypeError("the resolver's graph carries no data on nodes and edges")

@@ -9,7 +9,7 @@ refuses, a null where the API would object), the fast path gives up and returns 
 Reader decodes the document from scratch and reports every problem.
 
 So a fast path never rejects and never reports; it only ever returns what the Reader would have
-returned. tests/test_decode_fast.py holds the two to that on generated documents, valid ones and
+returned. tests/unit/load/test_decode_fast.py holds the two to that on generated documents, valid ones and
 ones with random defects planted anywhere.
 """
 

@@ -4,15 +4,15 @@ A policy selects pods of its own namespace only. So a process given some namespa
 their policies (and every pod, since peers are cluster-wide) to compile and print those
 namespaces' pods on every node (`PodsText`) and the sets they name. The parent joins each node's
 parts in the order one process produces them (`script_text`): the output is byte for byte
-`render(compile_cluster(state)[node])`, which tests/test_parallel.py holds.
+`render(compile_cluster(state)[node])`, which tests/unit/pipeline/test_sharded.py holds.
 
 `render_documents` forks once the manifests are parsed (`netpol.pipeline.phases` reads and
 parses them): each process decodes the pods, namespaces and nodes and only its own shard's
-policies. Per-policy work (decoding, resolving selectors,
-spelling sets, printing rules) is most of a large cluster's compile; it is split between the
-processes, where splitting by node would repeat it in each. Only printed text comes back, through
-a pipe. One shard runs in the calling process. Input with any problem is decoded again, whole and in
-order, so the error report is exactly `load_state`'s.
+policies. Per-policy work (decoding, resolving selectors, spelling sets, printing rules) is most
+of a large cluster's compile; it is split between the processes, where splitting by node would
+repeat it in each. Only printed text comes back, through a pipe. One shard runs in the calling
+process. Input with any problem is decoded again, whole and in order, so the error report is
+exactly `load_state`'s.
 """
 
 from __future__ import annotations

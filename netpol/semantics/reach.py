@@ -2,7 +2,7 @@
 
 Pods that share namespace, labels, container ports and ipBlock memberships behave identically
 under every policy, so we evaluate classes, not pods, and sets of classes are Python ints used
-as bitsets. `tests/test_properties.py` checks every cell against `netpol.semantics.reference`.
+as bitsets. `tests/unit/semantics/test_properties.py` checks every cell against `netpol.semantics.reference`.
 Which pods are rows and columns (`participants`), and why the others are not (`absent_notes`),
 are decided here too.
 """
@@ -294,7 +294,6 @@ class _FamilyEngine:
 def participants(state: ClusterState, family: int | None = None) -> tuple[Pod, ...]:
     """The matrix's rows and columns: active, non-hostNetwork pods (with an address of `family`)."""
     return tuple(p for p in state.active_pods if family is None or p.ip_of_family(family))
-
 
 
 def compute_reach(state: ClusterState, probes: Sequence[Probe], family: int | None = None) -> ReachMap:
