@@ -10,7 +10,8 @@ namespace, loading rulesets there with libnftables. After the first sync, it wri
 at a time to the API server, each touching worker-0's ruleset — a pod added on worker-0, a pod
 deleted from it, a policy selecting worker-0 pods added, one deleted, a pod elsewhere joining a
 peer set (set elements only) — and times it from the write to the agent's "synced" log line
-for the sync that contains it (agent and benchmark share the clock). Each change is then
+for the sync that contains it: the first whose `resource_versions` show the change's kind taken
+to the change's resourceVersion (agent and benchmark share the clock). Each change is then
 confirmed in the kernel (`nft list`), not assumed. Changes are `--gap` seconds apart so that
 each is measured alone (the agent coalesces what arrives within its --min-interval).
 
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +50,20 @@ from netpol.testing.apiserver import FakeApiServer
 NODE = "worker-0"
 
 
+Sync = tuple[float, float, str, dict[str, str]]  # wall time read, seconds, mode, resource_versions
+SYNC_TIMEOUT = 60.0  # seconds a change gets to be enforced: a hang bound (it takes milliseconds)
+
+
+def _revision(version: object) -> int:
+    return int(version) if isinstance(version, str) and version.isdigit() else -1
+
+
 class AgentLog:
-    """Follows the agent's JSON log: (wall time, seconds) of every successful sync."""
+    """Follows the agent's JSON log: every successful sync."""
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.proc = proc
-        self.syncs: list[tuple[float, float, str]] = []
+        self.syncs: list[Sync] = []
         self.lines: list[str] = []
         self.cond = threading.Condition()
         threading.Thread(target=self._follow, daemon=True).start()
@@ -68,14 +78,20 @@ class AgentLog:
                 continue
             if record.get("msg") == "synced":
                 with self.cond:
-                    self.syncs.append((time.time(), float(record.get("seconds", 0)), record.get("mode", "")))
+                    self.syncs.append((time.time(), float(record.get("seconds", 0)), record.get("mode", ""),
+                                       dict(record.get("resource_versions") or {})))
                     self.cond.notify_all()
 
-    def wait_sync_after(self, since: float, timeout: float = 10.0, what: str = "") -> tuple[float, float, str]:
+    def wait_sync_taking(self, kind: str, revision: int, timeout: float = SYNC_TIMEOUT, what: str = "") -> Sync:
+        """The first sync that had taken `kind` at least to `revision`: the one that enforces
+        the change written at that revision."""
+        return self.wait_sync(lambda s: _revision(s[3].get(kind)) >= revision, timeout, what)
+
+    def wait_sync(self, wanted: Callable[[Sync], bool], timeout: float = SYNC_TIMEOUT, what: str = "") -> Sync:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                found = next((s for s in self.syncs if s[0] >= since), None)
+                found = next((s for s in self.syncs if wanted(s)), None)
                 if found is not None:
                     return found
                 remaining = deadline - time.monotonic()
@@ -163,24 +179,22 @@ def run(args: argparse.Namespace, replace_on_structure: bool) -> dict[str, Any]:
                                  *(["--replace-on-structure"] if replace_on_structure else [])],
                                 stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
         log = AgentLog(proc)
-        first = log.wait_sync_after(0, timeout=120)
+        first = log.wait_sync(lambda s: True, timeout=120)
         rows = []
         for kind, change, expect in changes(objects, args.events):
             time.sleep(args.gap)
             written = time.time()
             if change[0] == "apply":
                 api.apply(change[1])
+                written_kind = change[1]["kind"]
             else:
                 api.delete(*change[1:])
-            since = written
-            for _ in range(20):  # a sync that began before the write may end after it: take the next
-                synced_at, sync_seconds, mode = log.wait_sync_after(since, what=f"{kind} {expect}")
-                table = nft(netns, "list", "table", "inet", "netpol")
-                if (expect.lstrip("!") in table) != expect.startswith("!"):
-                    break
-                since = synced_at + 1e-6
-            else:
-                raise SystemExit(f"{kind}: the kernel does not show {expect!r} after 20 syncs")
+                written_kind = change[1]
+            synced_at, sync_seconds, mode, _ = log.wait_sync_taking(written_kind, api.revision, what=f"{kind} {expect}")
+            table = nft(netns, "list", "table", "inet", "netpol")
+            if (expect.lstrip("!") in table) == expect.startswith("!"):
+                raise SystemExit(f"{kind}: after the sync that took the change, the kernel does not match {expect!r} "
+                                 "('!': must be gone)")
             rows.append({"kind": kind, "ms": (synced_at - written) * 1000, "sync_ms": sync_seconds * 1000,
                          "mode": mode})
     finally:

@@ -33,7 +33,10 @@ close, reconnect, for --seconds. The server (SO_REUSEPORT listeners, one per pro
 and closes. A connection counts when the client sees EOF, so the loop is closed and every
 count is one SYN through `ct state new` and the pod chains, and six packets through the
 `established` fast path. With --udp, the same for UDP flows: a new socket (new source port)
-sends one datagram and waits for the echo (lost after 1 s).
+sends one datagram and waits for the echo (lost after 1 s). Each worker measures --seconds from
+when it actually starts (on a busy machine a worker can start late), and goes on past that, if
+it has completed nothing yet, until its first flow completes; the rate is the sum of the
+workers' completed flows per second of their own windows.
 
 Rounds interleave the configurations (ABCDE ABCDE …) so drift hits all alike. The VM is
 shared: each run starts when other work leaves the CPUs idle (--quiet-below, waiting at most
@@ -95,6 +98,9 @@ SERVER_SYSCTLS = {"net.core.somaxconn": "8192", "net.ipv4.tcp_max_syn_backlog": 
 # ctnetlink "delete every entry": nlmsghdr (type CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE, REQUEST|ACK) + nfgenmsg
 CT_FLUSH = struct.pack("=IHHII", 20, (1 << 8) | 2, 0x1 | 0x4, 1, 0) + struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)
 UDP_LOST_AFTER = 1.0
+PATIENT_CONNECT = 30.0  # seconds a connect that must succeed gets: a hang bound, it takes microseconds
+BLOCKED_CONNECT = 0.5  # seconds before a connect that must be dropped counts as dropped
+FIRST_FLOW_PATIENCE = 60.0  # seconds a load worker waits past its window for its first completed flow
 NO_TABLE = "table inet netpol {}\ndelete table inet netpol\n"  # our table only, whether or not it exists
 SCRIPT = str(Path(__file__).resolve())
 # --breakdown: where `0 policies` loses against `none`: a base chain alone, then conntrack alone
@@ -472,11 +478,13 @@ def child_flush_conntrack(args: list[str]) -> int:
 
 
 def child_probe(args: list[str]) -> int:
-    """`{"PORT": "open" | "blocked" | "refused"}` for TCP connects from here to the server."""
+    """`{"PORT": "open" | "blocked" | "refused"}` for TCP connects from here to the server; each
+    argument is PORT:TIMEOUT, the timeout chosen by what the port is expected to do."""
     answer = {}
-    for port in map(int, args):
+    for arg in args:
+        port, timeout = int(arg.split(":")[0]), float(arg.split(":")[1])
         with socket.socket() as sock:
-            sock.settimeout(0.5)
+            sock.settimeout(timeout)
             try:
                 sock.connect((SERVER_IP, port))
                 answer[str(port)] = "open"
@@ -492,8 +500,27 @@ def _sleep_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.monotonic()))
 
 
-def _tcp_worker(start: float, deadline: float, concurrency: int) -> tuple[int, int]:
-    """Connections completed (EOF from the server seen) and failed, between start and deadline."""
+def _window(start: float, deadline: float) -> tuple[float, float]:
+    """This worker's own window, as long as the planned one: a worker that gets its task late
+    (a busy machine) still measures for the full time instead of not at all."""
+    _sleep_until(start)
+    begin = max(start, time.monotonic())
+    return begin, begin + (deadline - start)
+
+
+def _running(begin: float, end: float, done: int) -> tuple[float, float] | None:
+    """While the worker should go on — its window, then, if no flow has completed yet, until
+    the first one does (within FIRST_FLOW_PATIENCE) — the time now and the end of that phase."""
+    now = time.monotonic()
+    if now < end:
+        return now, end
+    patience = begin + FIRST_FLOW_PATIENCE
+    return (now, patience) if not done and now < patience else None
+
+
+def _tcp_worker(start: float, deadline: float, concurrency: int) -> tuple[int, int, float]:
+    """Connections completed (EOF from the server seen) and failed in this worker's window
+    (`_window`), and the window's real length."""
     poller = select.epoll()
     live: dict[int, socket.socket] = {}
     done = failed = 0
@@ -505,11 +532,12 @@ def _tcp_worker(start: float, deadline: float, concurrency: int) -> tuple[int, i
         live[sock.fileno()] = sock
         poller.register(sock.fileno(), select.EPOLLIN)
 
-    _sleep_until(start)
+    begin, end = _window(start, deadline)
     for _ in range(concurrency):
         connect()
-    while (now := time.monotonic()) < deadline:
-        for fd, _ in poller.poll(deadline - now):
+    while (running := _running(begin, end, done)) is not None:
+        now, until = running
+        for fd, _ in poller.poll(until - now):
             sock = live.pop(fd)
             try:
                 done += sock.recv(1) == b""
@@ -517,11 +545,12 @@ def _tcp_worker(start: float, deadline: float, concurrency: int) -> tuple[int, i
                 failed += 1
             sock.close()  # closing the fd also removes it from the epoll set
             connect()
-    return done, failed
+    return done, failed, time.monotonic() - begin
 
 
-def _udp_worker(start: float, deadline: float, concurrency: int) -> tuple[int, int]:
-    """UDP flows answered (a new socket, so a new source port, per flow) and lost."""
+def _udp_worker(start: float, deadline: float, concurrency: int) -> tuple[int, int, float]:
+    """UDP flows answered (a new socket, so a new source port, per flow) and lost in this
+    worker's window (`_window`), and the window's real length."""
     poller = select.epoll()
     live: dict[int, tuple[socket.socket, float]] = {}
     done = failed = 0
@@ -534,12 +563,13 @@ def _udp_worker(start: float, deadline: float, concurrency: int) -> tuple[int, i
         live[sock.fileno()] = (sock, time.monotonic())
         poller.register(sock.fileno(), select.EPOLLIN)
 
-    _sleep_until(start)
+    begin, end = _window(start, deadline)
     for _ in range(concurrency):
         send()
-    next_sweep = start + UDP_LOST_AFTER
-    while (now := time.monotonic()) < deadline:
-        for fd, _ in poller.poll(min(deadline, next_sweep) - now):
+    next_sweep = begin + UDP_LOST_AFTER
+    while (running := _running(begin, end, done)) is not None:
+        now, until = running
+        for fd, _ in poller.poll(max(0.0, min(until, next_sweep) - now)):
             sock, _sent = live.pop(fd)
             try:
                 done += len(sock.recv(64)) > 0
@@ -555,7 +585,7 @@ def _udp_worker(start: float, deadline: float, concurrency: int) -> tuple[int, i
                     failed += 1
                     send()
             next_sweep = now + UDP_LOST_AFTER / 4
-    return done, failed
+    return done, failed, time.monotonic() - begin
 
 
 def _tcp_retransmits() -> int:
@@ -629,7 +659,9 @@ def child_load(args: list[str]) -> int:
         cpu_end, others_end = _cpu_ticks(), _process_ticks(ours)
         results = pending.get()
     done, failed = (sum(r[i] for r in results) for i in (0, 1))
-    print(json.dumps({"completed": done, "failed": failed, "seconds": seconds, "rate": round(done / seconds, 1),
+    rate = sum(r[0] / r[2] for r in results if r[2] > 0)  # each worker over its own window
+    print(json.dumps({"completed": done, "failed": failed, "seconds": seconds, "rate": round(rate, 1),
+                      "worker_seconds": [round(r[2], 3) for r in results],
                       "tcp_retransmits": _tcp_retransmits() - retrans, "cpu": _cpu_shares(cpu, cpu_end),
                       "foreign_cpu": _foreign_share(others, others_end, cpu, cpu_end)}))
     return 0
@@ -643,8 +675,13 @@ CHILD_MODES: dict[str, Callable[[list[str]], int]] = {"_serve": child_serve, "_p
 # ---------------------------------------------------------------- the benchmark
 
 def verify(topo: Topology, ruleset: Ruleset) -> dict[str, Any]:
-    """Real packets: PORT open; BLOCKED_PORT open without policies, dropped with them."""
-    got = topo.call(topo.client, ["_probe", str(PORT), str(BLOCKED_PORT)], timeout=30)
+    """Real packets: PORT open; BLOCKED_PORT open without policies, dropped with them. A port
+    that must connect gets PATIENT_CONNECT (a slow handshake is not a broken ruleset); one that
+    must not, BLOCKED_CONNECT. From an empty conntrack table: the runs before may have filled it."""
+    topo.flush_conntrack()
+    blocked_timeout = BLOCKED_CONNECT if ruleset.policies else PATIENT_CONNECT
+    got = topo.call(topo.client, ["_probe", f"{PORT}:{PATIENT_CONNECT}", f"{BLOCKED_PORT}:{blocked_timeout}"],
+                    timeout=2 * PATIENT_CONNECT + 60)
     expect_blocked = "blocked" if ruleset.policies else "open"
     if got != {str(PORT): "open", str(BLOCKED_PORT): expect_blocked}:
         raise RuntimeError(f"{ruleset.name}: the ruleset does not behave as compiled: {got}")
@@ -656,7 +693,8 @@ def measure(topo: Topology, protocol: str, args: argparse.Namespace) -> dict[str
     topo.flush_conntrack()
     waited, busy = wait_for_quiet(args.quiet_below, args.quiet_wait)
     result = topo.call(topo.client, ["_load", protocol, str(args.seconds), str(args.client_procs),
-                                     str(args.concurrency), str(topo.server_group)], timeout=args.seconds + 60)
+                                     str(args.concurrency), str(topo.server_group)],
+                       timeout=args.seconds + FIRST_FLOW_PATIENCE + 60)
     result.update(conntrack_entries_after=topo.conntrack_count(), background_busy=busy, waited_for_quiet_s=waited)
     return result
 
@@ -687,7 +725,7 @@ def run_rounds(topo: Topology, rulesets: list[Ruleset], args: argparse.Namespace
     loads: dict[str, list[float]] = {r.name: [] for r in rulesets}
     for protocol in protocols:  # warm-up: ARP, caches, page cache of the interpreter
         topo.call(topo.client, ["_load", protocol, "1", str(args.client_procs), str(args.concurrency),
-                                str(topo.server_group)], 60)
+                                str(topo.server_group)], 1 + FIRST_FLOW_PATIENCE + 60)
     for round_no in range(args.rounds):
         for ruleset in rulesets:
             loads[ruleset.name].append(round(topo.load(ruleset), 3))

@@ -16,7 +16,7 @@ from netpol.compile.incremental import IncrementalCompiler, KubeObject
 from netpol.load.decode import decode_document, describe_object
 from netpol.load.manifests import build_state
 from netpol.model import NetworkPolicy
-from netpol.sources.events import KIND_NAMES, Delta, Mirror, SourceEvent, object_key
+from netpol.sources.events import KIND_NAMES, Delta, Mirror, Snapshot, SourceEvent, object_key
 
 log = logging.getLogger("netpol.agent")
 ALL_KINDS = frozenset(KIND_NAMES)
@@ -61,9 +61,11 @@ class Intake:
         self.mirror = Mirror()
         self.compiler: IncrementalCompiler | None = None
         self.known: dict[tuple[str, str, str], KubeObject] = {}
+        self.versions: dict[str, str] = {}  # per kind, the resourceVersion of the last event taken
 
     def take(self, event: SourceEvent) -> Taken:
         """Fold one source event into the state (no I/O)."""
+        self._note_version(event)
         deltas = self.mirror.apply(event)
         nodes_changed = False
         for delta in deltas:
@@ -80,6 +82,17 @@ class Intake:
             changed = changed or here
             structural = structural or (here and not elements_only)
         return Taken(changed, structural, nodes_changed)
+
+    def _note_version(self, event: SourceEvent) -> None:
+        """How far each kind's stream has been taken: a list's resourceVersion, then each watch
+        event's. A stream is ordered, so every change of that kind up to it is in the state;
+        the agent reports these with each sync, for whoever waits for a change to be enforced."""
+        if isinstance(event, Snapshot):
+            version = event.resource_version
+        else:
+            version = str((event.object.get("metadata") or {}).get("resourceVersion") or "")
+        if version:
+            self.versions[event.kind] = version
 
     def _start_compiler(self) -> None:
         objects: list[KubeObject] = []

@@ -17,7 +17,8 @@ apply keeps the last good ruleset in the kernel (the transaction is atomic), mar
 not ready, and retries with backoff. A restarted agent finds its previous table in the kernel
 and leaves it alone until its first full sync replaces it atomically: nothing is opened in
 between. Between syncs the loop keeps the host-gw routes current and runs the paced garbage
-collector (netpol.gc).
+collector (netpol.gc). Each sync's "synced" log record says how far every kind's event stream
+had been taken (`resource_versions`), so a writer can tell which sync enforces its change.
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ class Agent:
         self._needs_full = False
         self.coalescer.synced()
         self.metrics.observe_sync(program, mode, elapsed)
-        log.info("synced", extra={"node": self.node, "mode": mode,
-                                  "pods": len(program.pods), "seconds": round(elapsed, 4)})
+        log.info("synced", extra={"node": self.node, "mode": mode, "pods": len(program.pods),
+                                  "seconds": round(elapsed, 4),
+                                  "resource_versions": dict(self.intake.versions)})
         self._synced.set()
         if self.collector is not None and not self.collector.started:
             self.collector.start()  # the initial state is built: out of the collector's sight

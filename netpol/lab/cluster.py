@@ -64,7 +64,7 @@ INVENTED_FABRIC: dict[int, IPNetwork] = {
 }
 DERIVED_PREFIX = {4: 24, 6: 64}
 HOST_PREFIX = {4: 32, 6: 128}
-STOP_TIMEOUT = 5.0  # seconds a killed process gets to be reaped
+STOP_TIMEOUT = 30.0  # seconds a SIGKILLed process gets to be reaped: a hang bound, never reached
 NETNS_DIR = Path("/run/netns")  # where `ip netns add` pins named namespaces (iproute2's NETNS_RUN_DIR)
 
 

@@ -10,9 +10,10 @@
 4. Every pod is a namespace attached by `netpol-cni` (ADD, with host-local IPAM asked for the
    pod's address from the manifests), then published to the API server, as a kubelet would.
 5. Scenarios change the cluster through the API. After each, the demo waits until every node
-   whose program changed has logged a successful sync — the change → enforcement time — then
-   probes every pair of pods on every port with real packets, compares each cell with
-   `netpol.semantics.reference`, and prints a matrix.
+   whose program changed has logged a successful sync that took the change (the "synced" log
+   record says up to which resourceVersion each kind was taken) — the change → enforcement
+   time — then probes every pair of pods on every port with real packets, compares each cell
+   with `netpol.semantics.reference`, and prints a matrix.
 
 Exit 0 only if every cell of every scenario matched. Everything is torn down at the end, on
 errors and on Ctrl-C/SIGTERM (`netpol.lab.cluster`'s guarantees): namespaces, processes, and files.
@@ -31,13 +32,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from netpol.compile.compiler import compile_cluster
+from netpol.compile.ir import NodeProgram
 from netpol.errors import LabError
 from netpol.lab.cluster import FABRIC_BRIDGE, UPLINK, Lab, LabPlan, open_lab, plan_lab
 from netpol.lab.verify import (
@@ -60,8 +62,8 @@ API_ADDRESS = ipaddress.ip_address("192.168.254.1")  # the API server, on the fa
 API_PORT = 6443
 THIRD_NODE = Node("node-c", Labels({"kubernetes.io/hostname": "node-c"}),
                   (ipaddress.ip_address("192.168.50.12"),), (ipaddress.ip_network("10.244.2.0/24"),))
-ENFORCE_TIMEOUT = 30.0
-LEAK_PROBE_SECONDS = 1.0
+ENFORCE_TIMEOUT = 60.0  # seconds a node gets to enforce a change: a hang bound (it takes ~50 ms)
+LEAK_PROBE_SECONDS = 1.0  # how long the leak window is probed (at least one round, however long)
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
 
 
@@ -142,12 +144,26 @@ def scenarios(example: ClusterState) -> list[Scenario]:
 # ── the live cluster (I/O) ──────────────────────────────────────────────────────────────────
 
 
+Revisions = Mapping[str, int]  # kind → the resourceVersion a sync must have taken that kind to
+
+
+def _revision(version: object) -> int:
+    """A resourceVersion of the demo's API server as a number (-1 if it is none)."""
+    return int(version) if isinstance(version, str) and version.isdigit() else -1
+
+
 @dataclass
 class AgentProcess:
     node: str
     proc: subprocess.Popen[str]
-    syncs: list[float] = field(default_factory=list)  # monotonic times of "synced" log lines
+    # (monotonic time read, resource_versions) of every "synced" log record
+    syncs: list[tuple[float, dict[str, str]]] = field(default_factory=list)
     log: queue.Queue[str] = field(default_factory=queue.Queue)
+    follower: threading.Thread | None = None
+
+    def start_following(self) -> None:
+        self.follower = threading.Thread(target=self.follow, name=f"log-{self.node}", daemon=True)
+        self.follower.start()
 
     def follow(self) -> None:
         """Read the agent's JSON log lines (stderr) until it exits."""
@@ -159,9 +175,23 @@ class AgentProcess:
                 self.log.put(f"{self.node}: {line.rstrip()}")  # not a log record: a crash report
                 continue
             if record.get("msg") == "synced":
-                self.syncs.append(time.monotonic())
+                self.syncs.append((time.monotonic(), dict(record.get("resource_versions") or {})))
             elif record.get("level") in ("warning", "error"):
                 self.log.put(f"{self.node}: {record.get('msg')} {record.get('error', '')}".rstrip())
+
+    def enforced_at(self, revisions: Revisions) -> float | None:
+        """When the first sync was logged that had taken every kind in `revisions` at least to
+        its revision (each kind's stream is ordered: so it holds every change up to there)."""
+        for at, versions in list(self.syncs):
+            if all(_revision(versions.get(kind)) >= revision for kind, revision in revisions.items()):
+                return at
+        return None
+
+    def last_words(self) -> str:
+        """What an exited agent said: read to the end of its log first (EOF comes at its exit)."""
+        if self.follower is not None:
+            self.follower.join(30)
+        return " | ".join(self.log.get_nowait() for _ in range(self.log.qsize()))
 
 
 @dataclass
@@ -175,19 +205,44 @@ class Demo:
     probes: Sequence[Probe] = ()
     leak: str = ""  # what the last add_pod measured while the agents did not know the pod
     written_at: float = 0.0  # when a change that did more than write to the API wrote to it
+    programs: dict[str, NodeProgram] = field(default_factory=dict)  # what the API's objects compiled to
+    writes: list[tuple[str, int, list[dict[str, Any]]]] = field(default_factory=list)  # see `wrote`
 
     # changes
 
     def apply_policies(self, policies: Sequence[NetworkPolicy]) -> None:
-        self.api.apply_all(encode_network_policy(p) for p in policies)
+        for policy in policies:
+            self.api.apply(encode_network_policy(policy))
+            self.wrote("NetworkPolicy")
 
     def delete_policy(self, key: str) -> None:
         namespace, name = key.split("/")
         self.api.delete("NetworkPolicy", name, namespace)
+        self.wrote("NetworkPolicy")
 
     def relabel(self, key: str, labels: dict[str, str]) -> None:
         pod = next(p for p in self.state.pods if p.key == key)
         self.api.apply(encode_pod(dataclasses.replace(pod, labels=Labels(labels))))
+        self.wrote("Pod")
+
+    def wrote(self, kind: str) -> None:
+        """After one write of `kind` to the API: its revision and the objects it left (a copy,
+        cheap: the compile waits for `take_targets`, so writes follow each other closely)."""
+        self.writes.append((kind, self.api.revision, self.api_objects()))
+
+    def take_targets(self) -> dict[str, dict[str, int]]:
+        """For every node whose program the writes since the last call changed: the revision,
+        per kind written, of the last write that changed it. A node a write leaves alone logs no
+        sync for it, so only a write that changed a node's program can be waited for."""
+        targets: dict[str, dict[str, int]] = {}
+        for kind, revision, objects in self.writes:
+            programs = compile_cluster(decoded(objects))
+            for node, program in programs.items():
+                if program != self.programs.get(node):
+                    targets.setdefault(node, {})[kind] = revision
+            self.programs = programs
+        self.writes = []
+        return {node: revisions for node, revisions in targets.items() if node in self.agents}
 
     def sandbox(self, netns: str) -> None:
         """A pod's network namespace with its loopback up (a runtime's `loopback` plugin)."""
@@ -208,19 +263,23 @@ class Demo:
                  if (c.src == pod.key) != (c.dst == pod.key) and c.expected and c.family == 4]
         attempts = opened = 0
         started = time.monotonic()
-        while time.monotonic() - started < LEAK_PROBE_SECONDS and cells:
+        while cells:  # at least one round, however late this thread gets to run
             outcomes = probe_cells(self.lab, cells, range(len(cells)), PROBE_TIMEOUT)
             attempts += len(outcomes)
             opened += sum(1 for o in outcomes.values() if o == "open")
+            if time.monotonic() - started >= LEAK_PROBE_SECONDS:
+                break
         self.leak = (f"leak window: {attempts} connections tried to and from {pod.key} after CNI ADD, "
                      f"before the agents knew it ({len(cells)} cells its policies allow): "
                      f"{opened} got through")
         self.written_at = time.monotonic()  # enforcement is timed from the API write
         self.api.apply(encode_pod(pod))
+        self.wrote("Pod")
 
     def remove_pod(self, key: str) -> None:
         pod = next(p for p in self.state.pods if p.key == key)
         self.api.delete("Pod", pod.name, pod.namespace)
+        self.wrote("Pod")
         self.cni("DEL", pod, self.lab.pod_netns[key])
 
     # the CNI plugin, as a kubelet/containerd would call it
@@ -249,32 +308,42 @@ class Demo:
 
     # observing
 
-    def current_state(self) -> ClusterState:
-        objects = []
-        for kind in ("Namespace", "Node", "Pod", "NetworkPolicy"):
-            for raw in self.api.objects(kind):
-                found, problems = decode_document(dict(raw, kind=kind), "api")
-                if problems:
-                    raise LabError(f"the demo published an invalid object: {problems[0]}")
-                objects += found
-        return build_state(objects)
+    def api_objects(self) -> list[dict[str, Any]]:
+        """Every object the API server holds, with its kind."""
+        return [dict(raw, kind=kind) for kind in ("Namespace", "Node", "Pod", "NetworkPolicy")
+                for raw in self.api.objects(kind)]
 
-    def wait_enforced(self, nodes: set[str], since: float) -> float:
-        """Seconds from `since` until every node in `nodes` logged a sync after it."""
-        deadline = since + ENFORCE_TIMEOUT
+    def current_state(self) -> ClusterState:
+        return decoded(self.api_objects())
+
+    def wait_enforced(self, targets: Mapping[str, Revisions], since: float) -> float:
+        """Seconds from `since` until every node in `targets` logged a sync that had taken what
+        its target says (an empty target: any sync). Read from the agents' own log records, so
+        a sync that started before the write is never taken for one that enforces it."""
+        deadline = time.monotonic() + ENFORCE_TIMEOUT
         while True:
-            done = {n: next((t for t in self.agents[n].syncs if t >= since), None) for n in nodes}
+            done = {n: self.agents[n].enforced_at(revisions) for n, revisions in targets.items()}
             if all(t is not None for t in done.values()):
                 return max([t - since for t in done.values() if t is not None], default=0.0)
             for agent in self.agents.values():
                 if agent.proc.poll() is not None:
-                    time.sleep(0.1)  # let the follower read what it said last
-                    said = " | ".join(agent.log.get_nowait() for _ in range(agent.log.qsize()))
-                    raise LabError(f"the agent of {agent.node} exited ({agent.proc.returncode}): {said}")
+                    raise LabError(f"the agent of {agent.node} exited ({agent.proc.returncode}): "
+                                   f"{agent.last_words()}")
             if time.monotonic() > deadline:
                 raise LabError(f"nodes {sorted(n for n, t in done.items() if t is None)} did not sync "
                                f"within {ENFORCE_TIMEOUT:.0f} s")
             time.sleep(0.005)
+
+
+def decoded(objects: Sequence[dict[str, Any]]) -> ClusterState:
+    """The cluster these API objects describe (the demo publishes only valid ones)."""
+    found = []
+    for raw in objects:
+        decoded_objects, problems = decode_document(raw, "api")
+        if problems:
+            raise LabError(f"the demo published an invalid object: {problems[0]}")
+        found += decoded_objects
+    return build_state(found)
 
 
 def _matrix(state: ClusterState, results: Sequence[CellResult], focus: Probe) -> str:
@@ -331,12 +400,13 @@ def live_cluster(example: ClusterState, out: TextIO) -> Iterator[Demo]:
         nodes = [dataclasses.replace(n, addresses=fabric_of.get(n.name, n.addresses)) for n in state.nodes]
         api.apply_all([*(encode_namespace(n) for n in state.namespaces), *(encode_node(n) for n in nodes)])
         demo = Demo(lab, api, work, state, out=out)
+        demo.programs = compile_cluster(demo.current_state())  # no pods yet
         for node in plan.nodes:
             proc = lab.spawn(node.netns, [sys.executable, "-m", "netpol.cli", "agent", "--node", node.name,
                                           "--kubeconfig", str(kubeconfig), "--listen", "127.0.0.1:9909",
                                           "--min-interval", "0.005", "--max-interval", "0.1"])
             agent = AgentProcess(node.name, proc)
-            threading.Thread(target=agent.follow, daemon=True).start()
+            agent.start_following()
             demo.agents[node.name] = agent
         setup = time.monotonic()
         for pod in (p for p in state.pods if not p.host_network):
@@ -346,8 +416,11 @@ def live_cluster(example: ClusterState, out: TextIO) -> Iterator[Demo]:
             assigned = result["ips"][0]["address"].split("/")[0] if result else ""
             if assigned != str(pod.ips[0]):
                 raise LabError(f"host-local gave {pod.key} {assigned}, not {pod.ips[0]}")
-        api.apply_all(encode_pod(p) for p in state.pods)
-        demo.wait_enforced(set(demo.agents), setup)
+        for pod in state.pods:
+            api.apply(encode_pod(pod))
+            demo.wrote("Pod")
+        targets = demo.take_targets()
+        demo.wait_enforced({node: targets.get(node, {}) for node in demo.agents}, setup)
         yield demo
 
 
@@ -362,16 +435,14 @@ def run_demo(example_path: str, out: TextIO = sys.stdout) -> int:
         start_servers(demo.lab, full, probes)
         print(f"3 nodes, {len(demo.lab.pod_netns)} pods attached by netpol-cni, one agent per node "
               f"(inside its namespace), API server at http://{API_ADDRESS}:{API_PORT}", file=out)
-        before = compile_cluster(demo.current_state())
         for number, step in enumerate(steps, 1):
             changed_at = time.monotonic()
             step.change(demo)
             changed_at, demo.written_at = demo.written_at or changed_at, 0.0
-            new_state = demo.current_state()
-            programs = compile_cluster(new_state)
-            touched = {n for n in programs if programs[n] != before.get(n)} & set(demo.agents)
-            enforced = demo.wait_enforced(touched, changed_at)
-            demo.state, before = new_state, programs
+            targets = demo.take_targets()
+            touched = set(targets)
+            enforced = demo.wait_enforced(targets, changed_at)
+            new_state = demo.state = demo.current_state()
             results = probe_and_confirm(demo.lab, plan_cells(new_state, probes, None))
             bad = [r for r in results if r.mismatch]
             mismatched += len(bad)
@@ -388,6 +459,7 @@ def run_demo(example_path: str, out: TextIO = sys.stdout) -> int:
             for agent in demo.agents.values():
                 while not agent.log.empty():
                     print(f"    agent {agent.log.get_nowait()}", file=out)
+            out.flush()  # a scenario is done: whoever reads our output (a pipe) sees it now
     total = time.monotonic() - started
     verdict = "every cell matched the semantics" if not mismatched else f"{mismatched} mismatches"
     print(f"\n{len(steps)} scenarios, {verdict} ({total:.1f} s, everything torn down)", file=out)

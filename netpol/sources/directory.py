@@ -67,7 +67,8 @@ class DirectorySource:
     interval: float = 1.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-    reads: int = 0
+    reads: int = 0  # folder reads handed to the sink
+    failed_reads: int = 0  # reads refused because a file did not parse (the last good folder stays)
 
     def start(self) -> DirectorySource:
         if not Path(self.directory).exists():
@@ -88,7 +89,9 @@ class DirectorySource:
             signature = _signature(paths)
             if signature != seen:
                 objects = read_objects(self.directory)
-                if objects is not None:
+                if objects is None:
+                    self.failed_reads += 1
+                else:
                     self.reads += 1
                     for kind in KIND_NAMES:
                         self.sink(Snapshot(kind, tuple(objects[kind]), f"dir-{self.reads}"))

@@ -129,6 +129,12 @@ class KubeSource:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
+    def resume_version(self, kind: str) -> str | None:
+        """The resourceVersion `kind`'s next watch starts from (moved by every event and
+        bookmark); None before its first list, and while it must list again. Tests wait on it
+        to know a bookmark has been taken."""
+        return self._versions.get(kind)
+
     # ── one kind ──────────────────────────────────────────────────────────────────────────
 
     def run(self, kind: Watched) -> None:

@@ -23,7 +23,8 @@ this: real HTTP on 127.0.0.1, reached through a generated kubeconfig by the unmo
   the terminating chunk); `compact()` forgets the history, so watchers resuming from before it
   get 410; `restart(objects)` replaces everything with a new history (a restored etcd: new
   resourceVersions, old ones expired); `pause_watches()` holds events back (a slow server) and
-  `burst()` applies many changes under one lock.
+  `burst()` applies many changes under one lock. `wait_watching(n)` waits until n watch
+  streams are open, so a test knows a fault will hit streams, not the gap before them.
 * **Authentication**: a bearer token (in the kubeconfig); anything else is `401`.
 
 What it does not model: writes over HTTP (tests change objects through this class's methods),
@@ -44,7 +45,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -101,6 +102,7 @@ class FakeApiServer:
         self._history: list[Change] = []
         self._oldest = 0  # watches must start at or after this revision
         self._generation = 0  # bumped by drop_watches(): open streams end abruptly
+        self._open_watches = 0  # watch streams being served now (see wait_watching)
         self._paused = False
         self._snapshots: dict[str, tuple[int, list[dict[str, Any]]]] = {}
         self.requests: list[str] = []  # "GET /api/v1/pods?watch=true&…", for tests to read
@@ -242,6 +244,13 @@ class FakeApiServer:
             self._oldest = self._revision
             self._snapshots.clear()
 
+    def wait_watching(self, count: int, timeout: float = 30.0) -> bool:
+        """Wait until at least `count` watch streams are open — each one a drop_watches() will
+        cut. Tests inject faults after this, so that a fault meant to hit a stream mid-flight
+        cannot land in the gap between a client's list and its watch. False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._open_watches >= count, timeout)
+
     def drop_watches(self) -> None:
         """Cut every open watch stream mid-flight (no terminating chunk)."""
         with self._cond:
@@ -310,7 +319,7 @@ class FakeApiServer:
                      "items": page}
 
     def watch(self, resource: Resource, namespace: str | None, since: str, bookmarks: bool,
-              timeout: float) -> Iterator[dict[str, Any] | None]:
+              timeout: float) -> Generator[dict[str, Any] | None, None, None]:
         """Events for one watch; None means "cut the connection now" (a dropped stream). The
         lock is never held while the consumer writes to its socket."""
         deadline = time.monotonic() + timeout
@@ -323,42 +332,49 @@ class FakeApiServer:
             else:
                 position, initial = int(since), []
             expired = position < self._oldest
-        if expired:
-            yield self._expired(position)
-            return
-        for change in initial:
-            if _matches(change, resource, namespace):
-                yield {"type": change.type, "object": change.object}
-        last_bookmark = time.monotonic()
-        while True:
-            with self._cond:
-                while True:
-                    dropped = self._generation != generation
-                    expired = position < self._oldest
-                    pending = [] if self._paused else [c for c in self._history if c.revision > position]
-                    now = time.monotonic()
-                    bookmark_due = bookmarks and now - last_bookmark >= self.bookmark_interval
-                    if dropped or expired or pending or now >= deadline or bookmark_due:
-                        break
-                    self._cond.wait(timeout=min(0.05, max(0.0, deadline - now)))
-                if not (self._paused or dropped or expired):  # every change up to now has been looked at
-                    position = pending[-1].revision if pending else max(position, self._revision)
-            if dropped:
-                yield None
-                return
+            self._open_watches += 1  # from here on, drop_watches() cuts this stream
+            self._cond.notify_all()
+        try:
             if expired:
                 yield self._expired(position)
                 return
-            for change in pending:
+            for change in initial:
                 if _matches(change, resource, namespace):
-                    yield {"type": change.type, "object": copy.deepcopy(change.object)}
-            if bookmark_due:
-                last_bookmark = time.monotonic()
-                yield {"type": "BOOKMARK", "object": {
-                    "kind": resource.kind, "apiVersion": resource.api_version,
-                    "metadata": {"resourceVersion": str(position)}}}
-            if time.monotonic() >= deadline:
-                return
+                    yield {"type": change.type, "object": change.object}
+            last_bookmark = time.monotonic()
+            while True:
+                with self._cond:
+                    while True:
+                        dropped = self._generation != generation
+                        expired = position < self._oldest
+                        pending = [] if self._paused else [c for c in self._history if c.revision > position]
+                        now = time.monotonic()
+                        bookmark_due = bookmarks and now - last_bookmark >= self.bookmark_interval
+                        if dropped or expired or pending or now >= deadline or bookmark_due:
+                            break
+                        self._cond.wait(timeout=min(0.05, max(0.0, deadline - now)))
+                    if not (self._paused or dropped or expired):  # every change up to now has been looked at
+                        position = pending[-1].revision if pending else max(position, self._revision)
+                if dropped:
+                    yield None
+                    return
+                if expired:
+                    yield self._expired(position)
+                    return
+                for change in pending:
+                    if _matches(change, resource, namespace):
+                        yield {"type": change.type, "object": copy.deepcopy(change.object)}
+                if bookmark_due:
+                    last_bookmark = time.monotonic()
+                    yield {"type": "BOOKMARK", "object": {
+                        "kind": resource.kind, "apiVersion": resource.api_version,
+                        "metadata": {"resourceVersion": str(position)}}}
+                if time.monotonic() >= deadline:
+                    return
+        finally:
+            with self._cond:
+                self._open_watches -= 1
+                self._cond.notify_all()
 
     def _expired(self, position: int) -> dict[str, Any]:
         with self._cond:
@@ -424,8 +440,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.close_connection = True
+        events = self.api.watch(resource, namespace, query.get("resourceVersion", ""), bookmarks, timeout)
         try:
-            events = self.api.watch(resource, namespace, query.get("resourceVersion", ""), bookmarks, timeout)
             for event in events:
                 if event is None:  # dropped: no terminating chunk, the socket just closes
                     with contextlib.suppress(OSError):
@@ -437,6 +453,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             return
+        finally:
+            events.close()  # the stream counts as closed at once (see FakeApiServer.wait_watching)
 
 
 def _route(path: str) -> tuple[Resource, str | None] | None:

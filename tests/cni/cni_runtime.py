@@ -23,6 +23,7 @@ from netpol_cni.install import install
 REFERENCE_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 REFERENCE_PLUGINS = ("host-local", "bridge", "tuning", "bandwidth", "firewall", "portmap", "loopback")
 PREFIX = "netpol-test-cni"
+CONNECT_TIMEOUT = 30.0  # seconds a TCP connect expected to succeed gets: a hang bound, it takes microseconds
 
 
 def have_reference_plugins() -> bool:
@@ -148,21 +149,25 @@ class CniNode:
                     via: tuple[str, int] | None = None) -> bool:
         """A TCP connection from a process in `src_netns` to a listener on ip:port in
         `dst_netns` (namespace names or /run/netns paths), dialled at `via` if given (a
-        port-mapped address)."""
+        port-mapped address). Every caller expects it to connect, so nothing here decides by
+        time: the listener waits until it is killed, the client's CONNECT_TIMEOUT only bounds a
+        hang. (A caller expecting "blocked" would need a short timeout of its own: slowness
+        cannot make a connection succeed, only fail.)"""
         src, dst = (n.removeprefix("/run/netns/") for n in (src_netns, dst_netns))
         family = "AF_INET6" if ":" in ip else "AF_INET"
         server = subprocess.Popen(
             ["ip", "netns", "exec", dst, sys.executable, "-c",
              "import socket, sys\n"
              f"s = socket.socket(socket.{family}); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-             f"s.bind(({ip!r}, {port})); s.listen(); print('ready', flush=True); s.settimeout(5)\n"
-             "try:\n    s.accept()[0].close()\nexcept OSError:\n    pass\n"],
+             f"s.bind(({ip!r}, {port})); s.listen(); print('ready', flush=True)\n"
+             "s.accept()[0].close()\n"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert server.stdout is not None
             assert server.stdout.readline().strip() == "ready", server.stderr.read() if server.stderr else ""
+            target = via or (ip, port)
             client = self.exec(src, sys.executable, "-c",
-                               f"import socket; socket.create_connection({via or (ip, port)!r}, timeout=3).close()",
+                               f"import socket; socket.create_connection({target!r}, timeout={CONNECT_TIMEOUT}).close()",
                                check=False)
             return client.returncode == 0
         finally:

@@ -5,12 +5,15 @@ themselves. Helpers for namespaces the tests create and always delete live here 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +64,67 @@ def netns_guard() -> Iterator[None]:
         before = lab_namespaces()
         yield
         assert lab_namespaces() == before, "network namespaces leaked"
+
+
+# ── holding a subprocess inside a phase: an `ip` shim first on its PATH ────────────────────
+
+# The first `ip` whose arguments contain $NETPOL_TEST_HOLD_ON writes its PID to
+# $NETPOL_TEST_HOLD/pid and becomes a `sleep` (same PID) that only the program's own cleanup
+# ends; every other `ip` is the real one. Nothing is created: the shim lives in the test's
+# tmp_path and holds a process, so a test can signal a program while it is provably inside a
+# phase instead of guessing when that phase runs.
+HOLD_SHIM = """#!/bin/sh
+case "$*" in
+  *"$NETPOL_TEST_HOLD_ON"*)
+    if mkdir "$NETPOL_TEST_HOLD" 2>/dev/null; then
+      echo $$ > "$NETPOL_TEST_HOLD/pid.tmp" && mv "$NETPOL_TEST_HOLD/pid.tmp" "$NETPOL_TEST_HOLD/pid"
+      exec sleep 600
+    fi;;
+esac
+exec {ip} "$@"
+"""
+HELD_ARGV = b"sleep\x00600\x00"
+HOLD_HANG = 120.0  # seconds to reach the held phase: a hang bound only
+
+
+def ip_holding(tmp_path: Path, arguments: str) -> tuple[dict[str, str], Path]:
+    """The environment for a subprocess whose first `ip … ARGUMENTS …` is held, and the file
+    the shim writes the held PID to once it holds it."""
+    shim = tmp_path / "hold-bin" / "ip"
+    shim.parent.mkdir()
+    shim.write_text(HOLD_SHIM.format(ip=shutil.which("ip")))
+    shim.chmod(0o755)
+    held = tmp_path / "held"
+    env = dict(os.environ, PATH=f"{shim.parent}:{os.environ['PATH']}", NETPOL_TEST_HOLD=str(held),
+               NETPOL_TEST_HOLD_ON=arguments)
+    return env, held / "pid"
+
+
+def wait_held(proc: subprocess.Popen[str], pid_file: Path) -> int | None:
+    """The held PID once the shim reports it (the program is now inside the phase); None if
+    the program ended first, or never got there within the hang bound."""
+    deadline = time.monotonic() + HOLD_HANG
+    while not pid_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return None
+        time.sleep(0.01)
+    return int(pid_file.read_text())
+
+
+def still_held(pid: int | None) -> bool:
+    """Whether the held `sleep` still runs (a killed one is gone, or a zombie without argv)."""
+    try:
+        return pid is not None and Path(f"/proc/{pid}/cmdline").read_bytes() == HELD_ARGV
+    except OSError:
+        return False
+
+
+def kill_if_held(pid: int | None) -> None:
+    """The held `sleep`, should the program have left it running: killed by PID, so that a
+    failing test leaves no process behind either."""
+    if pid is not None and still_held(pid):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 # ── our table in a namespace, compared order-insensitively ──────────────────────────────────

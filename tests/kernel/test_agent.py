@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import os
 import subprocess
 import threading
 import time
@@ -40,6 +41,7 @@ def frontend_pod(name: str, ip: str, namespace: str = "frontend", node: str = NO
 
 
 FAST = SyncTiming(min_interval=0.01, max_interval=0.2, retry_initial=0.05, retry_cap=0.2)
+HANG = 60.0  # seconds any wait below may take before the test fails: a hang bound, never a verdict
 
 
 def server_objects(api: FakeApiServer) -> list[dict]:
@@ -48,15 +50,22 @@ def server_objects(api: FakeApiServer) -> list[dict]:
 
 class FlakyLoader:
     """The real Applier, except that the next `fail` applies are refused as nft would refuse
-    them (fault injection: the kernel is not mocked, an apply is just not attempted)."""
+    them (fault injection: the kernel is not mocked, an apply is just not attempted). The last
+    refusal waits, before it is raised, until the test has looked (`holding`, then `release`):
+    so what the agent reports after a refusal holds for as long as the test needs to see it."""
 
     def __init__(self, applier: Applier) -> None:
         self.applier = applier
         self.fail = 0
+        self.holding = threading.Event()  # set: the last refusal is waiting for `release`
+        self.release = threading.Event()
 
     def apply(self, ruleset: str, force: bool = False):
         if self.fail:
             self.fail -= 1
+            if not self.fail:
+                self.holding.set()
+                self.release.wait(HANG)
             raise ApplyError("commit", [NftMessage("Could not process rule: injected failure")])
         return self.applier.apply(ruleset, force)
 
@@ -80,23 +89,39 @@ class RunningAgent:
 
     def __exit__(self, *exc):
         self.stop.set()
+        if isinstance(self.loader, FlakyLoader):
+            self.loader.release.set()  # a refusal still held must not keep the loop waiting
         self.source.stop()
-        self.thread.join(5)
-        self.applier.close()
+        close_after(self.thread, self.applier)
 
-    def converge(self, timeout: float = 20.0) -> None:
-        """Wait until the agent applied what a compile from scratch gives; then the kernel
-        must hold exactly that table."""
+    def converge(self, timeout: float = HANG) -> None:
+        """Wait until the agent applied what a compile from scratch of the server's objects
+        gives (the objects do not change meanwhile: compiled once); then the kernel must hold
+        exactly that table."""
+        expected = agent_program(server_objects(self.api))
         deadline = time.monotonic() + timeout
-        while True:
-            expected = agent_program(server_objects(self.api))
-            if self.agent.applied == expected and not self.agent.pending:
-                break
+        while self.agent.applied != expected or self.agent.pending:
             assert time.monotonic() < deadline, "the agent did not converge"
             time.sleep(0.02)
         with fresh_netns_context() as reference:
             nft_load(reference, render(expected))
             assert nft_table(self.netns) == nft_table(reference)
+
+
+def close_after(loop: threading.Thread, applier: Applier) -> None:
+    """Free the libnftables context only once the loop that applies with it has ended: closing
+    it under a running apply would be a use after free."""
+    loop.join(HANG)
+    assert not loop.is_alive(), "the sync loop did not stop"
+    applier.close()
+
+
+def wait_until(condition, what: str, timeout: float = HANG) -> None:
+    """Poll `condition` (something the code under test reports) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
 
 
 def fresh_netns_context():
@@ -146,7 +171,9 @@ def test_nothing_is_written_before_every_kind_is_listed(api, netns, tmp_path):
     before = nft_table(netns)
     without_policies = tuple(k for k in KINDS if k.kind != "NetworkPolicy")
     with RunningAgent(api, netns, tmp_path, kinds=without_policies) as run:
-        time.sleep(1.0)
+        # Every kind it watches is listed; the one missing decides (Intake.take starts the
+        # compiler in the call that records a list, and nothing syncs without a compiler).
+        wait_until(lambda: run.agent.intake.mirror.listed == {"Namespace", "Node", "Pod"}, "three lists")
         assert run.agent.syncs == 0 and run.agent.compiler is None
         assert nft_table(netns) == before
 
@@ -176,13 +203,12 @@ def test_a_failed_apply_keeps_the_last_good_ruleset_and_turns_readyz_false(api, 
             good = nft_table(netns)
             run.loader.fail = 3
             api.apply(frontend_pod("web-7", "10.244.0.77", app="web"))
-            deadline = time.monotonic() + 10
-            while run.agent.metrics.apply_errors._value.get() < 1:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            assert run.loader.holding.wait(HANG)  # two refusals reported, the third held
+            assert run.agent.metrics.apply_errors._value.get() == 2
             code, body = _get(url + "/readyz")
             assert code == 503 and "injected failure" in body
             assert nft_table(netns) == good  # the last good ruleset stays
+            run.loader.release.set()
             run.converge()  # the retry (with backoff) gets through
             assert _get(url + "/readyz")[0] == 200
             metrics = _get(url + "/metrics")[1]
@@ -197,7 +223,7 @@ def test_a_failed_apply_keeps_the_last_good_ruleset_and_turns_readyz_false(api, 
 
 def _get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(url, timeout=HANG) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -207,6 +233,7 @@ def _get(url: str) -> tuple[int, str]:
 def test_after_api_faults_the_kernel_ends_where_the_final_objects_say(api, netns, tmp_path, fault):
     with RunningAgent(api, netns, tmp_path) as run:
         run.converge()
+        assert api.wait_watching(len(KINDS), HANG)  # the faults hit open streams, not the gap before them
         if fault == "drop":
             for i in range(5):
                 api.apply(frontend_pod(f"extra-{i}", f"10.244.0.{100 + i}", app="web"))
@@ -224,7 +251,7 @@ def test_after_api_faults_the_kernel_ends_where_the_final_objects_say(api, netns
         else:
             api.burst([frontend_pod(f"b{i}", f"10.250.{i // 200}.{i % 200 + 1}", node="node-b", app="web")
                        for i in range(1000)])
-        run.converge(timeout=60)
+        run.converge()
 
 
 def test_a_restarted_agent_converges_without_opening_anything_first(api, netns, tmp_path):
@@ -250,17 +277,25 @@ def test_a_restarted_agent_converges_without_opening_anything_first(api, netns, 
             assert second.agent.metrics.syncs.labels("full")._value.get() == 1
     finally:
         watching.set()
-        watcher.join()
-    assert present and all(present)  # our table was there at every look, old until replaced
+        watcher.join(HANG)
+    assert not watcher.is_alive() and present and all(present)  # our table was there at every look, old until replaced
+
+
+def write_atomically(path: Path, text: str, staging: Path) -> None:
+    """A file appears whole (as `git checkout` or an editor's rename would write it): a source
+    polling every 50 ms must not read it half written."""
+    staging.write_text(text)
+    os.replace(staging, path)
 
 
 def test_the_directory_source_follows_a_folder_of_manifests(netns, tmp_path):
     folder = tmp_path / "manifests"
     folder.mkdir()
+    staging = tmp_path / "staging.yaml"  # outside the folder, on the same file system
     import netpol
 
     for path in (Path(netpol.__file__).parent / "examples" / "shop").iterdir():
-        (folder / path.name).write_text(path.read_text())
+        write_atomically(folder / path.name, path.read_text(), staging)
     applier = Applier(netns)
     agent = Agent(NODE, applier, FAST)
     source = DirectorySource(str(folder), agent.submit, interval=0.05).start()
@@ -272,25 +307,24 @@ def test_the_directory_source_follows_a_folder_of_manifests(netns, tmp_path):
             objects = read_objects(str(folder))
             assert objects is not None
             expected = agent_program([o for kind in objects.values() for o in kind])
-            deadline = time.monotonic() + 10
-            while agent.applied != expected:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            wait_until(lambda: agent.applied == expected and not agent.pending, "the folder applied")
+            return expected
 
         converge()
-        (folder / "zz-extra.yaml").write_text(
-            policy_yaml("frontend", "lock-frontend", "{podSelector: {}}"))
-        converge()
-        (folder / "zz-extra.yaml").write_text("{not: [valid")  # a broken file: the last good folder stays
-        time.sleep(0.3)
-        assert agent.applied is not None
+        write_atomically(folder / "zz-extra.yaml", policy_yaml("frontend", "lock-frontend", "{podSelector: {}}"),
+                         staging)
+        good = converge()
+        reads, failed = source.reads, source.failed_reads
+        write_atomically(folder / "zz-extra.yaml", "{not: [valid", staging)  # a broken file
+        wait_until(lambda: source.failed_reads > failed, "the source read the broken file")
+        # The source reported the broken read and handed the agent nothing: the last good folder stays.
+        assert source.reads == reads and agent.applied == good and not agent.pending
         (folder / "zz-extra.yaml").unlink()
         converge()
     finally:
         stop.set()
         source.stop()
-        loop.join(5)
-        applier.close()
+        close_after(loop, applier)
 
 
 def _node(name: str, address: str, *cidrs: str) -> Node:

@@ -10,18 +10,24 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
+from typing import IO
 
 import pytest
 
-from tests.kernel.conftest import lab_namespaces
+from netpol.lab.cluster import lab_pods
+from netpol.lab.demo import on_three_nodes
+from netpol.load.manifests import load_state
+from tests.conftest import EXAMPLE
+from tests.kernel.conftest import ip_holding, kill_if_held, lab_namespaces, still_held, wait_held
 
 pytestmark = [pytest.mark.kernel,
               pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None
                                  or not Path("/usr/lib/cni/host-local").exists(),
                                  reason="needs root, nft and containernetworking-plugins"),
               pytest.mark.usefixtures("netns_guard")]
+HANG = 60.0  # seconds a wait below may take before the test fails: a hang bound, never a verdict
 
 
 def demo_processes() -> list[str]:
@@ -46,16 +52,46 @@ def test_the_demo_converges_on_every_scenario_and_cleans_up():
     assert not list(Path("/tmp").glob("netpol-demo-*"))
 
 
-def test_ctrl_c_mid_demo_tears_everything_down():
+class Lines:
+    """Every line a pipe delivers, read on a thread of its own until EOF (so that neither of a
+    child's pipes can fill up and stall it while the test waits for something else)."""
+
+    def __init__(self, pipe: IO[str]) -> None:
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=lambda: self.lines.extend(pipe), daemon=True)
+        self.thread.start()
+
+    def text(self) -> str:
+        """Everything, once the pipe's writers have all closed it (a hang bound only)."""
+        self.thread.join(HANG)
+        return "".join(self.lines)
+
+
+def first_added_pod_netns_suffix() -> str:
+    """Scenario 7 (`add pod`) makes the first pod namespace after the lab's own: `-pN` with N
+    the number of pods the lab was built with."""
+    return f"-p{len(lab_pods(on_three_nodes(load_state([str(EXAMPLE)]))))}"
+
+
+def test_ctrl_c_mid_demo_tears_everything_down(tmp_path):
     before = lab_namespaces()
+    # Held: the `ip -n np-…-pN -batch -` that brings up the new pod's loopback in scenario 7.
+    env, pid_file = ip_holding(tmp_path, f"{first_added_pod_netns_suffix()} -batch -")
     proc = subprocess.Popen([sys.executable, "-m", "netpol.cli", "demo"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not demo_processes():  # the agents are up: the cluster is fully built
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out + err
-    assert "Traceback" not in err
+                            stderr=subprocess.PIPE, text=True, env=dict(env, PYTHONUNBUFFERED="1"))
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    pid = wait_held(proc, pid_file)
+    try:
+        proc.send_signal(signal.SIGINT)  # (also when it never got there: the demo then still tears down)
+        proc.wait(2 * HANG)  # a hang bound: a saturated 2-core machine can be slow to tear down
+        left_running = still_held(pid)
+    finally:
+        kill_if_held(pid)
+    assert pid is not None, out.text() + err.text()
+    assert "[6/8]" in out.text() and "[7/8]" not in out.text()  # mid-demo: inside scenario 7
+    assert proc.returncode == 130, out.text() + err.text()
+    assert "Traceback" not in err.text()
+    assert not left_running, "the demo left the held process running"
     assert lab_namespaces() == before and demo_processes() == []
+    assert not list(Path("/tmp").glob("netpol-demo-*"))

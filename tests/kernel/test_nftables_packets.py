@@ -71,7 +71,7 @@ sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.read()
 """
 PROBE = """
 import socket, sys
-s = socket.socket(); s.settimeout(0.5)
+s = socket.socket(); s.settimeout(float(sys.argv[3]))
 try:
     s.connect((sys.argv[1], int(sys.argv[2]))); print("open")
 except OSError:
@@ -127,9 +127,17 @@ def load(netns: str, ruleset: str) -> None:
     assert loaded.returncode == 0, loaded.stderr
 
 
-def connects(netns: str, ip: object, port: int) -> bool:
-    out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", PROBE, str(ip), str(port)],
-                         capture_output=True, text=True, check=True)
+OPEN_TIMEOUT = 30.0  # a connection expected to open: a hang bound (it takes microseconds)
+BLOCKED_TIMEOUT = 0.5  # a connection expected to be dropped: slowness cannot make it open
+
+
+def connects(netns: str, ip: object, port: int, expected: bool) -> bool:
+    """A TCP connect from `netns`. Only a connection expected to open can be wronged by a slow
+    machine (a late handshake), so it gets OPEN_TIMEOUT to answer; one expected to be dropped
+    is declared dropped after BLOCKED_TIMEOUT."""
+    timeout = OPEN_TIMEOUT if expected else BLOCKED_TIMEOUT
+    out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", PROBE, str(ip), str(port),
+                          str(timeout)], capture_output=True, text=True, check=True)
     return out.stdout.strip() == "open"
 
 
@@ -143,8 +151,9 @@ def test_every_cell_on_real_packets_matches_the_semantics():
                 if src == dst:
                     continue
                 for port in PORTS:
-                    got = connects(namespaces[src.key], dst.ips[0], port)
-                    if got != pods_connect(state, src, dst, port, "TCP"):
+                    expected = pods_connect(state, src, dst, port, "TCP")
+                    got = connects(namespaces[src.key], dst.ips[0], port, expected)
+                    if got != expected:
                         mismatches.append(f"{src.key} -> {dst.key}:{port} real={got}")
     assert lab_namespaces() == before, "namespaces leaked"
     assert not mismatches, mismatches
@@ -172,9 +181,9 @@ def test_a_pod_the_ruleset_does_not_know_yet_is_neither_reachable_nor_reaching()
                                   pods=[p for p in state.pods if p.key != c.key])
     assert pods_connect(state, c, a, 9090, "TCP") and pods_connect(state, a, c, 8080, "TCP")
     with node_with_pods(state, "node-a", ruleset=render(compile_cluster(before_c)["node-a"])) as namespaces:
-        assert not connects(namespaces[c.key], a.ips[0], 9090)
-        assert not connects(namespaces[a.key], c.ips[0], 8080)
-        assert connects(namespaces[a.key], b.ips[0], 8080)  # known pods are not affected
+        assert not connects(namespaces[c.key], a.ips[0], 9090, expected=False)
+        assert not connects(namespaces[a.key], c.ips[0], 8080, expected=False)
+        assert connects(namespaces[a.key], b.ips[0], 8080, expected=True)  # known pods are not affected
         load(namespaces[""], render(compile_cluster(state)["node-a"]))
-        assert connects(namespaces[c.key], a.ips[0], 9090)
-        assert connects(namespaces[a.key], c.ips[0], 8080)
+        assert connects(namespaces[c.key], a.ips[0], 9090, expected=True)
+        assert connects(namespaces[a.key], c.ips[0], 8080, expected=True)

@@ -3,6 +3,8 @@ objects, and nothing is compiled (or written) before every kind has been listed.
 
 from __future__ import annotations
 
+import logging
+
 from netpol.agent.coalesce import SyncTiming
 from netpol.agent.loop import Agent
 from netpol.sources.events import KIND_NAMES, Delta, Snapshot
@@ -41,3 +43,38 @@ def test_events_out_of_order_end_in_the_state_of_the_final_objects():
     final = [*objects, late, staging]
     assert agent.compiler is not None
     assert agent.compiler.program(NODE) == agent_program(final)
+
+
+def test_each_sync_says_how_far_every_kind_was_taken():
+    """The "synced" record carries, per kind, the resourceVersion of the last event taken (a
+    list's, then each watch event's): what lets a writer tell which sync enforces its change."""
+
+    class Recorder:
+        def apply(self, ruleset, force=False):
+            return None
+
+    class Kept(logging.Handler):  # on the logger itself: whatever propagation says elsewhere
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    agent = Agent(NODE, Recorder(), FAST)
+    for kind in KIND_NAMES:
+        agent.take(Snapshot(kind, (), "7"))
+    pod = pod_object("web", "10.244.0.5", namespace="shop", ports=(8080,), app="web")
+    pod["metadata"]["resourceVersion"] = "9"
+    agent.take(Delta("Pod", "ADDED", pod))
+    logger, kept = logging.getLogger("netpol.agent"), Kept()
+    level = logger.level
+    logger.addHandler(kept)
+    logger.setLevel(logging.INFO)
+    try:
+        assert agent.sync()
+    finally:
+        logger.removeHandler(kept)
+        logger.setLevel(level)
+    [record] = [r for r in kept.records if r.getMessage() == "synced"]
+    assert record.resource_versions == {"Namespace": "7", "Node": "7", "Pod": "9", "NetworkPolicy": "7"}

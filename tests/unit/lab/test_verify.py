@@ -15,6 +15,7 @@ from netpol.lab.verify import (
     Report,
     compare,
     format_report,
+    late_note,
     plan_cells,
     split_probes,
 )
@@ -103,3 +104,12 @@ def test_without_root_verify_says_so(example_path, monkeypatch):
     monkeypatch.setattr(lab_module.os, "geteuid", lambda: 1000)
     code, _, err = run_cli("verify", "-f", example_path)
     assert code == EXIT_INVALID_INPUT and "needs root" in err
+
+
+def test_a_cell_that_answers_only_on_its_second_try_is_a_note_not_a_mismatch():
+    cell = Cell("a/x", "b/y", *map(ipaddress.ip_address, ("10.0.0.1", "10.0.0.2")), 80, "TCP", True)
+    late, still_blocked = CellResult(cell, "open", retried=True), CellResult(cell, "blocked", retried=True)
+    assert late_note([late, CellResult(cell, "open")]) == (
+        "1 cell(s) answered only on the second try (a busy machine, not a mismatch)",)
+    assert late_note([still_blocked, CellResult(cell, "open")]) == ()  # a mismatch is reported as one
+    assert still_blocked.mismatch and not late.mismatch

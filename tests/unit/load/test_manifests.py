@@ -271,7 +271,16 @@ def test_process_substitution_and_fifos_are_read(tmp_path):
     import threading
     fifo = tmp_path / "pipe.yaml"
     os.mkfifo(fifo)
-    writer = threading.Thread(target=lambda: fifo.write_text(POLICY))
+    writer = threading.Thread(target=lambda: fifo.write_text(POLICY), daemon=True)
     writer.start()
-    assert [p.key for p in load_state([str(fifo)]).policies] == ["shop/allow-web"]
-    writer.join()
+    try:
+        assert [p.key for p in load_state([str(fifo)]).policies] == ["shop/allow-web"]
+    finally:
+        # Should load_state fail before it opens the FIFO, the writer would block in open() for
+        # ever: a reader of our own (non-blocking, so it never waits) lets it write and finish.
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            writer.join(60)  # a hang bound only
+        finally:
+            os.close(reader)
+    assert not writer.is_alive()

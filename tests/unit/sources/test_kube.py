@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -20,6 +21,15 @@ from netpol.testing.apiserver import FakeApiServer
 from tests.conftest import namespace_object, pod_object, policy_object
 
 KINDS = ("Namespace", "Node", "Pod", "NetworkPolicy")
+HANG = 60.0  # seconds any wait below may take before the test fails: a hang bound, never a verdict
+
+
+def wait_until(condition, what: str, timeout: float = HANG) -> None:
+    """Poll `condition` (something the source or the server reports) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
 
 
 class Follower:
@@ -59,7 +69,7 @@ class Follower:
     def server_state(self):
         return {kind: {object_key(o): _strip(o) for o in self.api.objects(kind)} for kind in KINDS}
 
-    def converge(self, timeout=10.0):
+    def converge(self, timeout=HANG):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.drain(0.05)
@@ -108,6 +118,7 @@ def test_changes_arrive_as_deltas_in_order(api, tmp_path):
 def test_a_dropped_watch_resumes_from_the_last_resource_version(api, tmp_path):
     with Follower(api, tmp_path) as f:
         f.converge()
+        assert api.wait_watching(len(KINDS), HANG)  # the drops below cut open streams
         for i in range(5):
             api.apply(pod_object(f"extra-{i}", f"10.0.2.{i}"))
             api.drop_watches()
@@ -145,7 +156,7 @@ def test_a_burst_of_a_thousand_pod_events_arrives_complete(api, tmp_path):
         f.converge()
         api.burst([pod_object(f"p{i}", f"10.1.{i // 250}.{i % 250}", app=str(i % 7)) for i in range(1000)])
         api.burst([pod_object(f"p{i}", f"10.1.{i // 250}.{i % 250}", app="moved") for i in range(0, 1000, 3)])
-        f.converge(timeout=30)
+        f.converge()
         assert len(f.mirror.objects["Pod"]) == 1003
 
 
@@ -153,13 +164,26 @@ def test_bookmarks_move_the_resume_point(api, tmp_path):
     with Follower(api, tmp_path) as f:
         f.converge()
         api.apply(namespace_object("other"))  # a Namespace change moves the revision past the pod watch's events
-        time.sleep(0.6)  # a few bookmarks
+        revision = api.revision
+        # Only a BOOKMARK can move the Pod watch to this revision: wait until the source took one.
+        wait_until(lambda: f.source.resume_version("Pod") == str(revision), "a bookmark at the new revision")
+        seen = len(api.requests)
         api.drop_watches()
+        wait_until(lambda: any(_pod_watch_from(r, revision) for r in api.requests[seen:]),
+                   "the Pod watch reopened")  # before stop(): it may not leave its backoff otherwise
         f.converge()
         assert f.source.stats.bookmarks >= 1
-    revision = api.revision
+    assert revision == api.revision
     pod_watches = [r for r in api.requests if r.startswith("GET /api/v1/pods?") and "watch=true" in r]
-    assert any(f"resourceVersion={revision}" in r for r in pod_watches[1:])
+    assert any(_pod_watch_from(r, revision) for r in pod_watches[1:])
+
+
+def _pod_watch_from(request: str, revision: int) -> bool:
+    """Whether `request` opens a Pod watch at exactly this resourceVersion."""
+    parts = urlsplit(request.removeprefix("GET "))
+    query = parse_qs(parts.query)
+    return (parts.path == "/api/v1/pods" and query.get("watch") == ["true"]
+            and query.get("resourceVersion") == [str(revision)])
 
 
 def test_unreachable_or_unauthorised_servers_are_retried_with_growing_delays(api, tmp_path):
@@ -176,7 +200,7 @@ def test_unreachable_or_unauthorised_servers_are_retried_with_growing_delays(api
     f = Follower(api, tmp_path, sleep=record, kinds=WATCHED[:1], backoff_initial=0.1, backoff_cap=0.4)
     api.token = "rotated"  # the kubeconfig's token is no longer accepted: every call is a 401
     with f:
-        assert enough.wait(10)
+        assert enough.wait(HANG)
     assert f.source.stats.errors >= 6 and f.mirror.listed == set()
     assert all(0.05 <= d <= 0.4 for d in delays) and delays[-1] > delays[0]
 
