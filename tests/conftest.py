@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import io
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,18 @@ def mark_kernel_folder(items: list[pytest.Item], folder: Path, missing: str, nee
             item.add_marker(pytest.mark.kernel)
             if missing:
                 item.add_marker(pytest.mark.skip(reason=f"{missing}: needs {needs} (make test installs it)"))
+
+
+HANG = 60.0  # seconds a wait may take before the test fails: a hang bound, never a verdict
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = HANG) -> None:
+    """Poll `condition` (something the code under test reports) until it holds; fail, naming
+    `what`, only if it never does within the hang bound."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
 
 
 REPO = Path(__file__).resolve().parent.parent  # the checkout: benchmarks/, plugin/, rulesets/

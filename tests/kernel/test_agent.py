@@ -30,7 +30,7 @@ from netpol.model import Node
 from netpol.sources.directory import DirectorySource, read_objects
 from netpol.sources.kube import KINDS, KubeSource, new_api_client
 from netpol.testing.apiserver import FakeApiServer
-from tests.conftest import agent_program, example_objects, pod_object, policy_yaml
+from tests.conftest import HANG, agent_program, example_objects, pod_object, policy_yaml, wait_until
 from tests.kernel.conftest import fresh_netns, nft_load, nft_table
 
 NODE = "node-a"
@@ -41,7 +41,6 @@ def frontend_pod(name: str, ip: str, namespace: str = "frontend", node: str = NO
 
 
 FAST = SyncTiming(min_interval=0.01, max_interval=0.2, retry_initial=0.05, retry_cap=0.2)
-HANG = 60.0  # seconds any wait below may take before the test fails: a hang bound, never a verdict
 
 
 def server_objects(api: FakeApiServer) -> list[dict]:
@@ -115,13 +114,6 @@ def close_after(loop: threading.Thread, applier: Applier) -> None:
     assert not loop.is_alive(), "the sync loop did not stop"
     applier.close()
 
-
-def wait_until(condition, what: str, timeout: float = HANG) -> None:
-    """Poll `condition` (something the code under test reports) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.01)
 
 
 def fresh_netns_context():

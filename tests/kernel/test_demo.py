@@ -19,7 +19,7 @@ import pytest
 from netpol.lab.cluster import lab_pods
 from netpol.lab.demo import on_three_nodes
 from netpol.load.manifests import load_state
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, HANG
 from tests.kernel.conftest import ip_holding, kill_if_held, lab_namespaces, still_held, wait_held
 
 pytestmark = [pytest.mark.kernel,
@@ -27,7 +27,6 @@ pytestmark = [pytest.mark.kernel,
                                  or not Path("/usr/lib/cni/host-local").exists(),
                                  reason="needs root, nft and containernetworking-plugins"),
               pytest.mark.usefixtures("netns_guard")]
-HANG = 60.0  # seconds a wait below may take before the test fails: a hang bound, never a verdict
 
 
 def demo_processes() -> list[str]:

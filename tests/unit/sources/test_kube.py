@@ -18,18 +18,10 @@ from netpol.sources.events import Delta, Mirror, Snapshot, object_key
 from netpol.sources.kube import KINDS as WATCHED
 from netpol.sources.kube import KubeSource, new_api_client
 from netpol.testing.apiserver import FakeApiServer
-from tests.conftest import namespace_object, pod_object, policy_object
+from tests.conftest import HANG, namespace_object, pod_object, policy_object, wait_until
 
 KINDS = ("Namespace", "Node", "Pod", "NetworkPolicy")
-HANG = 60.0  # seconds any wait below may take before the test fails: a hang bound, never a verdict
 
-
-def wait_until(condition, what: str, timeout: float = HANG) -> None:
-    """Poll `condition` (something the source or the server reports) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.01)
 
 
 class Follower:
