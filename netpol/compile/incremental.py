@@ -117,7 +117,7 @@ class IncrementalCompiler:
             if old is None or self._programs[node] != old or node in by_elements:
                 programs[node] = self._programs[node]
         for node in sorted(by_elements - structural):
-            programs[node] = self._refresh_elements(node)
+            programs[node] = self._refresh_elements(node, changed_sets)
         return Update(programs, frozenset(by_elements - structural),
                       {node: previous[node] for node in programs})
 
@@ -184,11 +184,11 @@ class IncrementalCompiler:
         self._programs.pop(node, None)
         self._set_counts.pop(node, None)
 
-    def _refresh_elements(self, node: str) -> NodeProgram:
-        """The node's program, same structure, with the current version of every set it declares."""
-        old = self._programs[node]
-        self._programs[node] = assemble(node, old.node_addresses, old.pods, self._compiler, old.pod_cidrs,
-                                        declared=self._declared[node])
+    def _refresh_elements(self, node: str, changed: set[str]) -> NodeProgram:
+        """The node's program, same structure, with the current version of the `changed` sets."""
+        current = self._compiler.peer_sets, self._compiler.port_sets
+        newer = [found for name in changed for sets in current if (found := sets.get(name)) is not None]
+        self._programs[node] = self._programs[node].with_sets(newer)
         return self._programs[node]
 
     def _addresses(self, node: str, members: Iterable[Pod]) -> tuple[IPAddress, ...]:
