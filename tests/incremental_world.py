@@ -9,9 +9,9 @@ import dataclasses
 import ipaddress
 
 from hypothesis import strategies as st
-from netpol.compile.compiler import compile_cluster
 
 from netpol.backends.nftables import render, render_update
+from netpol.compile.compiler import compile_cluster
 from netpol.compile.incremental import IncrementalCompiler, KubeObject, Update
 from netpol.compile.resolver import EventType
 from netpol.labels import Labels
