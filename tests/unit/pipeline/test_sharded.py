@@ -27,6 +27,7 @@ from netpol.model import ClusterState
 from netpol.pipeline import phases
 from netpol.pipeline import sharded as parallel
 from netpol.testing import clusters
+from tests.conftest import policy_object
 
 EXAMPLES = Path(netpol.__file__).parent / "examples"
 EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir())
@@ -99,9 +100,8 @@ def test_the_shard_plan_keeps_no_string_of_the_parsed_documents(tmp_path):
 # -- bad input ---------------------------------------------------------------------------------
 
 def bad_policy(namespace: str) -> dict[str, Any]:
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "broken", "namespace": namespace},
-            "spec": {"podSelector": {"matchLabels": {"app": "-bad-"}}}}
+    """A label value the API server refuses (it may not start with `-`)."""
+    return policy_object("broken", namespace, podSelector={"matchLabels": {"app": "-bad-"}})
 
 
 def problems_of(load: Any) -> list[str]:
