@@ -13,8 +13,8 @@ Modules, one job each:
     netns    a netlink socket inside another network namespace (setns, then straight back)
     ipam     delegating to the IPAM plugin named in `ipam.type` on CNI_PATH
     node     what the node needs: the bridge, forwarding and br_netfilter sysctls
-    store    one record per attachment, for DEL without prevResult and for GC
+    store    one record per attachment, claimed before the address is asked for (DEL, GC)
     commands ADD, DEL, CHECK, STATUS, GC, VERSION
     main     the executable: dispatch on CNI_COMMAND, errors as CNI error JSON on stdout
-    install  writes the executable for /opt/cni/bin (a zipapp run as `python3 -I -S`)
+    install  writes the launcher for /opt/cni/bin (run as `python3 -IS`) and the package beside it
 """

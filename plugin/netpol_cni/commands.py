@@ -1,11 +1,14 @@
 """The CNI operations: ADD, DEL, CHECK, STATUS, GC (VERSION is answered by `main`).
 
-ADD, in order: the IPAM plugin started (it allocates while the rest runs), the bridge (ensured),
-a veth pair whose peer is created directly inside the pod's namespace, the host end on the
-bridge; then the IPAM result, forwarding sysctls, addresses and routes inside, the gateway
-address on the bridge, and a record for DEL/GC. Each
-step that made something registers its undo; if a later step fails, the undo steps run newest
-first, so a failed ADD leaves no veth, no allocated address and no record behind."""
+ADD, in order: the attachment's record claimed (naming the host veth to be) and the IPAM
+plugin started (by `main`; it allocates while the rest runs), the bridge (ensured), a veth
+pair whose peer is created directly inside the pod's namespace, the host end on the bridge;
+then the IPAM result, forwarding sysctls, addresses and routes inside, the gateway address on
+the bridge. Each step that made something registers its undo; if a later step fails, the undo
+steps run newest first, so a failed ADD leaves no veth, no allocated address and no record
+behind — and releases only what it made: the IPAM DEL goes out only if this ADD's IPAM ADD
+succeeded (`_release`), and `main` refuses an ADD whose record exists before the IPAM plugin
+sees it, so a repeated ADD never frees the running attachment's address."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import os
 import sys
 
 from netpol_cni import ipam, store
-from netpol_cni.config import check_cidr
+from netpol_cni.config import CURRENT_VERSION, check_cidr
 from netpol_cni.errors import (
     INVALID_CONFIG,
     INVALID_ENVIRONMENT,
@@ -93,6 +96,9 @@ def cmd_add(inv: Invocation, adding: ipam.Delegation) -> dict[str, Any]:
                                f"CNI_IFNAME: {inv.ifname!r} already exists in {inv.netns}")
             host_veth = _create_veth(inv, host, netns)
             undo.push(host.delete_link, host_veth.index)
+            if host_veth.name != inv.host_veth:  # the name main chose (and recorded) was taken
+                store.save(conf.data_dir, conf.name, inv.container_id, inv.ifname,
+                           store.attachment_record(inv, host_veth.name))
             host.set_link(host_veth.index, master=bridge.index, up=True,
                           alias=_alias(conf.name, inv.container_id, inv.ifname))
             if conf.hairpin_mode:
@@ -116,19 +122,22 @@ def cmd_add(inv: Invocation, adding: ipam.Delegation) -> dict[str, Any]:
             for address in addresses:
                 if address.gateway:
                     ensure_gateway_address(host, bridge, address.gateway, address.prefixlen)
-        store.save(conf.data_dir, conf.name, inv.container_id, inv.ifname,
-                   {"containerID": inv.container_id, "ifname": inv.ifname, "netns": inv.netns,
-                    "hostInterface": host_veth.name, "bridge": conf.bridge})
-        undo.push(store.remove, conf.data_dir, conf.name, inv.container_id, inv.ifname)
         bridge = host.get_link(conf.bridge) or bridge  # its MAC may have changed as the port joined
     host.close()
     return _result(inv, allocation, addresses, routes, interfaces=(bridge, host_veth, inside))
 
 
 def _release(inv: Invocation, adding: ipam.Delegation) -> None:
-    """Undo an IPAM ADD: let it finish (whatever it answered), then DEL."""
-    adding.settle()
-    ipam.delegate(inv, "DEL")
+    """Undo this ADD's allocation, and nothing else, then its claim on the record.
+
+    IPAM DEL only when the IPAM ADD succeeded: one that failed allocated nothing, and failing
+    is how host-local answers an ADD for an attachment it already holds an address for (a
+    running pod whose record we lost): a DEL then would free that pod's address for the next
+    pod. The record goes after the address and only if it went (a failed DEL raises first),
+    so GC still finds what the record may hold."""
+    if adding.succeeded():
+        ipam.delegate(inv, "DEL")
+    store.remove(inv.conf.data_dir, inv.conf.name, inv.container_id, inv.ifname)
 
 
 def _open_netns(path: str, code: int) -> Netns:
@@ -145,10 +154,11 @@ def _alias(network: str, container_id: str, ifname: str) -> str:
 
 
 def _create_veth(inv: Invocation, host: Rtnl, netns: Netns) -> Link:
-    """The pair, its host end named veth<8 hex> (as the reference plugin names it). The caller
-    labels it with an alias naming the attachment, for GC and for people reading `ip link`."""
-    for _ in range(_VETH_ATTEMPTS):
-        name = f"veth{os.urandom(4).hex()}"
+    """The pair, its host end named veth<8 hex> (as the reference plugin names it): the name
+    `main` chose and recorded first, a new one only if that is taken. The caller labels it
+    with an alias naming the attachment, for GC and for people reading `ip link`."""
+    for attempt in range(_VETH_ATTEMPTS):
+        name = inv.host_veth if attempt == 0 and inv.host_veth else store.host_veth_name()
         if host.create_veth(name, inv.ifname, netns.fd, mtu=inv.conf.mtu, peer_mac=inv.conf.mac):
             link = host.get_link(name)
             if link is not None:
@@ -372,7 +382,9 @@ def cmd_status(inv: Invocation, _unused: ipam.Delegation | None = None) -> None:
 
 def cmd_gc(inv: Invocation, _unused: ipam.Delegation | None = None) -> None:
     """Release every attachment of this network that is not in cni.dev/valid-attachments: its
-    IPAM allocation (an IPAM DEL in its name), its host veth, its record."""
+    IPAM allocation (an IPAM DEL in its name), its host veth, its record. Records are claimed
+    before the IPAM plugin allocates (see store), so this finds every address an ADD may have
+    got, a killed ADD's too, whatever the IPAM plugin."""
     conf = inv.conf
     valid = set(conf.valid_attachments or ())
     failures = []
@@ -397,8 +409,26 @@ def cmd_gc(inv: Invocation, _unused: ipam.Delegation | None = None) -> None:
                     host.delete_link(link.index)
     finally:
         host.close()
+    try:
+        _forward_gc(inv)
+    except CniError as exc:
+        failures.append(f"ipam plugin GC: {exc.msg}")
     if failures:
-        raise CniError(IO_FAILURE, f"GC could not release {len(failures)} attachment(s)", "; ".join(failures))
+        raise CniError(IO_FAILURE, f"GC could not release everything ({len(failures)} failure(s))",
+                       "; ".join(failures))
+
+
+def _forward_gc(inv: Invocation) -> None:
+    """GC for the IPAM plugin too, as the spec requires of a plugin that delegates: it then
+    releases what it holds for attachments not in the list, also what no record of ours names
+    (an ADD of an older version of this plugin, killed after the allocation). Only to an IPAM
+    plugin that speaks 1.1.0, the version GC came with (asked with VERSION, one process):
+    host-local 1.1.x speaks up to 1.0.0 and gets none."""
+    if inv.conf.cni_version != CURRENT_VERSION:
+        return
+    versions = ipam.delegate(inv, "VERSION")
+    if isinstance(versions, dict) and CURRENT_VERSION in (versions.get("supportedVersions") or ()):
+        ipam.delegate(inv, "GC")
 
 
 # ADD, DEL and CHECK get the IPAM plugin already at work on the same command (see main).

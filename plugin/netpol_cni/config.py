@@ -4,7 +4,14 @@ Defaults → decode → validate → merge: every field the plugin reads is chec
 a wrong one is a `CniError` whose message names it (`bridge: …`, `ipam.ranges[0][1].subnet: …`,
 `CNI_IFNAME: …`). Fields that other plugins of a chain consume (`runtimeConfig.portMappings`,
 `capabilities`, `cni.dev/*` keys we do not use) are accepted and left alone. Fields the plugin
-does not know are ignored, as the reference plugins do."""
+does not know are ignored, as the reference plugins do.
+
+DEL is lenient where ADD is strict about one attachment's own inputs (CNI_CONTAINERID,
+CNI_IFNAME, CNI_ARGS, runtimeConfig.mac): ADD refuses them before it makes anything, so a DEL
+with a container ID or ifname that ADD refuses has nothing to undo and succeeds
+(`Invocation.refused_by_add`), and a DEL with CNI_ARGS that ADD refuses still releases the
+attachment, handing the IPAM plugin no CNI_ARGS (`Invocation.args_error`). A runtime retries a
+failing DEL for ever (and the pod never goes), so DEL must not fail on what it does not need."""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from netpol_cni.errors import (
     CniError,
 )
 from netpol_cni.jsonio import loads
+from netpol_cni.store import NAME_MAX, fits, record_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -62,7 +70,8 @@ class NetConf:
 class Invocation:
     """One run of the plugin: the command, the CNI_* variables and the config."""
 
-    __slots__ = ("args", "cni_path", "command", "conf", "container_id", "ifname", "netns")
+    __slots__ = ("args", "args_error", "cni_path", "command", "conf", "container_id", "host_veth", "ifname",
+                 "netns", "refused_by_add")
 
     def __init__(self, command: str, conf: NetConf, env: Mapping[str, str]) -> None:
         self.command = command
@@ -72,6 +81,9 @@ class Invocation:
         self.ifname = env.get("CNI_IFNAME", "")
         self.cni_path = tuple(p for p in env.get("CNI_PATH", "").split(":") if p)
         self.args: dict[str, str] = {}
+        self.args_error = ""  # DEL only: why ADD would refuse CNI_ARGS (the IPAM plugin gets none)
+        self.refused_by_add = ""  # DEL only: why ADD refuses this attachment (nothing to undo)
+        self.host_veth = ""  # ADD only: the host end's name, chosen before the record is claimed
 
 
 def config_version(stdin: str) -> str:
@@ -133,9 +145,11 @@ def load_config(stdin: str, command: str = "ADD") -> NetConf:
         _check_ipam(ipam)
     conf.ipam = ipam
     runtime = _object(raw, "runtimeConfig") or {}
-    conf.mac = _string(runtime, "mac", where="runtimeConfig.mac")  # capability "mac"; merged last: it wins
-    if conf.mac:
-        _check_mac(conf.mac, "runtimeConfig.mac")
+    if command == "ADD":  # only ADD uses it (and a DEL must not fail on what ADD refused)
+        # capability "mac"; merged last: it wins
+        conf.mac = _string(runtime, "mac", where="runtimeConfig.mac")
+        if conf.mac:
+            _check_mac(conf.mac, "runtimeConfig.mac")
     if command == "GC":
         conf.valid_attachments = _attachments(raw)
     return conf
@@ -146,27 +160,52 @@ def load_config(stdin: str, command: str = "ADD") -> NetConf:
 
 def _check_environment(inv: Invocation, env: Mapping[str, str]) -> None:
     if inv.command in _NEEDS_CONTAINER:
-        if not inv.container_id:
-            raise CniError(INVALID_ENVIRONMENT, "CNI_CONTAINERID: not set")
-        _check_identifier(inv.container_id, "CNI_CONTAINERID", INVALID_ENVIRONMENT)
-        if not inv.ifname:
-            raise CniError(INVALID_ENVIRONMENT, "CNI_IFNAME: not set")
-        _check_ifname(inv.ifname, "CNI_IFNAME", INVALID_ENVIRONMENT)
+        try:
+            _check_attachment(inv.container_id, inv.ifname)
+        except CniError as exc:
+            if inv.command != "DEL":
+                raise
+            inv.refused_by_add = exc.msg
+            return  # nothing to undo: nothing else matters
         if inv.command != "DEL" and not inv.netns:
             raise CniError(INVALID_ENVIRONMENT, "CNI_NETNS: not set")
     if inv.command != "VERSION" and not inv.cni_path:
         raise CniError(INVALID_ENVIRONMENT, "CNI_PATH: not set (the directories to find the IPAM plugin in)")
-    inv.args = _cni_args(env.get("CNI_ARGS", ""))
+    try:
+        inv.args = _cni_args(env.get("CNI_ARGS", ""))
+    except CniError as exc:
+        if inv.command != "DEL":
+            raise
+        inv.args_error = exc.msg
+
+
+def _check_attachment(container_id: str, ifname: str) -> None:
+    """CNI_CONTAINERID and CNI_IFNAME: set, well-formed, and short enough together for the
+    attachment's record (`<ID>@<ifname>` is a file name: 255 bytes)."""
+    if not container_id:
+        raise CniError(INVALID_ENVIRONMENT, "CNI_CONTAINERID: not set")
+    _check_identifier(container_id, "CNI_CONTAINERID", INVALID_ENVIRONMENT)
+    if not ifname:
+        raise CniError(INVALID_ENVIRONMENT, "CNI_IFNAME: not set")
+    _check_ifname(ifname, "CNI_IFNAME", INVALID_ENVIRONMENT)
+    if not fits(container_id, ifname):
+        longest = NAME_MAX - len(record_name("", ifname).encode())
+        raise CniError(INVALID_ENVIRONMENT, f"CNI_CONTAINERID: {len(container_id)} characters is too long: "
+                       f"with CNI_IFNAME {ifname!r} at most {longest} (the attachment's record "
+                       f"'<CNI_CONTAINERID>@<CNI_IFNAME>' is a file name of at most {NAME_MAX} bytes)")
 
 
 def _cni_args(text: str) -> dict[str, str]:
+    """`K=V;K=V`, exactly as libcni's LoadArgs reads it (which the IPAM plugins use): every
+    `;`-separated piece, an empty one included, has exactly one `=` and a key."""
     args: dict[str, str] = {}
+    if not text:
+        return args
     for pair in text.split(";"):
-        if not pair:
-            continue
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CniError(INVALID_ENVIRONMENT, f"CNI_ARGS: {pair!r} is not KEY=VALUE")
+        if not sep or not key or "=" in value:
+            raise CniError(INVALID_ENVIRONMENT, f"CNI_ARGS: {pair!r} is not KEY=VALUE (pairs separated by "
+                           "';', one '=' each, as libcni reads them)")
         args[key] = value
     return args
 

@@ -85,6 +85,8 @@ class Delegation:
         self.path = find_plugin(self.kind, inv.cni_path)
         env = dict(os.environ)
         env["CNI_COMMAND"] = command
+        if inv.args_error:  # a DEL with CNI_ARGS that ADD refuses: releasing needs none (see config)
+            env.pop("CNI_ARGS", None)
         if container_id:
             env["CNI_CONTAINERID"] = container_id
         if ifname:
@@ -94,6 +96,7 @@ class Delegation:
         self.env = env
         self._running: Running | None = Running(self.path, dumps(inv.conf.raw), env)
         self._outcome: tuple[int, str] | None = None
+        self._retried = False
 
     def _finish(self) -> tuple[int, str]:
         if self._outcome is None:
@@ -105,14 +108,21 @@ class Delegation:
         """Wait for it, whatever it answers (used when undoing)."""
         self._finish()
 
+    def succeeded(self) -> bool:
+        """Whether its last answer (the 1.0.0 retry's, if `result` made one) was success. An
+        ADD that failed allocated nothing: an IPAM plugin cleans up after its own failure."""
+        return self._finish()[0] == 0
+
     def result(self) -> Any:
         """Its decoded stdout (None when empty); CniError when it failed."""
         code, out = self._finish()
         if code != 0:
             error = _error_of(self.kind, code, out)
-            if error.code != INCOMPATIBLE_VERSION or self.inv.conf.cni_version == "1.0.0":
+            if error.code != INCOMPATIBLE_VERSION or self.inv.conf.cni_version == "1.0.0" or self._retried:
                 raise error
-            code, out = run_plugin(self.path, dumps(dict(self.inv.conf.raw, cniVersion="1.0.0")), self.env)
+            self._retried = True
+            config = dumps(dict(self.inv.conf.raw, cniVersion="1.0.0"))
+            self._outcome = code, out = run_plugin(self.path, config, self.env)
             if code != 0:
                 raise _error_of(self.kind, code, out)
         if not out.strip():

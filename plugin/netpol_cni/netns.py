@@ -27,7 +27,9 @@ class Netns:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: opening a FIFO named in CNI_NETNS would otherwise wait for a writer
+            # for ever (a DEL that never ends); setns then refuses it as it refuses any non-netns.
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             raise NetnsError(exc.errno, f"cannot open {path}: {exc.strerror}") from None
         try:

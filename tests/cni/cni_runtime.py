@@ -20,9 +20,11 @@ from typing import Any
 
 from netpol_cni.install import install
 
+HERE = Path(__file__).resolve().parent
 REFERENCE_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 REFERENCE_PLUGINS = ("host-local", "bridge", "tuning", "bandwidth", "firewall", "portmap", "loopback")
 PREFIX = "netpol-test-cni"
+PLUGIN_TIMEOUT = 60.0  # seconds a plugin call may take: a hang bound, calls take milliseconds
 CONNECT_TIMEOUT = 30.0  # seconds a TCP connect expected to succeed gets: a hang bound, it takes microseconds
 
 
@@ -108,14 +110,61 @@ class CniNode:
     def call(self, command: str, conf: dict[str, Any] | str, container_id: str = "ctr", netns: str = "",
              ifname: str = "eth0", plugin: str = "netpol-cni", env: dict[str, str] | None = None) -> CniCall:
         """Exec a plugin inside the node namespace, as a runtime on that node would."""
+        running = self.start(command, conf, container_id, netns, ifname, plugin, env)
+        try:
+            stdout, stderr = running.communicate(timeout=PLUGIN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            running.kill()
+            running.communicate()
+            raise
+        return CniCall(running.returncode, stdout, stderr)
+
+    def start(self, command: str, conf: dict[str, Any] | str, container_id: str = "ctr", netns: str = "",
+              ifname: str = "eth0", plugin: str = "netpol-cni",
+              env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """`call`, without waiting: the running plugin (`ip netns exec` execs it, so its PID is
+        the plugin's), its stdin already written and closed."""
         environment = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
                        "CNI_COMMAND": command, "CNI_CONTAINERID": container_id, "CNI_NETNS": netns,
                        "CNI_IFNAME": ifname, "CNI_PATH": str(self.bin_dir)}
         environment.update(env or {})
-        stdin = conf if isinstance(conf, str) else json.dumps(conf)
-        done = subprocess.run(["ip", "netns", "exec", self.netns, str(self.bin_dir / plugin)], input=stdin,
-                              env=environment, capture_output=True, text=True, timeout=60, check=False)
-        return CniCall(done.returncode, done.stdout, done.stderr)
+        stdin = (conf if isinstance(conf, str) else json.dumps(conf)).encode()
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, stdin)  # a config is far below a pipe's 64 KiB: this never waits
+        finally:
+            os.close(write_end)
+        try:
+            return subprocess.Popen(["ip", "netns", "exec", self.netns, str(self.bin_dir / plugin)],
+                                    stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env=environment, text=True)
+        finally:
+            os.close(read_end)
+
+    def install_ipam(self, name: str, mode: str) -> None:
+        """A test IPAM plugin (tests/cni/fake_ipam.py, `mode` held or sticky) as `name` on CNI_PATH."""
+        path = self.bin_dir / name
+        path.write_text(f"#!{sys.executable} -I\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
+                        f"import fake_ipam\nfake_ipam.main({mode!r})\n")
+        path.chmod(0o755)
+
+    def reservations(self, network: str = "testnet") -> dict[str, tuple[str, str]]:
+        """host-local's reservations on this node: address → (container ID, ifname)."""
+        directory = self.ipam_dir / network
+        if not directory.exists():
+            return {}
+        out = {}
+        for path in directory.iterdir():
+            if path.name[0].isdigit() or ":" in path.name:
+                container_id, ifname = path.read_text().split()
+                out[path.name] = (container_id, ifname)
+        return out
+
+    def records(self, network: str = "testnet") -> list[str]:
+        """The plugin's attachment records (`containerID@ifname`) for `network`."""
+        directory = self.state_dir / network
+        return sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) \
+            if directory.exists() else []
 
     def add(self, netns: str, container_id: str = "ctr", **kw: Any) -> dict[str, Any]:
         conf = kw.pop("conf", None) or self.conf()
