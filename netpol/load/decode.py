@@ -6,6 +6,7 @@ not; an object with any problem is not returned (callers fail closed on it).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -61,6 +62,12 @@ def type_name(value: object) -> str:
     if isinstance(value, dict):
         return "mapping"
     return type(value).__name__
+
+
+def _shown(text: str) -> str:
+    """`text` as a message shows it: JSON-quoted when it holds a character that is not printable
+    (a newline, a tab, a control character), which would break the line or vanish ("web\\n")."""
+    return text if text.isprintable() else json.dumps(text)
 
 
 @dataclass
@@ -123,11 +130,12 @@ class Reader:
             if not isinstance(key, str):
                 self.error(path, f"label key {key!r} must be a string, got {type_name(key)}")
                 continue
-            key_ok = self.checked(key, f"{path}.{key}", v.check_label_key)
-            text = self.typed(val, f"{path}.{key}", str, "a string") if val is not None else None
+            key_path = f"{path}.{_shown(key)}"
+            key_ok = self.checked(key, key_path, v.check_label_key)
+            text = self.typed(val, key_path, str, "a string") if val is not None else None
             if val is None:
-                self.error(f"{path}.{key}", "must be a string, got null")
-            value_ok = self.checked(text, f"{path}.{key}", v.check_label_value)
+                self.error(key_path, "must be a string, got null")
+            value_ok = self.checked(text, key_path, v.check_label_value)
             if key_ok is not None and value_ok is not None:
                 found[key] = value_ok
         return Labels(found)
@@ -216,8 +224,8 @@ def describe_object(doc: dict[str, Any]) -> str:
     kind = doc.get("kind") if isinstance(doc.get("kind"), str) and doc.get("kind") else "object"
     raw_meta = doc.get("metadata")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
-    name = meta.get("name") if isinstance(meta.get("name"), str) else "<unnamed>"
-    ns = meta.get("namespace") if isinstance(meta.get("namespace"), str) else None
+    name = _shown(meta["name"]) if isinstance(meta.get("name"), str) else "<unnamed>"
+    ns = _shown(meta["namespace"]) if isinstance(meta.get("namespace"), str) else None
     if kind in ("Namespace", "Node") or kind not in SUPPORTED_KINDS:
         return f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
     return f"{kind} {ns or 'default'}/{name}"

@@ -1,6 +1,9 @@
 """Field-level checks that mirror the API server's (k8s.io/apimachinery validation).
 
 Each check returns None when the value is fine, else a message in the API server's words.
+Patterns match the whole value (`fullmatch`): Go's regexp `$` is the end of the text, Python's
+also matches before a final newline, so `re.match` with `…$` took "web\n" for a valid name (and
+nft then refused the ruleset it was written into).
 """
 
 from __future__ import annotations
@@ -12,19 +15,19 @@ import socket
 
 from netpol.model import IPAddress, IPNetwork
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-_DECIMAL_OCTETS = re.compile(r"^[0-9.]+$")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_IANA_SVC_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+_DECIMAL_OCTETS = re.compile(r"[0-9.]+")
 
 
 @functools.lru_cache(maxsize=1 << 16)  # labels, names and addresses recur across objects
 def check_dns1123_label(value: str) -> str | None:
     if len(value) > 63:
         return f"{value!r}: must be no more than 63 characters"
-    if not _DNS1123_LABEL.match(value):
+    if not _DNS1123_LABEL.fullmatch(value):
         return (
             f"{value!r}: a lowercase RFC 1123 label must consist of lower case alphanumeric "
             "characters or '-', and must start and end with an alphanumeric character"
@@ -36,7 +39,7 @@ def check_dns1123_label(value: str) -> str | None:
 def check_dns1123_subdomain(value: str) -> str | None:
     if len(value) > 253:
         return f"{value!r}: must be no more than 253 characters"
-    if not _DNS1123_SUBDOMAIN.match(value):
+    if not _DNS1123_SUBDOMAIN.fullmatch(value):
         return (
             f"{value!r}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
             "characters, '-' or '.', and must start and end with an alphanumeric character"
@@ -58,7 +61,7 @@ def check_label_key(key: str) -> str | None:
         return f"{key!r}: name part must be non-empty"
     if len(name) > 63:
         return f"{key!r}: name part must be no more than 63 characters"
-    if not _QUALIFIED_NAME.match(name):
+    if not _QUALIFIED_NAME.fullmatch(name):
         return (
             f"{key!r}: name part must consist of alphanumeric characters, '-', '_' or '.', "
             "and must start and end with an alphanumeric character"
@@ -70,7 +73,7 @@ def check_label_key(key: str) -> str | None:
 def check_label_value(value: str) -> str | None:
     if len(value) > 63:
         return f"{value!r}: must be no more than 63 characters"
-    if not _LABEL_VALUE.match(value):
+    if not _LABEL_VALUE.fullmatch(value):
         return (
             f"{value!r}: a valid label must be an empty string or consist of alphanumeric "
             "characters, '-', '_' or '.', and must start and end with an alphanumeric character"
@@ -83,7 +86,7 @@ def check_port_name(value: str) -> str | None:
     """IANA_SVC_NAME (RFC 6335): ≤ 15 characters, a-z0-9 and '-', one letter, no '--'."""
     if len(value) > 15:
         return f"{value!r}: must be no more than 15 characters"
-    if not _IANA_SVC_NAME.match(value):
+    if not _IANA_SVC_NAME.fullmatch(value):
         return (
             f"{value!r}: must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-), "
             "and must not start or end with a hyphen"
@@ -114,7 +117,7 @@ def parse_ip_by_rules(value: str) -> IPAddress | str:
     """`parse_ip` without its IPv4 shortcut (and without its cache)."""
     if "%" in value:
         return f"{value!r}: must be a valid IP address without a zone (e.g. 10.9.8.7 or 2001:db8::ffff)"
-    if _DECIMAL_OCTETS.match(value) and any(
+    if _DECIMAL_OCTETS.fullmatch(value) and any(
         len(o) > 1 and o.startswith("0") for o in value.split(".")
     ):
         return f"{value!r}: must not have leading zeros in an IPv4 octet"

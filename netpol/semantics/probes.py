@@ -17,7 +17,7 @@ from netpol.intervals import merge_intervals
 from netpol.model import PROTOCOLS, ClusterState
 
 PORTLESS_PROTOCOLS = ("ICMP", "ICMPv6")
-_PROBE = re.compile(r"^(\d+)$|^(?:(\d+)/)?([A-Za-z][A-Za-z0-9]*)$")
+_PROBE = re.compile(r"([0-9]+)|(?:([0-9]+)/)?([A-Za-z][A-Za-z0-9]*)")  # whole text only: fullmatch
 FALLBACK_PORT = 80
 
 
@@ -50,7 +50,7 @@ class Probe:
 
 def parse_probe(text: str) -> Probe:
     """`80/TCP`, `80` (TCP), `53/udp`, `ICMP`; raises UsageError otherwise."""
-    match = _PROBE.match(text.strip())
+    match = _PROBE.fullmatch(text.strip())
     if not match:
         raise UsageError(f"--port {text!r}: expected PORT/PROTOCOL, e.g. 80/TCP or 53/UDP")
     port: int | None
