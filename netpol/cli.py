@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from netpol.backends.nftables import render as render_nftables
 from netpol.errors import InputError, LabError, RulesetRejected, UsageError, WorkerError
@@ -109,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
                               "container port names")
     verify_.set_defaults(run=run_verify)
 
+    _add_agent_command(commands)
+
+    demo = commands.add_parser("demo", help="a live 3-node cluster: CNI plugin, API server, one agent per "
+                                            "node, scenarios probed with real packets (root)")
+    demo.add_argument("-f", "--filename", dest="example",
+                      default=str(Path(__file__).parent / "examples" / "shop"),
+                      help="the example cluster (default: the bundled shop)")
+    demo.set_defaults(run=run_demo_command)
+    return parser
+
+
+def _add_agent_command(commands: Any) -> None:
+    """`netpol agent`'s parser (its own function: the agent has the most flags)."""
     agent = commands.add_parser("agent", help="enforce policy on one node: watch, compile, apply "
                                               "(long-running)")
     agent.add_argument("--node", required=True, help="this node's name (spec.nodeName of its pods)")
@@ -123,16 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--max-interval", type=float, default=0.5, help="never delay a change longer (s)")
     agent.add_argument("--replace-on-structure", action="store_true",
                        help="a full table replace when pods' chains change (default: only what changed)")
+    agent.add_argument("--verify-interval", type=float, default=5.0,
+                       help="check the host-gw routes against the kernel this often (s); changes to the "
+                            "table are noticed at once from nftables' notifications")
     agent.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     agent.set_defaults(run=run_agent_command)
-
-    demo = commands.add_parser("demo", help="a live 3-node cluster: CNI plugin, API server, one agent per "
-                                            "node, scenarios probed with real packets (root)")
-    demo.add_argument("-f", "--filename", dest="example",
-                      default=str(Path(__file__).parent / "examples" / "shop"),
-                      help="the example cluster (default: the bundled shop)")
-    demo.set_defaults(run=run_demo_command)
-    return parser
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -234,14 +242,21 @@ def run_agent_command(args: argparse.Namespace) -> int:
     from netpol.agent import logs  # noqa: PLC0415 - the agent's imports stay out of batch runs
     from netpol.agent.coalesce import SyncTiming  # noqa: PLC0415
     from netpol.agent.runner import AgentOptions, run_agent  # noqa: PLC0415
+    from netpol.errors import AgentError  # noqa: PLC0415
 
     logs.configure(args.log_level)
     if args.directory and not Path(args.directory).exists():
         raise UsageError(f"--dir {args.directory}: no such directory")
+    if args.verify_interval <= 0:
+        raise UsageError(f"--verify-interval {args.verify_interval}: must be more than 0")
     timing = SyncTiming(min_interval=args.min_interval, max_interval=args.max_interval)
     options = AgentOptions(args.node, args.kubeconfig, args.directory, args.netns, args.listen, timing,
-                           args.replace_on_structure)
-    return run_agent(options)
+                           args.replace_on_structure, args.verify_interval)
+    try:
+        return run_agent(options)
+    except AgentError as exc:  # the node cannot run the agent: nothing was written
+        print(f"netpol: agent: {exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
 
 
 def run_demo_command(args: argparse.Namespace) -> int:

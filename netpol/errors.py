@@ -16,7 +16,14 @@
     │                           failed or was killed (a bug, or the machine's memory). Exit 70.
     ├── OutOfScope              an `IncrementalCompiler(nodes=…)` was asked for another node.
     ├── NamespaceError          a named network namespace cannot be entered (missing, no rights).
-    ├── SourceError             a source cannot follow its input: the folder of `--dir` is gone.
+    ├── AgentError              `netpol agent` cannot run on this node: no `ip` on PATH, no
+    │                           libnftables, its namespace or listen address unusable, an
+    │                           unreadable kubeconfig. Raised before anything is written. Exit 1.
+    ├── RouteError              `ip` is missing or answers nonsense while the agent keeps its
+    │                           host-gw routes (`netpol.dataplane.routes`; the agent logs it and
+    │                           tries again on its next route check, never dies of it).
+    ├── SourceError             a source cannot follow its input: the folder of `--dir` is gone,
+    │                           or a list answer is not a list (the kube source retries that).
     │   ├── ResourceExpired     410 Gone: a resourceVersion or continue token is older than the
     │   │                       API server's history (the kube source relists; never escapes it).
     │   └── WatchStreamError    a watch stream sent something that is not a watch event (the
@@ -115,6 +122,15 @@ class OutOfScope(NetpolError):
 
 class NamespaceError(NetpolError):
     """Raised when a named network namespace cannot be entered."""
+
+
+class AgentError(NetpolError):
+    """Raised when `netpol agent` cannot start on this node (a tool, library, namespace, address
+    or credential it needs is missing); nothing has been written to the kernel yet."""
+
+
+class RouteError(NetpolError):
+    """Raised when `ip` is missing or fails in a way that is not about one route."""
 
 
 class SourceError(NetpolError):

@@ -1,9 +1,11 @@
-"""The agent's local HTTP endpoints: `/healthz` (the loop is alive), `/readyz` (the last sync
-succeeded: 200, else 503 with the error), `/metrics` (Prometheus text format)."""
+"""The agent's local HTTP endpoints: `/healthz` (every thread the agent needs runs: 200, else
+503 naming the one that died), `/readyz` (the kernel holds the program: 200, else 503 with the
+error), `/metrics` (Prometheus text format)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -12,8 +14,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from netpol.agent.loop import Agent
 
 
-def serve(agent: Agent, host: str = "127.0.0.1", port: int = 9909) -> ThreadingHTTPServer:
-    """Start serving on a daemon thread; `shutdown()` the returned server to stop."""
+def serve(agent: Agent, host: str = "127.0.0.1", port: int = 9909,
+          died: Callable[[], str] = lambda: "") -> ThreadingHTTPServer:
+    """Start serving on a daemon thread; `shutdown()` the returned server to stop. `died` says
+    which of the agent's threads died, and of what ('' while they all run)."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -21,13 +25,15 @@ def serve(agent: Agent, host: str = "127.0.0.1", port: int = 9909) -> ThreadingH
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
+            dead = died()
             if path == "/healthz":
-                self._send(200, b"ok\n")
+                self._send(503 if dead else 200, f"dead: {dead}\n".encode() if dead else b"ok\n")
             elif path == "/readyz":
-                if agent.ready:
+                if agent.ready and not dead:
                     self._send(200, b"ok\n")
                 else:
-                    self._send(503, f"not ready: {agent.last_error or 'no successful sync yet'}\n".encode())
+                    why = f"dead: {dead}" if dead else agent.last_error or "no successful sync yet"
+                    self._send(503, f"not ready: {why}\n".encode())
             elif path == "/metrics":
                 self._send(200, agent.metrics.exposition(), CONTENT_TYPE_LATEST)
             else:

@@ -23,7 +23,13 @@ class AgentMetrics:
                               registry=r)
         self.invalid_objects = Counter("netpol_invalid_objects", "Objects rejected as invalid", ["kind"],
                                        registry=r)
+        self.invalid_now = Gauge("netpol_invalid_objects_current", "Objects invalid now (failing closed "
+                                 "or skipped)", ["kind"], registry=r)
         self.apply_errors = Counter("netpol_apply_errors", "Rulesets the kernel refused", registry=r)
+        self.repairs = Counter("netpol_repairs", "Drift repaired: our table changed from outside (restored), "
+                               "or our routes (re-added)", ["what"], registry=r)
+        self.route_errors = Counter("netpol_route_errors", "Route checks that could not run (ip missing or "
+                                    "failing)", registry=r)
         self.last_sync = Gauge("netpol_last_successful_sync_timestamp_seconds",
                                "Unix time of the last successful sync", registry=r)
         self.ready = Gauge("netpol_ready", "1 when the last sync succeeded", registry=r)

@@ -9,7 +9,11 @@ Modules:
               stale chains and sets of ours removed
     routes    RouteKeeper: host-gw routes to other nodes' podCIDRs, tagged so only ours change
     netns     enter_netns: setns(2) for one thread
+    nft_monitor  TableWatch: the kernel's nftables notifications, for changes others make to our
+              table (drift), told apart from our own commits by the committing thread
 
 Control flow: the agent (or `netpol verify`'s lab) renders text with a backend and calls
 `Applier(netns).apply(text)` — dry run, commit, remember — or `apply_iptables(bundle, netns)`.
+The agent also starts `TableWatch(netns, {applier.committer_id()})` and restores its table when
+`take()` reports a change it did not make.
 """

@@ -23,11 +23,13 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.thread import BrokenThreadPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from netpol.dataplane.netns import enter_netns
-from netpol.errors import ApplyError, NftMessage
+from netpol.dataplane.nft_monitor import kernel_thread_id
+from netpol.errors import ApplyError, NamespaceError, NftMessage
 
 try:
     import nftables  # PyPI pip-nftables: the binding Debian ships as python3-nftables
@@ -109,9 +111,26 @@ class Applier:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self.last_good: str | dict[str, Any] | None = None
-        initializer: Callable[[], None] = (lambda: enter_netns(netns)) if netns else (lambda: None)
-        self._worker = ThreadPoolExecutor(max_workers=1, initializer=initializer,
+        self._entry_error: NamespaceError | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, initializer=self._enter,
                                           thread_name_prefix=f"nft-{netns or 'self'}")
+
+    def _enter(self) -> None:
+        """The worker's first step: into the namespace (remembering why not, for `_submit`)."""
+        if self.netns:
+            try:
+                enter_netns(self.netns)
+            except NamespaceError as exc:
+                self._entry_error = exc
+                raise
+
+    def _submit(self, fn: Callable[[], T]) -> T:
+        """Run on the worker; NamespaceError if it could not enter the namespace."""
+        try:
+            return self._worker.submit(fn).result()
+        except BrokenThreadPool:
+            raise self._entry_error or NamespaceError(f"network namespace {self.netns}: the worker "
+                                                      "thread did not start") from None
 
     def _call(self, fn: Callable[[_Libnftables], T]) -> T:
         def run() -> T:
@@ -121,7 +140,17 @@ class Applier:
             # freed input of an earlier call (garbage, or an assertion in erec_print that kills
             # the process). A context costs well under a millisecond.
             return fn(_Libnftables())
-        return self._worker.submit(run).result()
+        return self._submit(run)
+
+    def check_ready(self) -> None:
+        """Raise now what every apply would raise: ApplyError without libnftables,
+        NamespaceError when the namespace cannot be entered (the agent refuses to start)."""
+        self._call(lambda nft: None)
+
+    def committer_id(self) -> int:
+        """The kernel's id of the thread that commits for this applier: what nftables'
+        notifications name it by (`netpol.dataplane.nft_monitor`). OSError if netlink refuses."""
+        return self._submit(kernel_thread_id)
 
     def apply(self, ruleset: str | dict[str, Any], force: bool = False) -> ApplyOutcome:
         """Check, then load in one transaction; raises ApplyError and keeps the last good one."""

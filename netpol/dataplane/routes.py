@@ -5,7 +5,10 @@ on different nodes reach each other without an overlay.
 Our routes carry their own routing protocol number (`proto 199`, shown as 199 by `ip route`),
 so the agent recognises them: it adds or replaces the ones that should exist and removes stale
 ones of its own, and never touches a route anything else made. `ip` is run with argument lists
-(never a shell); `desired_routes` is pure."""
+(never a shell); `desired_routes` is pure. A route the kernel refuses is logged and skipped; `ip`
+missing, or a listing that cannot be read, is RouteError (the agent retries at its next check).
+To remove them by hand (an uninstalled agent leaves them): `ip route flush proto 199` and
+`ip -6 route flush proto 199`."""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ import json
 import logging
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from netpol.errors import RouteError
 from netpol.model import IPAddress, IPNetwork, Node
 
 log = logging.getLogger("netpol.dataplane.routes")
@@ -40,20 +44,29 @@ class RouteKeeper:
     namespace to work in, or None for our own)."""
 
     netns: str | None = None
+    _refused: dict[str, str] = field(default_factory=dict)  # destination → the kernel's last refusal
 
-    def _ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _ip(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`ip ARGS` (in `netns`); RouteError when `ip` cannot be run at all."""
         prefix = ["ip", "-n", self.netns] if self.netns else ["ip"]
-        return subprocess.run([*prefix, *args], capture_output=True, text=True, check=check)
+        try:
+            return subprocess.run([*prefix, *args], capture_output=True, text=True, check=False)
+        except OSError as exc:
+            raise RouteError(f"cannot run `ip`: {exc.strerror or exc}") from None
 
     def current(self) -> dict[str, str]:
-        """Our routes now: destination → gateway."""
+        """Our routes now: destination → gateway. RouteError when `ip` cannot list them."""
         found: dict[str, str] = {}
         for family in ("-4", "-6"):
-            listed = self._ip("-j", family, "route", "show", "proto", PROTO, check=False)
+            listed = self._ip("-j", family, "route", "show", "proto", PROTO)
             if listed.returncode != 0 or not listed.stdout.strip():
-                continue
-            for route in json.loads(listed.stdout):
-                found[route["dst"]] = route.get("gateway", "")
+                continue  # e.g. IPv6 disabled on this node: no routes of that family
+            try:
+                routes = json.loads(listed.stdout)
+                found.update((route["dst"], route.get("gateway", "")) for route in routes)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise RouteError(f"ip {family} route show: unreadable answer ({type(exc).__name__}: {exc})") \
+                    from None
         return found
 
     def sync(self, desired: Mapping[IPNetwork, IPAddress]) -> list[str]:
@@ -63,14 +76,17 @@ class RouteKeeper:
         changes = []
         for dst, via in sorted(want.items()):
             if have.get(dst) != via:
-                done = self._ip("route", "replace", dst, "via", via, "proto", PROTO, check=False)
+                done = self._ip("route", "replace", dst, "via", via, "proto", PROTO)
                 if done.returncode != 0:
-                    log.warning("cannot add route",
-                                extra={"dst": dst, "via": via, "error": done.stderr.strip()})
+                    error = done.stderr.strip()
+                    level = logging.DEBUG if self._refused.get(dst) == error else logging.WARNING
+                    self._refused[dst] = error  # said once, not at every periodic check
+                    log.log(level, "cannot add route", extra={"dst": dst, "via": via, "error": error})
                     continue
+                self._refused.pop(dst, None)
                 changes.append(f"replace {dst} via {via}")
         for dst in sorted(set(have) - set(want)):
-            self._ip("route", "del", dst, "proto", PROTO, check=False)
+            self._ip("route", "del", dst, "proto", PROTO)
             changes.append(f"del {dst}")
         if changes:
             log.info("routes", extra={"changes": changes})

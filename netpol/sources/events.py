@@ -4,16 +4,27 @@ A source (`netpol.sources.kube`: list + watch; `netpol.sources.directory`: a fol
 manifests) hands the agent `Snapshot`s — every object of one kind, from a (re)list — and
 `Delta`s — one watch event. Objects stay dicts in the shape the API serves, so that the agent
 decodes them with the same code that reads manifests. `Mirror` keeps the last known objects and
-turns any mix of snapshots and deltas into exactly the changes they imply. Nothing here imports
-the kubernetes client: `netpol agent --dir` never loads it.
+turns any mix of snapshots and deltas into exactly the changes they imply. Objects may be
+malformed (`metadata: oops` in a folder, an object stored before validation tightened):
+`object_key` keys anything without raising; decoding, where they are reported, is the agent's.
+A folder that defines one object differently in two files hands over a stand-in carrying both
+copies (`conflict_stand_in`). A source's threads run under `run_reporting_death`, so a thread
+that dies is reported, never silent. Nothing here imports the kubernetes client: `netpol agent
+--dir` never loads it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+log = logging.getLogger("netpol.sources")
 KIND_NAMES = ("Namespace", "Node", "Pod", "NetworkPolicy")  # what the agent lists and watches
+NAMESPACED = frozenset({"Pod", "NetworkPolicy"})  # with no namespace: in "default", as kubectl applies them
+CONFLICT = "netpol/conflict"  # the field of a stand-in for an object defined differently in several files
 
 
 @dataclass(frozen=True)
@@ -35,9 +46,67 @@ class Delta:
 SourceEvent = Snapshot | Delta
 
 
-def object_key(obj: dict[str, Any]) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+def object_key(obj: Any) -> tuple[str, str]:
+    """(namespace, name) of an object as a source hands it over, however malformed — never an
+    exception: this keys every object of the agent's state. A namespaced kind without a
+    namespace is in "default"; a namespace that is not a string is keyed by its repr behind a
+    `?` (no valid name starts so); a name that is not a non-empty string is replaced by a digest
+    of the whole object (its resourceVersion aside), so that two different unnamed objects stay
+    two objects, each reported, and the same one stays one."""
+    if not isinstance(obj, dict):
+        return "", f"?{_digest(obj)}"
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    kind, namespace, name = obj.get("kind"), meta.get("namespace"), meta.get("name")
+    if namespace is None or namespace == "":
+        namespace = "default" if isinstance(kind, str) and kind in NAMESPACED else ""
+    elif not isinstance(namespace, str):
+        namespace = f"?{namespace!r}"
+    if not isinstance(name, str) or not name:
+        name = f"?{_digest({**obj, 'metadata': {k: v for k, v in meta.items() if k != 'resourceVersion'}})}"
+    return namespace, name
+
+
+def _digest(value: Any) -> str:
+    return hashlib.blake2b(repr(value).encode(), digest_size=6).hexdigest()
+
+
+def conflict_stand_in(copies: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """One object defined differently in several files (`--dir`): its kind and metadata (from the
+    first copy: every copy has the same key) and, under `CONFLICT`, every copy with its file.
+    The agent reports it and fails closed for what each copy would select."""
+    first = copies[0][1]
+    return {**{field: first.get(field) for field in ("kind", "apiVersion", "metadata")},
+            CONFLICT: [{"file": file, "object": copy} for file, copy in copies]}
+
+
+def conflicting_copies(obj: Any) -> list[tuple[str, dict[str, Any]]] | None:
+    """The copies (file, object) a conflict stand-in carries; None for any other object."""
+    copies = obj.get(CONFLICT) if isinstance(obj, dict) else None
+    if not isinstance(copies, list):
+        return None
+    return [(str(c.get("file")), c["object"]) for c in copies
+            if isinstance(c, dict) and isinstance(c.get("object"), dict)]
+
+
+ThreadDeath = Callable[[str, BaseException], None]  # (thread, what ended it): how a thread's end is reported
+
+
+def run_reporting_death(name: str, target: Callable[[], None], on_death: ThreadDeath | None,
+                        stopping: Callable[[], bool]) -> None:
+    """Run a thread's `target`; if it raises, or returns while nobody asked it to stop, report
+    that to `on_death` (the agent turns /healthz red and exits) instead of letting the thread
+    end silently. Without `on_death` the exception is raised (Python's thread hook prints it)."""
+    try:
+        target()
+    except BaseException as exc:
+        if on_death is None:
+            raise
+        log.critical("thread died", exc_info=True, extra={"thread_name": name})
+        on_death(name, exc)
+        return
+    if not stopping() and on_death is not None:
+        on_death(name, RuntimeError(f"{name} ended while nobody asked it to stop"))
 
 
 class Mirror:
@@ -53,19 +122,22 @@ class Mirror:
         store = self.objects.setdefault(event.kind, {})
         if isinstance(event, Delta):
             key = object_key(event.object)
+            known = key in store
             if event.type == "DELETED":
-                return [event] if store.pop(key, None) is not None else []
+                store.pop(key, None)
+                return [event] if known else []
             before = store.get(key)
             store[key] = event.object
-            if before is not None and _version(before) == _version(event.object) and before == event.object:
+            unchanged = resource_version(before) == resource_version(event.object) and before == event.object
+            if known and unchanged:
                 return []
-            return [Delta(event.kind, "MODIFIED" if before is not None else "ADDED", event.object)]
+            return [Delta(event.kind, "MODIFIED" if known else "ADDED", event.object)]
         self.listed.add(event.kind)
         fresh = {object_key(o): o for o in event.objects}
         changes = [Delta(event.kind, "DELETED", old) for key, old in store.items() if key not in fresh]
         for key, obj in fresh.items():
             before = store.get(key)
-            if before is None:
+            if key not in store:
                 changes.append(Delta(event.kind, "ADDED", obj))
             elif before != obj:
                 changes.append(Delta(event.kind, "MODIFIED", obj))
@@ -73,5 +145,8 @@ class Mirror:
         return changes
 
 
-def _version(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+def resource_version(obj: Any) -> str:
+    """metadata.resourceVersion as a string; '' when the object has none (or is malformed)."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    return version if isinstance(version, str) else str(version) if isinstance(version, int) else ""

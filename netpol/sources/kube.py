@@ -11,9 +11,12 @@ Per kind, one thread does what client-go's reflector does:
 3. **410 Gone** ("too old resource version", an ERROR event or an HTTP 410): list again — the
    next Snapshot replaces everything of that kind, and `Mirror` turns it into the deletions,
    additions and changes that were missed.
-4. **Anything else** (connection refused or dropped mid-stream, timeouts, 401/5xx, garbage):
-   wait with capped exponential backoff and jitter (`netpol.sources.backoff`), then watch again from the
-   last resourceVersion (which may in turn be 410 → relist).
+4. **Anything else** (connection refused or dropped mid-stream, timeouts, 401/5xx, garbage:
+   an answer or event not shaped as the protocol says): wait with capped exponential backoff
+   and jitter (`netpol.sources.backoff`), then watch again from the last resourceVersion
+   (which may in turn be 410 → relist) — or, after a watch event that is not an event, list
+   again (resuming would replay it). Malformed *objects* are handed on as they are: reporting
+   them is the agent's. A thread that still dies (a bug) is reported to `on_death`.
 
 Objects stay dicts, in the shape the API serves (items of a list get their kind and apiVersion
 back); the caller decodes them, so that an invalid object is reported by the same code that
@@ -38,9 +41,17 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import HTTPError
 
-from netpol.errors import ResourceExpired, WatchStreamError
+from netpol.errors import ResourceExpired, SourceError, WatchStreamError
 from netpol.sources.backoff import Backoff
-from netpol.sources.events import KIND_NAMES, Delta, Snapshot, SourceEvent
+from netpol.sources.events import (
+    KIND_NAMES,
+    Delta,
+    Snapshot,
+    SourceEvent,
+    ThreadDeath,
+    resource_version,
+    run_reporting_death,
+)
 
 log = logging.getLogger("netpol.sources.kube")
 
@@ -102,6 +113,7 @@ class KubeSource:
     backoff_cap: float = 30.0
     kinds: tuple[Watched, ...] = KINDS
     sleep: Callable[[float], bool] | None = None  # tests inject; default waits on the stop event
+    on_death: ThreadDeath | None = None  # told when a thread dies of an unexpected error
     stats: SourceStats = field(default_factory=SourceStats)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -111,7 +123,10 @@ class KubeSource:
 
     def start(self) -> KubeSource:
         for kind in self.kinds:
-            thread = threading.Thread(target=self.run, args=(kind,), name=f"watch-{kind.kind}", daemon=True)
+            name = f"watch-{kind.kind}"
+            thread = threading.Thread(target=run_reporting_death, name=name, daemon=True,
+                                      args=(name, lambda kind=kind: self.run(kind), self.on_death,
+                                            self._stop.is_set))
             thread.start()
             self._threads.append(thread)
         return self
@@ -153,9 +168,11 @@ class KubeSource:
                          self._versions[kind.kind])
                 self.stats.relists += 1
                 self._versions[kind.kind] = None
-            except (ApiException, HTTPError, OSError, ValueError, WatchStreamError) as exc:
+            except (ApiException, HTTPError, OSError, ValueError, SourceError) as exc:
                 if self._stop.is_set():
                     return
+                if isinstance(exc, WatchStreamError):  # resuming would replay the same garbage: list
+                    self._versions[kind.kind] = None
                 self.stats.errors += 1
                 delay = backoff.next_delay()
                 log.warning("%s: %s; retrying in %.2f s", kind.kind, _describe(exc), delay)
@@ -185,16 +202,25 @@ class KubeSource:
                     continue
                 raise
             page = orjson.loads(resp.data)
-            for item in page.get("items") or ():
-                if isinstance(item, dict):
-                    item.setdefault("kind", kind.kind)
-                    item.setdefault("apiVersion", kind.api_version)
-                    objects.append(item)
-            meta = page.get("metadata") or {}
+            items = page.get("items") if isinstance(page, dict) else None
+            if not isinstance(items, list | None):
+                raise SourceError(f"{kind.kind}: the list answer is not a list of objects")
+            for item in items or ():
+                if not isinstance(item, dict):  # nothing the agent could key or decode
+                    log.warning("%s: a list item is not an object (%s); skipped", kind.kind,
+                                type(item).__name__)
+                    continue
+                item.setdefault("kind", kind.kind)
+                item.setdefault("apiVersion", kind.api_version)
+                objects.append(item)
+            meta = page.get("metadata") if isinstance(page, dict) else None
+            meta = meta if isinstance(meta, dict) else {}
             token = meta.get("continue") or ""
+            if not isinstance(token, str):
+                raise SourceError(f"{kind.kind}: the list answer's continue token is not a string")
             if not token:
                 self.stats.lists += 1
-                version = str(meta.get("resourceVersion") or "")
+                version = resource_version(page)
                 self.sink(Snapshot(kind.kind, tuple(objects), version))
                 return version
 
@@ -210,13 +236,15 @@ class KubeSource:
         try:
             for event in _events(resp):
                 kind_of_event = event.get("type")
-                obj = event.get("object") or {}
+                obj = event.get("object")
+                if not isinstance(obj, dict):
+                    raise WatchStreamError(f"a {kind.kind} watch event's object is not an object: "
+                                           f"{type(obj).__name__}")
                 if kind_of_event == "ERROR":
                     if obj.get("code") == 410:
-                        raise ResourceExpired(obj.get("message", ""))
+                        raise ResourceExpired(str(obj.get("message", "")))
                     raise ApiException(status=obj.get("code"),
                                        reason=f"{obj.get('reason')}: {obj.get('message')}")
-                meta = obj.get("metadata") or {}
                 if kind_of_event == "BOOKMARK":
                     self.stats.bookmarks += 1
                 elif kind_of_event in ("ADDED", "MODIFIED", "DELETED"):
@@ -226,7 +254,7 @@ class KubeSource:
                     self.sink(Delta(kind.kind, kind_of_event, obj))
                 else:
                     raise WatchStreamError(f"unexpected watch event type {kind_of_event!r}")
-                self._versions[kind.kind] = str(meta.get("resourceVersion") or version)
+                self._versions[kind.kind] = resource_version(obj) or version
                 if self._stop.is_set():
                     break
         finally:

@@ -19,6 +19,8 @@ this: real HTTP on 127.0.0.1, reached through a generated kubeconfig by the unmo
   the real server. The stream ends cleanly after timeoutSeconds.
 * **resourceVersion** is one cluster-wide, increasing counter (etcd's revision); every object
   carries its own in `metadata.resourceVersion`, plus `uid` and `creationTimestamp`.
+* **Malformed objects on demand**: `store_as_given` stores anything under a key (metadata not a
+  mapping, a name that is not a string, not even an object), served untouched.
 * **Faults on demand**: `drop_watches()` cuts every open watch mid-stream (socket closed without
   the terminating chunk); `compact()` forgets the history, so watchers resuming from before it
   get 410; `restart(objects)` replaces everything with a new history (a restored etcd: new
@@ -80,7 +82,8 @@ class Change:
     revision: int
     resource: str
     type: str  # ADDED, MODIFIED, DELETED
-    object: dict[str, Any]
+    object: Any  # the stored object: a dict, unless stored with `store_as_given`
+    namespace: str = ""  # where it is stored (what namespaced watches filter on)
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -199,10 +202,28 @@ class FakeApiServer:
                 return False
             self._revision += 1
             final = copy.deepcopy(current)
-            final["metadata"]["resourceVersion"] = str(self._revision)
-            self._record(Change(self._revision, resource.plural, "DELETED", final))
+            if isinstance(final, dict) and isinstance(final.get("metadata"), dict):  # not one stored as given
+                final["metadata"]["resourceVersion"] = str(self._revision)
+            self._record(Change(self._revision, resource.plural, "DELETED", final, key[0]))
             self._cond.notify_all()
             return True
+
+    def store_as_given(self, kind: str, name: str, obj: Any, namespace: str = "") -> None:
+        """Store `obj` under (namespace, name) exactly as given — metadata not a mapping, a name
+        that is not a string, not even an object: what an API server can still hold from before
+        its validation tightened, or hand out through a conversion bug. Lists serve it as an
+        item and watches announce it (ADDED or MODIFIED), untouched; `delete(kind, name,
+        namespace)` removes it."""
+        resource = BY_KIND[kind]
+        with self._cond:
+            key = (namespace if resource.namespaced else "", name)
+            current = self._objects[resource.plural].get(key)
+            self._revision += 1
+            stored = copy.deepcopy(obj)
+            self._objects[resource.plural][key] = stored
+            change = "MODIFIED" if current is not None else "ADDED"
+            self._record(Change(self._revision, resource.plural, change, stored, key[0]))
+            self._cond.notify_all()
 
     def objects(self, kind: str) -> list[dict[str, Any]]:
         with self._cond:
@@ -221,11 +242,14 @@ class FakeApiServer:
         if resource.namespaced:
             stored_meta["namespace"] = namespace
         stored_meta["resourceVersion"] = str(self._revision)
-        stored_meta["uid"] = current["metadata"]["uid"] if current else _uid()
-        stored_meta["creationTimestamp"] = (current["metadata"]["creationTimestamp"] if current
-                                            else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        before = current.get("metadata") if isinstance(current, dict) else None  # (one stored as given: none)
+        before = before if isinstance(before, dict) else {}
+        stored_meta["uid"] = before.get("uid") or _uid()
+        stored_meta["creationTimestamp"] = (before.get("creationTimestamp")
+                                            or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         self._objects[resource.plural][key] = stored
-        self._record(Change(self._revision, resource.plural, "MODIFIED" if current else "ADDED", stored))
+        change = "MODIFIED" if current is not None else "ADDED"
+        self._record(Change(self._revision, resource.plural, change, stored, namespace))
         return stored
 
     def _record(self, change: Change) -> None:
@@ -300,12 +324,12 @@ class FakeApiServer:
                 offset = int(base64.b64decode(token).decode().split(":")[1])
             else:
                 revision = self._revision
-                items = sorted((copy.deepcopy(o) for (ns, _), o in self._objects[resource.plural].items()
-                                if namespace is None or ns == namespace),
-                               key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+                items = [copy.deepcopy(o) for (ns, _), o in sorted(self._objects[resource.plural].items())
+                         if namespace is None or ns == namespace]
                 for item in items:  # as the real API serves a typed list's items
-                    item.pop("kind", None)
-                    item.pop("apiVersion", None)
+                    if isinstance(item, dict):
+                        item.pop("kind", None)
+                        item.pop("apiVersion", None)
                 offset = 0
             page = items[offset:offset + limit] if limit else items[offset:]
             meta: dict[str, Any] = {"resourceVersion": str(revision)}
@@ -327,8 +351,8 @@ class FakeApiServer:
             generation = self._generation
             if since in ("", "0"):
                 position = self._revision
-                initial = [Change(position, resource.plural, "ADDED", copy.deepcopy(o))
-                           for o in self._objects[resource.plural].values()]
+                initial = [Change(position, resource.plural, "ADDED", copy.deepcopy(o), ns)
+                           for (ns, _), o in self._objects[resource.plural].items()]
             else:
                 position, initial = int(since), []
             expired = position < self._oldest
@@ -384,8 +408,7 @@ class FakeApiServer:
 
 
 def _matches(change: Change, resource: Resource, namespace: str | None) -> bool:
-    return change.resource == resource.plural and (
-        namespace is None or change.object["metadata"].get("namespace") == namespace)
+    return change.resource == resource.plural and (namespace is None or change.namespace == namespace)
 
 
 def _uid() -> str:

@@ -204,3 +204,28 @@ def test_backoff_doubles_to_its_cap_with_jitter_and_resets():
         assert ceiling / 2 <= delay <= ceiling
     backoff.reset()
     assert backoff.next_delay() <= 1
+
+
+def test_malformed_objects_are_handed_on_and_garbage_events_relisted_without_losing_the_stream(api, tmp_path):
+    """What an API server can hold from before its validation tightened (metadata not a
+    mapping, a name that is not a string) arrives as deltas for the agent to report; an event
+    whose object is not an object makes the source list again — every thread stays alive and
+    later changes keep arriving."""
+    deaths: list[str] = []
+    with Follower(api, tmp_path, on_death=lambda thread, exc: deaths.append(thread)) as f:
+        f.converge()
+        before = len(f.seen)
+        api.store_as_given("NetworkPolicy", "oops", {"kind": "NetworkPolicy", "metadata": "oops"}, "shop")
+        api.store_as_given("Pod", "five", {"metadata": {"name": 5, "namespace": "shop"}}, "shop")
+        wait_until(lambda: (f.drain(0.01), sum(isinstance(e, Delta) for e in f.seen[before:]))[1] >= 2,
+                   "the malformed objects")
+        taken = [e.object for e in f.seen[before:] if isinstance(e, Delta)]
+        assert {"kind": "NetworkPolicy", "apiVersion": "networking.k8s.io/v1", "metadata": "oops"} in taken
+        assert {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": 5, "namespace": "shop"}} in taken
+        lists = f.source.stats.lists
+        api.store_as_given("Pod", "garbage", ["not", "an", "object"], "shop")
+        wait_until(lambda: f.source.stats.lists > lists, "a relist after the garbage event")
+        api.apply(pod_object("web-9", "10.0.0.9", app="web"))
+        wait_until(lambda: f.drain(0.01) or ("shop", "web-9") in f.mirror.objects.get("Pod", {}),
+                   "a change after the garbage")
+        assert not deaths and all(t.is_alive() for t in f.source._threads)
