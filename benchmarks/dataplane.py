@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import multiprocessing
 import os
@@ -79,11 +80,12 @@ import synthetic
 
 from netpol.backends.iptables import SET_PREFIXES, IptablesBundle
 from netpol.backends.iptables import render as render_iptables
-from netpol.backends.nftables import chain_name, render
+from netpol.backends.nftables import dispatch_chain, render
 from netpol.compile.compiler import compile_node
 from netpol.compile.ir import NodeProgram
 from netpol.dataplane.iptables import apply_iptables
 from netpol.load.manifests import load_text
+from netpol.model import Direction
 
 NODE = "node-0"
 GATEWAY = "10.244.0.1/24"
@@ -232,6 +234,12 @@ def _elements(text: str, kind: str) -> int:
     return sum(len(listed.split(", ")) for listed in found)
 
 
+def _chain_of(chains: dict[str, int], program: NodeProgram, ip: str, direction: Direction) -> int | None:
+    """Rules in the chain the pod's address is dispatched to (None: not isolated that way)."""
+    name = dispatch_chain(program, ipaddress.ip_address(ip), direction)
+    return None if name is None else chains.get(name)
+
+
 def ruleset_stats(program: NodeProgram, text: str) -> dict[str, Any]:
     """Size of the script and of what a packet meets: map/set elements, chain lengths on our path."""
     chains = _chain_rules(text)
@@ -241,8 +249,8 @@ def ruleset_stats(program: NodeProgram, text: str) -> dict[str, Any]:
         "policies_selecting_local_pods": len(selecting), "chains": len(chains), "rules": sum(chains.values()),
         "sets": len(re.findall(r"^\tset ", text, flags=re.MULTILINE)), "set_elements": _elements(text, "set"),
         "map_elements": _elements(text, "map"),
-        "client_egress_chain_rules": chains.get(chain_name("egress", CLIENT_POD)),
-        "server_ingress_chain_rules": chains.get(chain_name("ingress", SERVER_POD)),
+        "client_egress_chain_rules": _chain_of(chains, program, CLIENT_IP, "egress"),
+        "server_ingress_chain_rules": _chain_of(chains, program, SERVER_IP, "ingress"),
         "longest_chain_rules": max((n for c, n in chains.items() if c != "forward"), default=0),
     }
 

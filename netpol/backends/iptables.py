@@ -12,8 +12,10 @@ Layout:
   replies (and IPv6 neighbour discovery), drops unprogrammed addresses of the node's podCIDRs,
   then jumps by source address to the pod's egress chain (`NP-E-<hash>`: allows RETURN, the
   rest is dropped) and by destination to its ingress chain (`NP-I-<hash>`: allows ACCEPT, the
-  rest is dropped). Chain names fit iptables' 28 characters; every rule carries the origin
-  (`NetworkPolicy ns/name spec.ingress[0]`) in `-m comment`.
+  rest is dropped). A chain belongs to a side, not a pod: the pods of the node that the same
+  policies select share one (the hash is of its content), so a policy's rules are in the
+  payload once per distinct side. Chain names fit iptables' 28 characters; every rule carries
+  the origin (`NetworkPolicy ns/name spec.ingress[0]`) in `-m comment`.
 * Dispatch is one rule per local isolated pod address (iptables has no verdict maps): the
   per-packet cost grows with the pods on the node, never with the number of policies.
 
@@ -23,7 +25,6 @@ Loaded in this order (README; `netpol.dataplane.iptables.apply_iptables` does it
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Iterator
@@ -37,8 +38,16 @@ from netpol.backends.common import (
     programmed_addresses,
 )
 from netpol.compile.identity_cache import weak_identity_cache
-from netpol.compile.ir import Allow, NodeProgram, PeerSet, PodProgram, PortSet, ports_by_protocol
-from netpol.model import Direction
+from netpol.compile.ir import (
+    Allow,
+    DirectionProgram,
+    NodeProgram,
+    PeerSet,
+    PodProgram,
+    PortSet,
+    ports_by_protocol,
+)
+from netpol.model import Direction, IPAddress
 
 FORWARD_CHAIN = "NETPOL-FORWARD"
 CHAIN_PREFIX = "NP-"
@@ -47,6 +56,7 @@ ND_TYPES = ("router-solicitation", "router-advertisement", "neighbour-solicitati
             "neighbour-advertisement")
 MULTIPORT_MAX = 15  # ports per multiport match (a range counts as two)
 FAMILY = {4: "inet", 6: "inet6"}
+CLAIMANT = "claimant"  # an ingress side that returns on allow (shared addresses)
 
 
 @dataclass(frozen=True)
@@ -61,11 +71,20 @@ class IptablesBundle:
         return self.iptables if version == 4 else self.ip6tables
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def chain_name(direction: str, pod: str) -> str:
-    """`NP-I-` or `NP-E-` and 12 hex digits of the pod's key: 17 of iptables' 28 characters."""
-    digest = hashlib.sha256(pod.encode()).hexdigest()[:12].upper()
-    return f"{CHAIN_PREFIX}{'I' if direction == 'ingress' else 'E'}-{digest}"
+KINDS = {"ingress": "I", "egress": "E", CLAIMANT: "C"}
+
+
+def chain_name(kind: str, side: DirectionProgram) -> str:
+    """`NP-I-`, `NP-E-` or `NP-C-` and 12 hex digits of the side's content (the policies isolating
+    it and their allows): 17 of iptables' 28 characters. Pods of the node that the same policies
+    select share the chain. `NP-C-`: an ingress side as one claimant of an address several pods
+    claim (allows RETURN)."""
+    return f"{CHAIN_PREFIX}{KINDS[kind]}-{_side_digest(side)}"
+
+
+@weak_identity_cache()  # pods selected alike share the side object
+def _side_digest(side: DirectionProgram) -> str:
+    return hashlib.sha256(repr((side.isolated_by, side.allows)).encode()).hexdigest()[:12].upper()
 
 
 def _quote(text: str) -> str:
@@ -132,14 +151,14 @@ def declared_sets(program: NodeProgram,
     for port_set in program.port_sets:
         for family in port_set.families:
             yield (f"{port_set.name}-v{family}", "hash:ip,port", family, _port_elements(port_set, family),
-                   f"named ports of {port_set.origin}")
+                   port_set.describes)
 
 
 @weak_identity_cache()  # the same set recurs in many nodes: its text is made once
 def _shared_set_text(peer_set: PeerSet | PortSet, version: int) -> str:
     if isinstance(peer_set, PortSet):
         block = _set_block(f"{peer_set.name}-v{version}", "hash:ip,port", version,
-                           _port_elements(peer_set, version), f"named ports of {peer_set.origin}")
+                           _port_elements(peer_set, version), peer_set.describes)
     else:
         kind, elements = _peer_elements(peer_set, version)
         block = _set_block(f"{peer_set.name}-v{version}", kind, version, elements, peer_set.describes)
@@ -180,13 +199,26 @@ def _port_groups(allow: Allow) -> list[tuple[str, list[str] | None]]:
     return out
 
 
-def _allow_rules(chain: str, allow: Allow, direction: Direction, version: int) -> list[str]:
-    return [f"-A {chain} {body}" for body in _allow_bodies(allow, direction, version)]
+def _allow_rules(chain: str, allow: Allow, direction: Direction, version: int, verdict: str) -> list[str]:
+    return [f"-A {chain} {body}" for body in _allow_bodies(allow, direction, version, verdict)]
 
 
-@functools.lru_cache(maxsize=1 << 16)  # an allow applied to many pods renders the same each time
-def _allow_bodies(allow: Allow, direction: Direction, version: int) -> tuple[str, ...]:
-    verdict = "ACCEPT" if direction == "ingress" else "RETURN"
+def _allow_bodies(allow: Allow, direction: Direction, version: int, verdict: str) -> tuple[str, ...]:
+    """An allow applied to many pods renders the same each time: made once per allow object
+    and variant, and kept as long as the allow lives."""
+    made = _bodies_of(allow)
+    found = made.get((direction, version, verdict))
+    if found is None:
+        found = made[(direction, version, verdict)] = _build_allow_bodies(allow, direction, version, verdict)
+    return found
+
+
+@weak_identity_cache()
+def _bodies_of(allow: Allow) -> dict[tuple[Direction, int, str], tuple[str, ...]]:
+    return {}
+
+
+def _build_allow_bodies(allow: Allow, direction: Direction, version: int, verdict: str) -> tuple[str, ...]:
     way = "src" if direction == "ingress" else "dst"
     comment = _comment(allow.origin)
     peers: list[str]
@@ -213,22 +245,89 @@ def _allow_bodies(allow: Allow, direction: Direction, version: int) -> tuple[str
 DIRECTIONS: tuple[Direction, ...] = ("egress", "ingress")
 
 
-def _pod_chain_rules(pod: PodProgram, version: int) -> Iterator[tuple[str, list[str]]]:
-    for direction in DIRECTIONS:
-        side = pod.side(direction)
-        if not side.isolated:
-            continue
-        chain = chain_name(direction, pod.pod)
-        rules = [r for allow in side.allows for r in _allow_rules(chain, allow, direction, version)]
-        why = f"no rule of {', '.join(side.isolated_by)} admits it"
-        rules.append(f"-A {chain} {_comment(why)} -j DROP")
-        yield chain, rules
+VERDICTS = {"ingress": "ACCEPT", "egress": "RETURN"}  # egress passes on to ingress
+
+
+def _chain_rules(chain: str, side: DirectionProgram, direction: Direction, version: int,
+                 verdict: str) -> list[str]:
+    rules = [r for allow in side.allows for r in _allow_rules(chain, allow, direction, version, verdict)]
+    why = f"no rule of {', '.join(side.isolated_by)} admits it"
+    rules.append(f"-A {chain} {_comment(why)} -j DROP")
+    return rules
+
+
+Chains = dict[str, tuple[DirectionProgram, Direction, str]]  # name → side, direction, verdict on allow
+
+
+def _chains(program: NodeProgram) -> Chains:
+    """Every chain the node's dispatch jumps to, once per distinct side, in pod order: the
+    isolated sides (egress first), then the claimant chains of shared addresses."""
+    found: Chains = {}
+    for pod in program.pods:
+        for direction in DIRECTIONS:
+            side = pod.side(direction)
+            if side.isolated:
+                found.setdefault(chain_name(direction, side), (side, direction, VERDICTS[direction]))
+    for pods in _ingress_claimants(program).values():
+        for pod in pods:
+            found.setdefault(chain_name(CLAIMANT, pod.ingress), (pod.ingress, "ingress", "RETURN"))
+    return found
+
+
+def _ingress_claimants(program: NodeProgram) -> dict[IPAddress, list[PodProgram]]:
+    """Addresses that several pods isolated for ingress by different policies claim, with those
+    pods, one per distinct side (NodeProgram: shared addresses fail closed). Egress needs
+    nothing of the kind: an egress chain returns on allow, so jumping into each claimant's in
+    turn is already an AND."""
+    found: dict[IPAddress, list[PodProgram]] = {}
+    for ip, claimants in program.shared_addresses.items():
+        distinct = {chain_name("ingress", p.ingress): p for p in claimants if p.ingress.isolated}
+        if len(distinct) > 1:
+            found[ip] = list(distinct.values())
+    return found
 
 
 def pod_chains(program: NodeProgram) -> list[str]:
-    """Every per-pod chain the node's rules use (both families)."""
-    return sorted({chain_name(d, pod.pod) for pod in program.pods for d in DIRECTIONS
-                   if pod.side(d).isolated})
+    """Every per-side chain the node's rules use (both families)."""
+    return sorted(_chains(program))
+
+
+def dispatch_chains(program: NodeProgram, ip: IPAddress, direction: Direction) -> list[str]:
+    """The chains NETPOL-FORWARD sends the address's `direction` traffic through, in order."""
+    mask = 32 if ip.version == 4 else 128
+    flag = "-s" if direction == "egress" else "-d"
+    return [line.rsplit(" -j ", 1)[1] for line in _dispatch(program, ip.version)
+            if line.startswith(f"-A {FORWARD_CHAIN} {flag} {ip}/{mask} -j ")]
+
+
+def _dispatch(program: NodeProgram, version: int) -> list[str]:
+    """NETPOL-FORWARD's jumps, per local isolated pod address: the source's egress chain, then
+    the destination's ingress chain. An address several isolated pods claim jumps into each
+    claimant's egress chain, and through each one's claimant chain before it is accepted."""
+    lines = []
+    shared = _ingress_claimants(program)
+    mask = 32 if version == 4 else 128
+    for direction, flag in zip(DIRECTIONS, ("-s", "-d"), strict=True):
+        jumped: set[tuple[IPAddress, str]] = set()  # claimants with equal sides count once
+        for pod in program.pods:
+            side = pod.side(direction)
+            if not side.isolated:
+                continue
+            for ip in pod.ips:
+                if ip.version != version:
+                    continue
+                claimants = shared.get(ip) if direction == "ingress" else None
+                if claimants is None:
+                    chain = chain_name(direction, side)
+                    if (ip, chain) not in jumped:
+                        jumped.add((ip, chain))
+                        lines.append(f"-A {FORWARD_CHAIN} {flag} {ip}/{mask} -j {chain}")
+                elif pod is claimants[0]:
+                    lines += [f"-A {FORWARD_CHAIN} -d {ip}/{mask} -j {chain_name(CLAIMANT, claimant.ingress)}"
+                              for claimant in claimants]
+                    why = _comment(f"every claimant of {ip} admits it")
+                    lines.append(f"-A {FORWARD_CHAIN} -d {ip}/{mask} {why} -j ACCEPT")
+    return lines
 
 
 def render_filter(program: NodeProgram, version: int) -> str:
@@ -248,16 +347,9 @@ def render_filter(program: NodeProgram, version: int) -> str:
             why = _comment(f"{word} an address of this node's podCIDRs that is no pod netpol has programmed")
             lines.append(f"-A {fwd} -m set --match-set {GUARD_CIDRS}-v{version} {way} "
                          f"-m set ! --match-set {GUARD_PODS}-v{version} {way} {why} -j DROP")
-    mask = 32 if version == 4 else 128
-    for direction, flag in zip(DIRECTIONS, ("-s", "-d"), strict=True):
-        for pod in program.pods:
-            if pod.side(direction).isolated:
-                chain = chain_name(direction, pod.pod)
-                lines += [f"-A {fwd} {flag} {ip}/{mask} -j {chain}"
-                          for ip in pod.ips if ip.version == version]
-    for pod in program.pods:
-        for _, rules in _pod_chain_rules(pod, version):
-            lines += rules
+    lines += _dispatch(program, version)
+    for chain, (side, direction, verdict) in _chains(program).items():
+        lines += _chain_rules(chain, side, direction, version, verdict)
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
@@ -276,7 +368,7 @@ def ensure_hook_commands(binary: str) -> tuple[list[str], list[str]]:
 def stale_chain_payload(existing: Iterable[str], program: NodeProgram) -> str:
     """`iptables-restore --noflush` input removing our per-pod chains the program no longer has
     (after the new rules stopped jumping to them): flush, then delete."""
-    keep = set(pod_chains(program))
+    keep = set(_chains(program))
     stale = sorted(c for c in existing if c.startswith(CHAIN_PREFIX) and c not in keep)
     if not stale:
         return ""

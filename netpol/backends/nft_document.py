@@ -177,11 +177,18 @@ Statement = InNamedSet | InValues | InFlags | VerdictMapLookup | Verdict
 
 # Rules and sets compare by identity: the backend builds each once and reuses it in every node
 # that needs it, so their printed text is cached per object (hashing their contents would cost
-# as much as printing them).
+# as much as printing them) — on the object itself, so that it goes with it (a cache of its own
+# kept the rules of every policy the agent had seen replaced: issue 14).
 @dataclass(frozen=True, eq=False)
 class Rule:
     statements: tuple[Statement, ...]
     comment: str | None = None
+
+    @functools.cached_property
+    def text(self) -> str:
+        """The rule as `nft -f` reads it, without indentation."""
+        body = " ".join(s.text() for s in self.statements)
+        return body + (f" comment {quote(self.comment)}" if self.comment else "")
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,12 +244,6 @@ def _declare(kind: str, name: str, spec: str, elements: list[str] | str, prefix:
     return f"{prefix}{kind} {name} {{ {spec}" + (f" elements = {{ {listed} }};" if listed else "") + " }"
 
 
-@functools.lru_cache(maxsize=1 << 17)
-def _rule_text(rule: Rule) -> str:
-    body = " ".join(s.text() for s in rule.statements)
-    return body + (f" comment {quote(rule.comment)}" if rule.comment else "")
-
-
 @weak_identity_cache()  # a set object is printed once, in however many nodes' rulesets
 def set_text(s: NamedSet, table: Table | None = None) -> str:
     """The set inside a table block, or (given its table) as an `add set` command."""
@@ -283,7 +284,7 @@ def add_chain_commands(table: Table, chain: Chain) -> list[str]:
     """`add chain` (with its comment) and one `add rule` per rule."""
     where = f"{table.family} {table.name} {chain.name}"
     head = f"add chain {where}" + (f" {{ comment {quote(chain.comment)}; }}" if chain.comment else "")
-    return [head, *(f"add rule {where} {_rule_text(rule)}" for rule in chain.rules)]
+    return [head, *(f"add rule {where} {rule.text}" for rule in chain.rules)]
 
 
 def object_command(verb: str, kind: str, table: Table, name: str) -> str:
@@ -291,8 +292,8 @@ def object_command(verb: str, kind: str, table: Table, name: str) -> str:
     return f"{verb} {kind} {table.family} {table.name} {name}"
 
 
-def chain_lines(chain: Chain) -> Iterator[str]:
-    """The chain inside a table block, line by line."""
+def chain_lines(chain: Chain, rules: str | None = None) -> Iterator[str]:
+    """The chain inside a table block, line by line (`rules`: its `rules_text`, if printed)."""
     yield f"\tchain {chain.name} {{"
     if chain.base:
         b = chain.base
@@ -300,14 +301,13 @@ def chain_lines(chain: Chain) -> Iterator[str]:
     if chain.comment:
         yield f"\t\tcomment {quote(chain.comment)}"
     if chain.rules:
-        yield rules_text(chain.rules)
+        yield rules if rules is not None else rules_text(chain.rules)
     yield "\t}"
 
 
-@functools.lru_cache(maxsize=1 << 16)  # pods selected alike share one rule tuple (by identity)
 def rules_text(rules: tuple[Rule, ...]) -> str:
-    """A chain's rules inside its block."""
-    return "\n".join(f"\t\t{_rule_text(rule)}" for rule in rules)
+    """A chain's rules inside its block (callers keep what they print more than once)."""
+    return "\n".join(f"\t\t{rule.text}" for rule in rules)
 
 
 def script_head(table: Table, header: str) -> list[str]:

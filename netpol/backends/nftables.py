@@ -2,9 +2,15 @@
 in one transaction.
 
 Layout (DESIGN §3): conntrack replies first; dispatch by pod address through verdict maps
-(`egress-v4`, `ingress-v6`, …) into one chain per pod and direction; rules match named peer
-sets (`flags interval`) and ports. Per-packet work is one map lookup plus the rules of the
-policies selecting that one pod, whatever the number of policies in the cluster.
+(`egress-v4`, `ingress-v6`, …) into one chain per distinct program side — the pods of a node
+that the same policies select (with the same ports, where ingress names one) share it, and it
+is named by its content (`ingress-HASH8-ns/policy/policy…`); rules match named peer sets
+(`flags interval`) and ports. Per-packet work is one map lookup plus the rules of the policies
+selecting that one pod, whatever the number of policies in the cluster; the ruleset grows with
+the distinct sides and sets, not with pods × rules (benchmarks/amplification.py).
+
+An address several of the node's pods claim (NodeProgram: shared addresses) is dispatched to a
+chain that passes a packet only if every claimant's side allows it (`_shared_dispatch`).
 """
 
 from __future__ import annotations
@@ -49,8 +55,8 @@ from netpol.backends.nft_document import (
     map_element_command,
     map_text,
     object_command,
-    quote,
     rules_text,
+    script,
     script_head,
     set_text,
 )
@@ -81,10 +87,55 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8].upper()
 
 
-@functools.lru_cache(maxsize=1 << 18)
-def chain_name(direction: Direction, pod: str) -> str:
-    """Stable and readable: `ingress-HASH8-ns/pod` (the hash keeps long names unique)."""
-    return f"{direction}-{_hash(pod)}-{pod}"[:200]
+CHAIN_NAME_MAX = 200  # of nft's 255 characters; the hash keeps cut names unique
+
+
+@dataclass(frozen=True)
+class _Printed:
+    """A chain, and its lines inside the table block (printed once: the name needs the text)."""
+
+    chain: Chain
+    lines: tuple[str, ...]
+
+
+def _named_chain(kind: str, label: str, rules: tuple[Rule, ...], comment: str) -> _Printed:
+    """A chain named by what it holds, `KIND-HASH8-LABEL`: the hash is of its comment and rules,
+    so one name always means one content (an update adds and drops chains by name, never
+    rewrites one in place), and programs that hold equal content share one chain."""
+    text = rules_text(rules)
+    digest = _hash(comment + "\n" + text)
+    chain = Chain(f"{kind}-{digest}-{label}"[:CHAIN_NAME_MAX], rules, comment)
+    return _Printed(chain, tuple(chain_lines(chain, text)))
+
+
+def _side_label(isolated_by: tuple[str, ...]) -> str:
+    """`ns/policy-a/policy-b`: the policies isolating a side (one namespace: a policy selects
+    pods of its own) — the characters nft takes in a name unquoted."""
+    namespace = isolated_by[0].partition("/")[0]
+    return namespace + "".join("/" + key.partition("/")[2] for key in isolated_by)
+
+
+def _side_chain(side: DirectionProgram, direction: Direction) -> Chain:
+    """The chain of one program side — shared by every pod of the node with an equal side, so
+    a policy's rules are in the ruleset once per distinct side, not once per pod (5,000 rules
+    over 250 pods: 157 MB when every pod had its own chain)."""
+    return _printed_side(side, direction).chain
+
+
+@weak_identity_cache()  # pods selected alike share the side object
+def _printed_side(side: DirectionProgram, direction: Direction) -> _Printed:
+    rules = _side_rules(side.isolated_by, side.allows, direction)
+    comment = f"{direction} of the pods isolated by {', '.join(side.isolated_by)}"
+    return _named_chain(direction, _side_label(side.isolated_by), rules, comment)
+
+
+@weak_identity_cache()
+def _claimant_chain(side: DirectionProgram) -> Chain:
+    """An ingress side's rules with `return` for `accept`: one claimant's say on an address
+    several pods claim (`_shared_dispatch`). Egress sides return on allow already."""
+    rules = _side_rules(side.isolated_by, side.allows, "ingress", VERDICTS["egress"])
+    comment = f"ingress of the pods isolated by {', '.join(side.isolated_by)}, as one claimant of an address"
+    return _named_chain("ingress", _side_label(side.isolated_by) + "/claimant", rules, comment).chain
 
 
 def _text(ip: IPAddress) -> str:
@@ -109,7 +160,7 @@ def _declared(peer_set: PeerSet | PortSet) -> tuple[tuple[int, NamedSet], ...]:
     if isinstance(peer_set, PortSet):
         return tuple((v, NamedSet(f"{peer_set.name}-v{v}", (FAMILIES[v][1], "inet_proto", "inet_service"),
                                   tuple(_named_elements_text(peer_set.elements, v)),
-                                  comment=f"named ports of {peer_set.origin}"))
+                                  comment=peer_set.describes))
                      for v in peer_set.families)
     return tuple((v, NamedSet(f"{peer_set.name}-v{v}", (FAMILIES[v][1],),
                               _interval_elements(v, peer_set.v4 if v == 4 else peer_set.v6),
@@ -127,12 +178,25 @@ def _first_port(value: Element) -> Any:
     return value[0] if isinstance(value, tuple) else value
 
 
-@functools.lru_cache(maxsize=65536)  # a rule applied to many pods renders the same each time
-def _allow_rules(allow: Allow, direction: Direction) -> tuple[Rule, ...]:
-    """Rules (per family, peer set and protocol) that give the direction's verdict when `allow`
-    matches; a family a set holds no address of gets no rule."""
+def _allow_rules(allow: Allow, direction: Direction, verdict: Verdict) -> tuple[Rule, ...]:
+    """Rules (per family, peer set and protocol) that give `verdict` when `allow` matches; a
+    family a set holds no address of gets no rule. Made once per allow object (pods selected
+    alike share theirs) and kept as long as it lives."""
+    made = _rules_of(allow)
+    found = made.get((direction, verdict))
+    if found is None:
+        found = made[(direction, verdict)] = _build_allow_rules(allow, direction, verdict)
+    return found
+
+
+@weak_identity_cache()
+def _rules_of(allow: Allow) -> dict[tuple[Direction, Verdict], tuple[Rule, ...]]:
+    """The rules made of one allow so far, by direction and verdict."""
+    return {}
+
+
+def _build_allow_rules(allow: Allow, direction: Direction, verdict: Verdict) -> tuple[Rule, ...]:
     rules = []
-    verdict = VERDICTS[direction]
     peer_field = "saddr" if direction == "ingress" else "daddr"
     for version, (proto_kw, _) in FAMILIES.items():
         peers: list[Statement]
@@ -156,32 +220,141 @@ def _allow_rules(allow: Allow, direction: Direction) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def _pod_chains(pod: PodProgram) -> list[Chain]:
-    chains = []
+def _side_chains(pod: PodProgram) -> Iterator[tuple[Direction, Chain]]:
+    """The chains of the pod's isolated sides, egress first."""
     for direction in DISPATCH_ORDER:
         side = pod.side(direction)
-        if not side.isolated:
-            continue
-        rules = _side_rules(side.isolated_by, side.allows, direction)
-        chains.append(Chain(chain_name(direction, pod.pod), rules,
-                            f"{pod.pod} {direction}, isolated by {_joined(side.isolated_by)}"))
-    return chains
+        if side.isolated_by:
+            yield direction, _side_chain(side, direction)
 
 
-@functools.lru_cache(maxsize=1 << 16)  # pods selected by the same policies share their rules
-def _side_rules(isolated_by: tuple[str, ...], allows: tuple[Allow, ...],
-                direction: Direction) -> tuple[Rule, ...]:
-    rules = [rule for allow in allows for rule in _allow_rules(allow, direction)]
+def _side_rules(isolated_by: tuple[str, ...], allows: tuple[Allow, ...], direction: Direction,
+                verdict: Verdict | None = None) -> tuple[Rule, ...]:
+    allowed = verdict or VERDICTS[direction]
+    rules = [rule for allow in allows for rule in _allow_rules(allow, direction, allowed)]
     rules.append(Rule((Verdict("drop"),), f"no rule of {', '.join(isolated_by)} admits it"))
     return tuple(rules)
 
 
-def _dispatch_maps(programs: list[PodProgram]) -> list[VerdictMap]:
+Dispatch = dict[Direction, tuple[Chain, tuple[Chain, ...]]]  # the chain jumped to, chains it needs
+
+
+def _address_dispatch(ip: IPAddress, claimants: Sequence[PodProgram]) -> Dispatch:
+    """Per direction: the chain an address's map element jumps to, and the chains that one
+    jumps to beyond the pods' side chains. One claimant, or claimants with one distinct
+    isolated side: that side's chain. Several: `_shared_dispatch` (fail closed)."""
+    found: Dispatch = {}
+    for direction in DISPATCH_ORDER:
+        sides: dict[str, tuple[DirectionProgram, list[str]]] = {}
+        chain = None
+        for pod in claimants:
+            side = pod.side(direction)
+            if side.isolated_by:
+                chain = _side_chain(side, direction)
+                sides.setdefault(chain.name, (side, []))[1].append(pod.pod)
+        if chain is not None:
+            found[direction] = (chain, ()) if len(sides) == 1 else \
+                _shared_dispatch(ip, direction, list(sides.values()))
+    return found
+
+
+def _shared_dispatch(ip: IPAddress, direction: Direction,
+                     sides: list[tuple[DirectionProgram, list[str]]]) -> tuple[Chain, tuple[Chain, ...]]:
+    """The chain of an address several pods claim with different sides: it passes a packet
+    only if every claimant's side allows it (NodeProgram: shared addresses fail closed). An
+    egress side returns on allow and drops otherwise, so jumping into each in turn is an AND;
+    an ingress side accepts, so each is jumped through its `_claimant_chain` (return on
+    allow), and the packet accepted after the last."""
+    needed = tuple(_claimant_chain(side) for side, _ in sides) if direction == "ingress" else ()
+    targets = needed or tuple(_side_chain(side, direction) for side, _ in sides)
+    rules = [Rule((Verdict("jump", target.name),), f"{direction} of {', '.join(pods)}")
+             for target, (_, pods) in zip(targets, sides, strict=True)]
+    if direction == "ingress":
+        rules.append(Rule((Verdict("accept"),), "every claimant's policies admit it"))
+    text = _text(ip)
+    claimed = ", ".join(pod for _, pods in sides for pod in pods)
+    comment = f"{direction} of {text}, claimed by {claimed}: all must allow it"
+    return _named_chain(direction, "shared/" + text.replace(":", "."), tuple(rules), comment).chain, needed
+
+
+def _table_chains(program: NodeProgram) -> dict[str, Chain]:
+    """Every chain of the node's table but `forward`, by name, each after the chains it jumps
+    to: the pods' side chains in pod order, then those of shared addresses."""
+    chains: dict[str, Chain] = {}
+    seen: dict[Direction, set[int]] = {direction: set() for direction in DISPATCH_ORDER}
+    for pod in program.pods:  # in pod order, egress first, as `pods_text` prints them
+        for direction in DISPATCH_ORDER:
+            side = pod.side(direction)
+            if side.isolated_by and id(side) not in seen[direction]:  # pods selected alike share sides
+                seen[direction].add(id(side))
+                chain = _side_chain(side, direction)
+                chains.setdefault(chain.name, chain)
+    for ip, claimants in program.shared_addresses.items():
+        for target, needed in _address_dispatch(ip, claimants).values():
+            for chain in (*needed, target):
+                chains.setdefault(chain.name, chain)
+    return chains
+
+
+ChainUses = dict[str, tuple[Chain, int]]  # chain name → the chain, and how many pod sides use it
+
+
+CHAIN_USES = "nftables.chain_uses"  # in NodeProgram.pods_memo: an update's new program is the
+# next update's old one, or the same pods with newer sets
+
+
+def _chain_uses(program: NodeProgram) -> ChainUses:
+    """The chains of the node's table (`_table_chains`), with their users counted."""
+    uses: ChainUses | None = program.pods_memo.get(CHAIN_USES)
+    if uses is None:
+        uses = {name: (chain, 0) for name, chain in _table_chains(program).items()}
+        for pod in program.pods:
+            for _, chain in _side_chains(pod):
+                uses[chain.name] = (chain, uses[chain.name][1] + 1)
+        program.pods_memo[CHAIN_USES] = uses
+    return uses
+
+
+def _next_chain_uses(old: NodeProgram, new: NodeProgram, leaving: list[PodProgram],
+                     arriving: list[PodProgram]) -> ChainUses:
+    """`_chain_uses(new)`, from old's and the pods that changed: an event touches a few pods of
+    the node, and recounting all of them was most of an update (250 pods, 3.5 ms)."""
+    if old.shared_addresses or new.shared_addresses:  # rare: counted from scratch
+        return _chain_uses(new)
+    uses = dict(_chain_uses(old))
+    for pods, step in ((leaving, -1), (arriving, 1)):
+        for pod in pods:
+            for _, chain in _side_chains(pod):
+                count = uses.get(chain.name, (chain, 0))[1] + step
+                if count:
+                    uses[chain.name] = (chain, count)
+                else:
+                    del uses[chain.name]
+    new.pods_memo[CHAIN_USES] = uses
+    return uses
+
+
+def _dispatch_targets(program: NodeProgram, ip: IPAddress) -> dict[str, str]:
+    """Map name → the chain the address's element jumps to, in `program`."""
+    return {f"{direction}-v{ip.version}": chain.name
+            for direction, (chain, _) in _address_dispatch(ip, program.by_address.get(ip, ())).items()}
+
+
+def dispatch_chain(program: NodeProgram, ip: IPAddress, direction: Direction) -> str | None:
+    """The chain the address's `direction` map element jumps to (None: not isolated that way)."""
+    return _dispatch_targets(program, ip).get(f"{direction}-v{ip.version}")
+
+
+def _dispatch_maps(program: NodeProgram) -> list[VerdictMap]:
     entries: dict[str, list[tuple[str, Verdict]]] = {
         f"{direction}-v{version}": [] for direction in DISPATCH_ORDER for version in FAMILIES}
-    for pod in programs:
-        for map_name, found in _map_entries(pod).items():
-            entries[map_name] += found
+    shared = program.shared_addresses
+    for pod in program.pods:
+        for ip in pod.ips:
+            if ip in shared and shared[ip][0] is not pod:
+                continue  # the address's element comes with its first claimant
+            for direction, (chain, _) in _address_dispatch(ip, shared.get(ip, (pod,))).items():
+                entries[f"{direction}-v{ip.version}"].append((_text(ip), Verdict("jump", chain.name)))
     return [VerdictMap(f"{direction}-v{version}", addr_type, tuple(entries[f"{direction}-v{version}"]))
             for direction in DISPATCH_ORDER for version, (_, addr_type) in FAMILIES.items()]
 
@@ -228,59 +401,57 @@ def _script_header(node: str) -> str:
 
 
 def build_table(program: NodeProgram) -> Table:
-    """The node's table: sets, dispatch maps, the forward hook and one chain per isolated pod side."""
-    pods = list(program.pods)
+    """The node's table: sets, dispatch maps, the forward hook and one chain per distinct
+    isolated program side (and, for addresses several pods claim, the chains that AND them)."""
     guard_sets = _guard_sets(program.node, program.pod_cidrs, lambda v: programmed_addresses(program, v))
     return Table("inet", TABLE, _table_comment(program.node),
                  sets=(*guard_sets,
                        *(s for ps in (*program.peer_sets, *program.port_sets) for _, s in _declared(ps))),
-                 maps=tuple(_dispatch_maps(pods)),
-                 chains=(_forward(guarded_families(program.pod_cidrs)),
-                         *(chain for pod in pods for chain in _pod_chains(pod))))
+                 maps=tuple(_dispatch_maps(program)),
+                 chains=(_forward(guarded_families(program.pod_cidrs)), *_table_chains(program).values()))
 
 
 @dataclass(frozen=True)
 class PodsText:
     """Some pods' share of their node's `nft -f` script, printed: what `script_text` joins.
     Printing it needs only the pods' programs, so a node's pods can be printed in parts,
-    wherever their programs were compiled (netpol.pipeline.sharded), then joined in pod order."""
+    wherever their programs were compiled (netpol.pipeline.sharded), then joined in pod order.
+    Parts must not share a side chain: parts of different namespaces never do (a side is
+    isolated by policies of its pod's namespace)."""
 
     addresses: tuple[tuple[int, int], ...]  # (version, integer) of each pod: the node-pods guard set
     map_elements: dict[str, str]  # map name → its `ADDRESS : jump CHAIN` elements, joined by ", "
-    chains: tuple[str, ...]  # the pods' chains, line by line (rule blocks shared, not copied)
+    chains: tuple[str, ...]  # the pods' side chains, line by line (rule blocks shared, not copied)
 
 
 def pods_text(pods: Iterable[PodProgram]) -> PodsText:
-    """`_map_entries` and `chain_lines(_pod_chains(…))` of the pods, printed straight (an
-    all-nodes compile prints every pod once)."""
+    """The pods' dispatch-map elements and side chains (each distinct side once), printed
+    straight: an all-nodes compile prints every pod once. For pods with distinct addresses
+    only: `render` takes the object route when a node's pods share one."""
     elements: dict[str, list[str]] = {}
     lines: list[str] = []
     addresses: list[tuple[int, int]] = []
+    printed: set[str] = set()
     for pod in pods:
         for direction in DISPATCH_ORDER:
             side = pod.ingress if direction == "ingress" else pod.egress
             if not side.isolated_by:
                 continue
-            name = chain_name(direction, pod.pod)
+            name, block = _side_lines(side, direction)
             for ip in pod.ips:
                 elements.setdefault(f"{direction}-v{ip.version}", []).append(f"{_text(ip)} : jump {name}")
-            rules, isolated_by = _side_block(side, direction)
-            comment = quote(f"{pod.pod} {direction}, isolated by {isolated_by}")
-            lines += (f"\tchain {name} {{", f"\t\tcomment {comment}", rules, "\t}")
+            if name not in printed:
+                printed.add(name)
+                lines += block
         addresses += ((ip.version, int(ip)) for ip in pod.ips)
     return PodsText(tuple(addresses), {name: ", ".join(found) for name, found in elements.items()},
                     tuple(lines))
 
 
-@weak_identity_cache()  # pods selected alike share the side object
-def _side_block(side: DirectionProgram, direction: Direction) -> tuple[str, str]:
-    """The side's printed rules, and the policies isolating it as a list."""
-    return rules_text(_side_rules(side.isolated_by, side.allows, direction)), _joined(side.isolated_by)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _joined(names: tuple[str, ...]) -> str:
-    return ", ".join(names)
+def _side_lines(side: DirectionProgram, direction: Direction) -> tuple[str, tuple[str, ...]]:
+    """The side chain's name, and the chain printed inside the table block."""
+    printed = _printed_side(side, direction)
+    return printed.chain.name, printed.lines
 
 
 @weak_identity_cache()  # every node that uses the set prints it
@@ -314,6 +485,8 @@ def script_text(node: str, pod_cidrs: Sequence[IPNetwork], parts: Sequence[PodsT
 
 def render(program: NodeProgram) -> str:
     """The complete ruleset of one node, as an `nft -f` script that replaces the previous one."""
+    if program.shared_addresses:  # rare (a broken cluster): printed from the object model
+        return script(build_table(program), _script_header(program.node))
     sets: list[PeerSet | PortSet] = [*program.peer_sets, *program.port_sets]
     return script_text(program.node, program.pod_cidrs, [pods_text(program.pods)],
                        (line for ps in sets for line in set_lines(ps)))
@@ -380,27 +553,48 @@ def _element_commands(before: PeerSet | PortSet, after: PeerSet | PortSet,
             for verb, set_name, elements in _element_changes(before, after, families)]
 
 
-def _map_entries(pod: PodProgram) -> dict[str, list[tuple[str, Verdict]]]:
-    """The pod's dispatch-map elements, by map name."""
-    found: dict[str, list[tuple[str, Verdict]]] = {}
-    for direction in DISPATCH_ORDER:
-        if pod.side(direction).isolated:
-            for ip in pod.ips:
-                found.setdefault(f"{direction}-v{ip.version}", []).append(
-                    (_text(ip), Verdict("jump", chain_name(direction, pod.pod))))
-    return found
+def _dispatch_changes(old: NodeProgram, new: NodeProgram, leaving: list[PodProgram],
+                      arriving: list[PodProgram]) -> list[str]:
+    """The chain and map-element commands of `render_update`, for pods whose programs changed
+    (their old versions `leaving`, their new ones `arriving`). Chains are named by content, so
+    a name in both tables is the same chain: only names in one of them are added or dropped.
+    Map elements change for the changed pods' addresses only (with the other claimants of an
+    address)."""
+    table = OUR_TABLE
+    old_chains, new_chains = _chain_uses(old), _next_chain_uses(old, new, leaving, arriving)
+    lines = [line for name, (chain, _) in new_chains.items() if name not in old_chains
+             for line in add_chain_commands(table, chain)]
+    changed = [*leaving, *arriving]
+    moved: dict[str, tuple[list[tuple[str, Verdict]], list[tuple[str, Verdict]]]] = {}
+    for ip in dict.fromkeys(ip for pod in changed for ip in pod.ips):
+        was, now = _dispatch_targets(old, ip), _dispatch_targets(new, ip)
+        for map_name in was.keys() | now.keys():
+            if was.get(map_name) != now.get(map_name):
+                going, coming = moved.setdefault(map_name, ([], []))
+                if map_name in was:
+                    going.append((_text(ip), Verdict("jump", was[map_name])))
+                if map_name in now:
+                    coming.append((_text(ip), Verdict("jump", now[map_name])))
+    for verb, at in (("delete", 0), ("add", 1)):
+        lines += [map_element_command(verb, table, map_name, elements[at])
+                  for map_name, elements in sorted(moved.items()) if elements[at]]
+    dropped = [name for name in old_chains if name not in new_chains]
+    lines += [object_command("flush", "chain", table, name) for name in dropped]  # then no jump
+    lines += [object_command("delete", "chain", table, name) for name in dropped]  # refers to them
+    return lines
 
 
 def render_update(old: NodeProgram, new: NodeProgram) -> str:
     """An `nft -f` script that takes a kernel holding `render(old)` to exactly `render(new)` in
     one transaction, touching only what differs: sets added, removed or with other elements
-    (`add`/`delete element`), and the chains and dispatch-map elements of pods whose programs
-    changed. Empty when nothing differs.
+    (`add`/`delete element`), the dispatch-map elements of the addresses of pods whose programs
+    changed, and the chains no pod uses any more or that no pod used before. Empty when
+    nothing differs.
 
-    Order within the transaction: new sets; element changes; unhook changed pods (map elements),
-    then drop their chains; add the new chains and hook them; finally drop sets nothing uses.
-    When the node's podCIDRs changed, the forward hook itself differs: the update is then the
-    whole new table (still one transaction)."""
+    Order within the transaction: new sets; element changes; new chains; map elements moved
+    to their new chains; chains nothing jumps to any more flushed, then dropped; finally sets
+    nothing uses. When the node's podCIDRs changed, the forward hook itself differs: the update
+    is then the whole new table (still one transaction)."""
     if old.pod_cidrs != new.pod_cidrs:
         return render(new)
     table = OUR_TABLE
@@ -443,19 +637,7 @@ def render_update(old: NodeProgram, new: NodeProgram) -> str:
                                   ("add", [a for a in now if a not in held])):
                 if changed:
                     lines.append(element_command(verb, table, f"{GUARD_PODS}-v{v}", sorted(changed)))
-    for pod in leaving:
-        for map_name, entries in _map_entries(pod).items():
-            lines.append(map_element_command("delete", table, map_name, entries))
-    for pod in leaving:
-        for chain in _pod_chains(pod):
-            lines += [object_command("flush", "chain", table, chain.name),
-                      object_command("delete", "chain", table, chain.name)]
-    for pod in arriving:
-        for chain in _pod_chains(pod):
-            lines += add_chain_commands(table, chain)
-    for pod in arriving:
-        for map_name, entries in _map_entries(pod).items():
-            lines.append(map_element_command("add", table, map_name, entries))
+        lines += _dispatch_changes(old, new, leaving, arriving)
     lines += [object_command("delete", "set", table, name) for name in unused]
     if not lines:
         return ""

@@ -57,10 +57,6 @@ def _origin(policy_key: str, direction: Direction, index: int) -> str:
     return f"NetworkPolicy {policy_key} spec.{direction}[{index}]"
 
 
-def _port_set_name(origin: str) -> str:
-    return f"{PORT_SET_PREFIX}{_digest(origin)}"
-
-
 def _named_ports(rule: Rule) -> list[tuple[str, str]]:
     """(name, protocol) of the rule's named ports."""
     return [(e.port, e.protocol) for e in rule.ports if isinstance(e.port, str)]
@@ -114,7 +110,9 @@ class ProgramCompiler:
     _rule_allows: dict[tuple[str, Direction], tuple[Allow, ...]] = field(default_factory=dict)
     _users: dict[str, set[RuleKey]] = field(default_factory=dict)  # set name → rules spelling it
     _keys_of: dict[str, set[RuleKey]] = field(default_factory=dict)  # policy → its rules spelled
-    _port_sets_of: dict[str, set[str]] = field(default_factory=dict)  # policy → its port sets
+    _rule_port_sets: dict[RuleKey, str] = field(default_factory=dict)  # egress rule → its port set
+    _port_users: dict[str, set[RuleKey]] = field(default_factory=dict)  # port set → rules spelling it
+    _port_keys_of: dict[str, set[RuleKey]] = field(default_factory=dict)  # policy → its rules above
     _per_ports_allows: dict[PerPortsKey, tuple[Allow, ...]] = field(default_factory=dict)
     _per_ports_of: dict[str, set[PerPortsKey]] = field(default_factory=dict)  # policy → its keys above
     _sides: dict[SideKey, DirectionProgram] = field(default_factory=dict)
@@ -160,7 +158,8 @@ class ProgramCompiler:
         return tuple(names)
 
     def _pod_set(self, name: str) -> PeerSet:
-        """The current addresses of the pods in a set's peer groups."""
+        """The current addresses of the pods in a set's peer groups; an address several pods
+        have, only if the groups admit every one of them (shared addresses fail closed)."""
         found: dict[int, set[int]] = {4: set(), 6: set()}
         groups = self._groups_of[name]
         pods = self.resolver.pods
@@ -168,21 +167,44 @@ class ProgramCompiler:
             for key in self.resolver.group_members(group):
                 for version, value in pods[key].address_values:
                     found[version].add(value)
+        for ip, holders in self.resolver.shared_addresses.items():
+            if int(ip) in found[ip.version] and not all(
+                    any(self.resolver.admits(g, key) for g in groups) for key in holders):
+                found[ip.version].discard(int(ip))
         v4, v6 = (tuple((a, a) for a in sorted(found[v])) for v in (4, 6))
         return PeerSet(name, v4, v6, False, "; ".join(self.resolver.describe_group(g) for g in groups))
 
     def _port_set(self, policy: NetworkPolicy, index: int) -> PortSet | None:
-        """The named-port destinations of egress rule `index`, or None when it names no port."""
-        rule = policy.egress[index]
-        names = _named_ports(rule)
+        """The named-port destinations of egress rule `index`, or None when it names no port.
+        Named by the rule's peers and port names as spelled (as peer sets are): every rule
+        spelling them, in whichever policy, shares the set."""
+        names = _named_ports(policy.egress[index])
         if not names:
             return None
-        origin = _origin(policy.key, "egress", index)
-        name = _port_set_name(origin)
+        key: RuleKey = (policy.key, "egress", index)
+        name, describes = self._rule_port_sets.get(key), None
+        if name is None:
+            name, describes = self._spell_port_set(policy, index, names)
+            self._rule_port_sets[key] = name
+            self._port_users.setdefault(name, set()).add(key)
+            self._port_keys_of.setdefault(policy.key, set()).add(key)
         if name not in self.port_sets:
-            self.port_sets[name] = PortSet(name, self._named_elements(policy, index, names), origin)
-            self._port_sets_of.setdefault(policy.key, set()).add(name)
+            describes = describes or self._spell_port_set(policy, index, names)[1]
+            self.port_sets[name] = PortSet(name, self._named_elements(policy, index, names), describes)
         return self.port_sets[name]
+
+    def _spell_port_set(self, policy: NetworkPolicy, index: int,
+                        names: list[tuple[str, str]]) -> tuple[str, str]:
+        """The port set's name and description from the rule's spelling: its peer groups
+        (namespace scope + pod selector), its ipBlocks and its port names."""
+        rule = policy.egress[index]
+        groups = self.resolver.rule_peer_groups(policy.key, "egress", index)
+        blocks = sorted({_block_text(p.ip_block) for p in rule.peers if p.ip_block is not None})
+        ports = sorted(set(names))
+        peers = [self.resolver.describe_group(g) for g in groups] + [f"ipBlock {b}" for b in blocks]
+        spelled = ", ".join(f"{port}/{protocol}" for port, protocol in ports)
+        describes = f"named ports {spelled} of {'; '.join(peers) or 'every pod'}"
+        return f"{PORT_SET_PREFIX}{_digest(repr((groups, blocks, ports)))}", describes
 
     def _named_elements(self, policy: NetworkPolicy, index: int,
                         names: list[tuple[str, str]]) -> frozenset[NamedElement]:
@@ -197,6 +219,11 @@ class ProgramCompiler:
         elements: set[NamedElement] = set()
         for key in keys:
             elements |= _destinations(self.resolver.pods[key], key in selected, blocks, names)
+        for ip, holders in self.resolver.shared_addresses.items():  # every holder must agree
+            held = {e for e in elements if e[0] == ip}
+            for key in holders:
+                held &= _destinations(self.resolver.pods[key], key in selected, blocks, names)
+            elements -= {e for e in elements if e[0] == ip} - held
         return frozenset(elements)
 
     def _moved_named_elements(self, policy: NetworkPolicy, index: int, current: PortSet,
@@ -220,7 +247,7 @@ class ProgramCompiler:
         for version in {e[0].version for e in removed} & families:  # gone unless another remains
             if not any(e[0].version == version for e in elements):
                 families.discard(version)
-        return PortSet.with_families(current.name, frozenset(elements), current.origin,
+        return PortSet.with_families(current.name, frozenset(elements), current.describes,
                                      tuple(sorted(families)))
 
     def _moved_pod_set(self, current: PeerSet, old: Pod | None, new: Pod | None) -> PeerSet:
@@ -304,8 +331,16 @@ class ProgramCompiler:
                 users.discard(key)
                 if not users:  # nobody spells it any more: its members would go stale
                     del self._users[name], self.peer_sets[name]
-        for name in self._port_sets_of.pop(policy_key, set()):
-            self.port_sets.pop(name, None)
+                    groups = self._groups_of.pop(name, None)  # (ipBlock sets have none)
+                    if groups is not None:
+                        del self._spellings[groups]
+        for key in self._port_keys_of.pop(policy_key, set()):
+            name = self._rule_port_sets.pop(key)
+            users = self._port_users[name]
+            users.discard(key)
+            if not users:  # nobody spells it any more
+                del self._port_users[name]
+                self.port_sets.pop(name, None)
 
     def refresh_members(self, rules: Iterable[NodeId],
                         moved: tuple[Pod | None, Pod | None] | None = None) -> set[str]:
@@ -335,8 +370,8 @@ class ProgramCompiler:
                         changed.add(name)
                         if fresh.families != old.families:
                             flipped.add(name)
-            if direction == "egress":
-                named = _port_set_name(_origin(policy.key, "egress", index))
+            named = self._rule_port_sets.get((policy.key, direction, index))
+            if named is not None:
                 if named in self.port_sets and named not in changed:
                     old_ports = self.port_sets.pop(named)
                     if moved:

@@ -123,7 +123,10 @@ class IncrementalCompiler:
 
     def _move(self, old: Pod | None, new: Pod | None) -> None:
         if old is not None and old.node_name:
-            self._on_node.get(old.node_name, {}).pop(old.key, None)
+            members = self._on_node.get(old.node_name, {})
+            members.pop(old.key, None)
+            if not members:
+                self._on_node.pop(old.node_name, None)
         if new is not None and new.node_name:
             self._on_node.setdefault(new.node_name, {})[new.key] = new
 
@@ -170,7 +173,7 @@ class IncrementalCompiler:
         declared = frozenset(self._set_counts.get(node, {}))
         before = self._declared.get(node, frozenset())
         for name in before - declared:
-            self._set_users.get(name, set()).discard(node)
+            self._forget_user(name, node)
         for name in declared - before:
             self._set_users.setdefault(name, set()).add(node)
         self._declared[node] = declared
@@ -180,9 +183,19 @@ class IncrementalCompiler:
 
     def _forget_node(self, node: str) -> None:
         for name in self._declared.pop(node, frozenset()):
-            self._set_users.get(name, set()).discard(node)
+            self._forget_user(name, node)
         self._programs.pop(node, None)
         self._set_counts.pop(node, None)
+        self._on_node.pop(node, None)
+
+    def _forget_user(self, name: str, node: str) -> None:
+        """The node no longer declares the set (a set nobody declares is forgotten: set
+        names come and go with the policies that spell them)."""
+        users = self._set_users.get(name)
+        if users is not None:
+            users.discard(node)
+            if not users:
+                del self._set_users[name]
 
     def _refresh_elements(self, node: str, changed: set[str]) -> NodeProgram:
         """The node's program, same structure, with the current version of the `changed` sets."""

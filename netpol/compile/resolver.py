@@ -64,10 +64,18 @@ class LabelIndex:
             self.by_key.setdefault(k, set()).add(ident)
 
     def remove(self, ident: str, labels: Labels) -> None:
+        """Forget `ident`, and the labels no object has any more (pod-template-hash values come
+        and go with every rollout: kept, they piled up for ever)."""
         self.all.discard(ident)
         for k, v in labels.items():
-            self.by_pair[(k, v)].discard(ident)
-            self.by_key[k].discard(ident)
+            holders = self.by_pair[(k, v)]
+            holders.discard(ident)
+            if not holders:
+                del self.by_pair[(k, v)]
+            holders = self.by_key[k]
+            holders.discard(ident)
+            if not holders:
+                del self.by_key[k]
 
     def select(self, selector: LabelSelector) -> set[str]:
         found: set[str] | None = None
@@ -167,6 +175,7 @@ class Resolver:
     _isolating: dict[Direction, set[str]] = field(  # policies isolating pods for the direction
         default_factory=lambda: {direction: set() for direction in DIRECTIONS})
     _holders: dict[IPAddress, set[str]] = field(default_factory=dict)  # address → active pods with it
+    _shared: dict[IPAddress, set[str]] = field(default_factory=dict)  # … those with more than one
     _admit_all_rules: set[NodeId] = field(default_factory=set)
     # Active pods' addresses as sorted (version, integer, pod key): ipBlocks bisect, never scan.
     _addresses: list[tuple[int, int, str]] | None = None
@@ -233,6 +242,12 @@ class Resolver:
         """Active pods that have this address (more than one only in a broken cluster)."""
         return frozenset(self._holders.get(ip, ()))
 
+    @property
+    def shared_addresses(self) -> dict[IPAddress, set[str]]:
+        """Addresses more than one active pod has, with those pods (read only; empty in a sound
+        cluster). A peer set holds such an address only if every holder is admitted."""
+        return self._shared
+
     def admits(self, group: NodeId, pod_key: str) -> bool:
         """Does the peer group admit the pod now?"""
         return bool(self.graph.has_edge(group, _pod_node(pod_key)))
@@ -292,9 +307,22 @@ class Resolver:
             new_rules = self._link_pod(new)
         if old is None or new is None or _addressing_changed(old, new):
             touched = old_rules | new_rules | self._admit_all_rules
+            # Sets holding an address this pod shares (or shared) hold it only if every holder
+            # is admitted: those admitting the other holders are recounted too.
+            others = {key for p in (old, new) if p is not None for ip in p.ips
+                      for key in self._holders.get(ip, ())} - {pod.key}
+            touched |= {rule for key in others for rule in self._rules_admitting(key)}
         else:
             touched = old_rules ^ new_rules
         return self._change({pod.key}, [old.node_name if old else None, pod.node_name], touched)
+
+    def _rules_admitting(self, pod_key: str) -> set[NodeId]:
+        """Rules with a selector peer that admits the pod."""
+        node = _pod_node(pod_key)
+        if node not in self.graph:
+            return set()
+        return {rule for peer in self.graph.predecessors(node) if peer[0] == "peer"
+                for rule in self.graph.predecessors(peer)}
 
     def _unlink_pod(self, pod: Pod) -> set[NodeId]:
         node = _pod_node(pod.key)
@@ -304,17 +332,30 @@ class Resolver:
         rules = {rule for peer in peers for rule in self.graph.predecessors(peer)}
         if pod.takes_part:
             rules |= self._named_block_rules(pod)
-        if node in self.graph:
+        if known:
             self.graph.remove_node(node)
+        self._forget_namespace_node(pod.namespace)
         self._selected_by.pop(pod.key, None)
         if pod.takes_part:
-            self._pod_index[pod.namespace].remove(pod.key, pod.labels)
+            index = self._pod_index[pod.namespace]
+            index.remove(pod.key, pod.labels)
+            if not index.all:
+                del self._pod_index[pod.namespace]
             for ip in pod.ips:
-                self._holders.get(ip, set()).discard(pod.key)
-                if not self._holders.get(ip, True):
-                    del self._holders[ip]
+                holders = self._holders.get(ip, set())
+                holders.discard(pod.key)
+                if len(holders) < 2:
+                    self._shared.pop(ip, None)
+                if not holders:
+                    self._holders.pop(ip, None)
         del self.pods[pod.key]
         return rules
+
+    def _forget_namespace_node(self, name: str) -> None:
+        """A namespace's graph node goes with the namespace and its last pod (names churn)."""
+        node = ("namespace", name)
+        if name not in self.namespaces and node in self.graph and not self.graph.succ[node]:
+            self.graph.remove_node(node)
 
     def _link_pod(self, pod: Pod) -> set[NodeId]:
         node = _pod_node(pod.key)
@@ -324,7 +365,10 @@ class Resolver:
             return set()
         self._pod_index.setdefault(pod.namespace, LabelIndex()).add(pod.key, pod.labels)
         for ip in pod.ips:
-            self._holders.setdefault(ip, set()).add(pod.key)
+            holders = self._holders.setdefault(ip, set())
+            holders.add(pod.key)
+            if len(holders) > 1:
+                self._shared[ip] = holders
         for key in self._policies_in.get(pod.namespace, ()):
             if self.policies[key].pod_selector.matches(pod.labels):
                 self.graph.add_edge(("policy", key), node)
@@ -367,7 +411,9 @@ class Resolver:
         if event != "DELETED":
             self.namespaces[namespace.name] = namespace
             self._namespace_index.add(namespace.name, namespace.labels)
-        self.graph.add_node(("namespace", namespace.name))
+        self._forget_namespace_node(namespace.name)
+        if event != "DELETED":
+            self.graph.add_node(("namespace", namespace.name))
         if old is not None and event != "DELETED" and old.labels == namespace.labels:
             return Change()
         # Cross-namespace peers may now admit (or stop admitting) this namespace's pods.
@@ -404,6 +450,8 @@ class Resolver:
                             self._drop_peer(peer)
             self.graph.remove_node(("policy", old.key))
             self._policies_in[old.namespace].discard(old.key)
+            if not self._policies_in[old.namespace]:
+                del self._policies_in[old.namespace]
             for isolating in self._isolating.values():
                 isolating.discard(old.key)
         if event != "DELETED":
@@ -468,7 +516,10 @@ class Resolver:
     def _drop_peer(self, node: NodeId) -> None:
         scope = self._peer_scopes.pop(node)
         if scope.namespace is not None:
-            self._local_peers.get(scope.namespace, set()).discard(node)
+            local = self._local_peers.get(scope.namespace, set())
+            local.discard(node)
+            if not local:
+                self._local_peers.pop(scope.namespace, None)
         if node in self._wide_peers:
             self._wide_peers.discard(node)
             for cached in self._wide_by_namespace.values():

@@ -131,7 +131,8 @@ def parse_ip_by_rules(value: str) -> IPAddress | str:
 def parse_cidr(value: str) -> IPNetwork | str:
     """The network (host bits cleared, as Go's ParseCIDR returns it), or a message."""
     address, slash, prefix = value.partition("/")
-    if not slash or not prefix.isdigit() or (len(prefix) > 1 and prefix.startswith("0")):
+    decimal = prefix.isascii() and prefix.isdigit()  # str.isdigit alone takes "²"
+    if not slash or not decimal or (len(prefix) > 1 and prefix.startswith("0")):
         return f"{value!r}: must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"
     ip = parse_ip(address)
     if isinstance(ip, str):

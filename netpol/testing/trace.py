@@ -48,11 +48,14 @@ def _holds(peer_set: PeerSet | PortSet, ip: IPAddress) -> bool:
     return isinstance(peer_set, PeerSet) and peer_set.contains(ip)
 
 
-def _local(programs: Mapping[str, NodeProgram], ip: IPAddress) -> tuple[NodeProgram, PodProgram] | None:
+def _local(programs: Mapping[str, NodeProgram],
+           ip: IPAddress) -> tuple[NodeProgram, tuple[PodProgram, ...]] | None:
+    """The node programming the address, and its pods claiming it (more than one only when
+    pods share an address: then all of them must allow, NodeProgram's shared addresses)."""
     for node in programs.values():
-        for pod in node.pods:
-            if ip in pod.ips:
-                return node, pod
+        claimants = node.by_address.get(ip)
+        if claimants:
+            return node, claimants
     return None
 
 
@@ -65,10 +68,10 @@ def _unprogrammed(node: NodeProgram, ip: IPAddress) -> bool:
 def trace(programs: Mapping[str, NodeProgram], packet: Packet) -> Trace:
     """Egress on the source pod's node, then ingress on the destination pod's node."""
     src, dst = _local(programs, packet.src), _local(programs, packet.dst)
-    if src and dst and src[1].pod == dst[1].pod:
+    if src and dst and {p.pod for p in src[1]} & {p.pod for p in dst[1]}:
         return Trace(True, ("a pod talking to itself never leaves its namespace",))
     steps = []
-    hops: tuple[tuple[Direction, tuple[NodeProgram, PodProgram] | None, IPAddress], ...] = (
+    hops: tuple[tuple[Direction, tuple[NodeProgram, tuple[PodProgram, ...]] | None, IPAddress], ...] = (
         ("egress", src, packet.dst), ("ingress", dst, packet.src))
     path = [end[0] for end in (src, dst) if end is not None]  # the nodes whose forward hook it crosses
     for node in path:
@@ -80,12 +83,13 @@ def trace(programs: Mapping[str, NodeProgram], packet: Packet) -> Trace:
         if end is None:
             steps.append(f"{direction}: not a local pod on any node")
             continue
-        node, pod = end
+        node, claimants = end
         if other_ip in node.node_addresses:
-            steps.append(f"{direction}: {pod.pod} and its own node {node.node}: accepted")
+            steps.append(f"{direction}: {claimants[0].pod} and its own node {node.node}: accepted")
             continue
-        verdict = _side_allows(pod.side(direction), direction, packet, node.sets)
-        steps.append(f"{direction} of {pod.pod} on {node.node}: {verdict or 'dropped'}")
-        if verdict is None:
-            return Trace(False, tuple(steps))
+        for pod in claimants:  # every claimant of the address must allow it
+            verdict = _side_allows(pod.side(direction), direction, packet, node.sets)
+            steps.append(f"{direction} of {pod.pod} on {node.node}: {verdict or 'dropped'}")
+            if verdict is None:
+                return Trace(False, tuple(steps))
     return Trace(True, tuple(steps))

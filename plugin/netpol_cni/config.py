@@ -311,7 +311,7 @@ def check_ip(text: str, where: str) -> int:
 def check_cidr(text: str, where: str) -> tuple[str, int]:
     """(address, prefix length) of `text`; CniError naming `where` when it is not a CIDR."""
     ip, sep, prefix = text.partition("/")
-    if not sep or not prefix.isdigit():
+    if not sep or not (prefix.isascii() and prefix.isdigit()):
         raise CniError(INVALID_CONFIG, f"{where}: {text!r} is not a CIDR (address/prefix)")
     family = check_ip(ip, where)
     bits = 128 if family == _socket.AF_INET6 else 32

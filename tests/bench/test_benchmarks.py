@@ -1,7 +1,8 @@
 """The benchmarks run from a clean clone, at a size small enough for CI: every stage finishes,
 the incremental compiler's rulesets equal a compile from scratch, the kernel loads the largest
-ruleset, the data plane moves real connections under every configuration, and the CNI latency
-benchmark times both plugins. No timing is asserted: the numbers are for the README, not for pass/fail."""
+ruleset, the data plane moves real connections under every configuration, the CNI latency
+benchmark times both plugins, the amplification inputs load, and the soak's program still equals
+a compile from scratch after its churn. No timing is asserted: the numbers are for the README, not for pass/fail."""
 
 from __future__ import annotations
 
@@ -108,3 +109,40 @@ def _numbers(value: object, key: str) -> list[float]:
     if isinstance(value, list):
         return [n for v in value for n in _numbers(v, key)]
     return []
+
+
+@needs_kernel
+def test_amplification_loads_every_input_next_to_the_baseline(tmp_path):
+    """CI size; the baseline is the code before shared sets and side chains (issue 14)."""
+    out = tmp_path / "amplification.json"
+    baseline = ["--baseline", AMPLIFICATION_BASELINE] if _has_revision(AMPLIFICATION_BASELINE) else []
+    run(["benchmarks/amplification.py", "--scale", "0.02", *baseline, "--json", str(out)], 600)
+    rows = json.loads(out.read_text())["rows"]
+    current = {r["input"]: r for r in rows if r["code"] == "current"}
+    assert set(current) == {"identical-named-port-policies", "one-policy-5000-rules",
+                            "select-all-named-port-policies"}
+    for row in rows:
+        assert row["status"] == "ok" and row["load"]["status"] == "ok", row
+    assert current["one-policy-5000-rules"]["chains"] == 1  # one chain for the pods selected alike
+    assert current["identical-named-port-policies"]["sets"] == 2  # its pods set, one named-port set
+    for row in rows:
+        if row["code"] == "baseline":
+            assert row["bytes"] > current[row["input"]]["bytes"]
+
+
+def test_soak_keeps_the_program_equal_to_a_compile_from_scratch(tmp_path):
+    """A few thousand changes (no memory assertion at this size: the numbers are for the README)."""
+    out = tmp_path / "soak.json"
+    run(["benchmarks/soak.py", "--pods", "300", "--changes", "3000", "--samples", "1000", "--check",
+         "--json", str(out)], 600)
+    result = json.loads(out.read_text())
+    assert result["changes"] >= 3000 and len(result["samples"]) == 4
+    assert result["equals_a_compile_from_scratch"] and result["kernel_path_equals"]
+
+
+AMPLIFICATION_BASELINE = "be3578c"
+
+
+def _has_revision(ref: str) -> bool:
+    return subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{ref}^{{commit}}"],
+                          capture_output=True, check=False).returncode == 0

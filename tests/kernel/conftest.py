@@ -15,12 +15,15 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
+from netpol.compile.incremental import KubeObject
+from netpol.compile.resolver import EventType
 from tests.conftest import mark_kernel_folder
+from tests.incremental_world import World
 
 HERE = Path(__file__).resolve().parent
 MISSING = ("not root" if os.geteuid() != 0 else
@@ -160,3 +163,21 @@ def nft(netns: str, *args: str, stdin: str | None = None) -> subprocess.Complete
 
 def nft_load(netns: str, text: str) -> None:
     subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=text, text=True, check=True)
+
+
+def replay_in_kernel(world: World, events: Iterable[tuple[EventType, KubeObject]], left: str, right: str,
+                     node: str = "node-a") -> None:
+    """Send each event to `world`; after each that changes `node`'s program, apply the update in
+    `left` and load the whole new table in `right`: both kernels must then hold the same table."""
+    from netpol.backends.nftables import render, render_update
+
+    current = world.compiler.program(node)
+    nft_load(left, render(current))
+    for event, obj in events:
+        if node not in world.send(event, obj).programs:
+            continue
+        new = world.compiler.program(node)
+        nft_load(left, render_update(current, new) or "")
+        nft_load(right, render(new))
+        assert nft_table(left) == nft_table(right), render_update(current, new)
+        current = new

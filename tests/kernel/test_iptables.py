@@ -5,6 +5,7 @@ the example and on generated multi-node clusters. The payloads alone: tests/unit
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ import subprocess
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from netpol.backends.iptables import IptablesBundle, chain_name, render
+from netpol.backends.iptables import IptablesBundle, dispatch_chains, render
 from netpol.compile.compiler import compile_cluster
 from netpol.dataplane.iptables import apply_iptables
 from netpol.lab.cluster import lab_pods
@@ -64,7 +65,8 @@ def test_a_pod_and_a_policy_that_leave_take_their_chains_and_sets_along(example_
     program = compile_cluster(state)["node-a"]
     apply_iptables(render(program), program, netns)
     before = _ipt(netns, "iptables", "-S")
-    assert chain_name("ingress", "db/postgres-0") in before
+    postgres = dispatch_chains(program, ipaddress.ip_address("10.244.0.30"), "ingress")
+    assert len(postgres) == 1 and f"-N {postgres[0]}" in before
     smaller = cluster("""
         apiVersion: v1
         kind: Pod
@@ -75,7 +77,7 @@ def test_a_pod_and_a_policy_that_leave_take_their_chains_and_sets_along(example_
     program2 = compile_cluster(smaller)["node-a"]
     apply_iptables(render(program2), program2, netns)
     after = _ipt(netns, "iptables", "-S")
-    assert chain_name("ingress", "db/postgres-0") not in after and "-N NP-" not in after
+    assert postgres[0] not in after and "-N NP-" not in after
     assert [s for s in _ipt(netns, "ipset", "list", "-n").split() if s.startswith(("pods-", "cidrs-"))] == []
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from netpol.backends.iptables import IptablesBundle, _cidrs, _port_groups, chain_name
 from netpol.cli import main
-from netpol.compile.ir import Allow, PortMatch
+from netpol.compile.ir import Allow, DirectionProgram, PortMatch
 from tests.kernel.conftest import fresh_netns
 
 needs_kernel = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ipset") is None
@@ -24,10 +24,11 @@ netns = pytest.fixture(fresh_netns)
 # ── the payloads (pure) ─────────────────────────────────────────────────────────────────────
 
 
-def test_chain_names_fit_iptables_and_differ_per_pod_and_direction():
-    names = {chain_name(d, f"namespace-{i}/a-very-long-pod-name-{'x' * 200}") for i in range(50)
-             for d in ("ingress", "egress")}
-    assert len(names) == 100 and all(len(n) <= 28 for n in names)
+def test_chain_names_fit_iptables_and_differ_per_side_and_kind():
+    sides = [DirectionProgram((f"namespace-{i}/a-very-long-policy-name-{'x' * 200}",)) for i in range(50)]
+    names = {chain_name(kind, side) for side in sides for kind in ("ingress", "egress", "claimant")}
+    assert len(names) == 150 and all(len(n) <= 28 for n in names)
+    assert chain_name("ingress", DirectionProgram(sides[0].isolated_by)) == chain_name("ingress", sides[0])
 
 
 def test_everything_becomes_two_halves_because_hash_net_refuses_a_zero_prefix():

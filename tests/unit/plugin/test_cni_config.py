@@ -58,6 +58,8 @@ def test_defaults_and_runtime_config():
     ({"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/8", "gateway": "10.0.0.300"}]]}}, 7,
      "ipam.ranges[0][0].gateway: '10.0.0.300' is not an IP address"),
     ({"ipam": {"type": "host-local", "ranges": "10.0.0.0/8"}}, 7, "ipam.ranges: expected a list"),
+    ({"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/\u00b2"}]]}}, 7,
+     "ipam.ranges[0][0].subnet: '10.0.0.0/\u00b2' is not a CIDR"),  # a digit to isdigit(), not to int()
     ({"ipam": {"type": "../bin/sh"}}, 7, "ipam.type"),
     ({"prevResult": []}, 7, "prevResult: expected an object, got a list"),
     ({"cniVersion": 1}, 7, "cniVersion: expected a string, got a number"),
