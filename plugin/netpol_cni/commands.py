@@ -16,7 +16,7 @@ import _socket
 import os
 import sys
 
-from netpol_cni import ipam, store
+from netpol_cni import antispoof, ipam, store
 from netpol_cni.config import CURRENT_VERSION, check_cidr
 from netpol_cni.errors import (
     INVALID_CONFIG,
@@ -96,18 +96,22 @@ def cmd_add(inv: Invocation, adding: ipam.Delegation) -> dict[str, Any]:
                                f"CNI_IFNAME: {inv.ifname!r} already exists in {inv.netns}")
             host_veth = _create_veth(inv, host, netns)
             undo.push(host.delete_link, host_veth.index)
-            if host_veth.name != inv.host_veth:  # the name main chose (and recorded) was taken
-                store.save(conf.data_dir, conf.name, inv.container_id, inv.ifname,
-                           store.attachment_record(inv, host_veth.name))
-            host.set_link(host_veth.index, master=bridge.index, up=True,
-                          alias=_alias(conf.name, inv.container_id, inv.ifname))
-            if conf.hairpin_mode:
-                host.set_hairpin(host_veth.index, True)
+            host.set_link(host_veth.index, alias=_alias(conf.name, inv.container_id, inv.ifname))  # for GC
             inside = netns.rtnl.get_link(inv.ifname)
             if inside is None:
                 raise CniError(IO_FAILURE, f"{inv.ifname!r} did not appear in {inv.netns}")
             allocation = ipam.allocation(inv, adding)
             addresses = _addresses(allocation, conf.is_gateway)
+            # The pod may send only from these, from the moment its port joins the bridge.
+            binding = antispoof.Binding(host_veth.name, inside.mac, [a.ip for a in addresses])
+            antispoof.bind(binding)
+            undo.push(antispoof.unbind, host_veth.name)
+            if host_veth.name != inv.host_veth:  # the name main chose (and recorded) was taken
+                store.save(conf.data_dir, conf.name, inv.container_id, inv.ifname,
+                           store.attachment_record(inv, host_veth.name))
+            host.set_link(host_veth.index, master=bridge.index, up=True)
+            if conf.hairpin_mode:
+                host.set_hairpin(host_veth.index, True)
             ensure_forwarding(any(a.family == AF_INET for a in addresses),
                               any(a.family == AF_INET6 for a in addresses))
             for address in addresses:
@@ -250,8 +254,21 @@ def cmd_del(inv: Invocation, releasing: ipam.Delegation) -> None:
     record = store.load(conf.data_dir, conf.name, inv.container_id, inv.ifname)
     if record is not None:
         _delete_host_veth(record.get("hostInterface"), _alias(conf.name, inv.container_id, inv.ifname))
+    _unbind_gone(record)
     releasing.result()
     store.remove(conf.data_dir, conf.name, inv.container_id, inv.ifname)
+
+
+def _unbind_gone(record: dict[str, Any] | None) -> None:
+    """The attachment's anti-spoofing keys, and those of every port that no longer exists (an
+    attachment whose record was lost): a veth name reused later must not inherit them."""
+    port = record.get("hostInterface") if record is not None else None
+    host = Rtnl()
+    try:
+        live = {link.name for link in host.links()}
+    finally:
+        host.close()
+    antispoof.unbind(port if isinstance(port, str) else "", live)
 
 
 def _delete_host_veth(name: object, alias: str) -> None:
@@ -305,6 +322,26 @@ def _check_state(inv: Invocation) -> None:
     finally:
         netns.close()
     _check_host(conf.bridge, hosts, inside)
+    _check_binding(inv, hosts, inside, index)
+
+
+def _check_binding(inv: Invocation, hosts: list[dict[str, Any]], inside: Link, index: int) -> None:
+    """The anti-spoofing binding of the attachment is in the kernel; a missing one is restored,
+    and reported (someone removed it: the pod could send from any address meanwhile)."""
+    conf = inv.conf
+    assert conf.prev_result is not None
+    record = store.load(conf.data_dir, conf.name, inv.container_id, inv.ifname) or {}
+    port = record.get("hostInterface") or (hosts[0].get("name") if hosts else None)
+    if not isinstance(port, str) or not port:
+        raise _mismatch("prevResult names no host interface: no anti-spoofing binding to check")
+    ips = [check_cidr(e.get("address", ""), f"prevResult.ips[{i}].address")[0]
+           for i, e in enumerate(conf.prev_result.get("ips") or ()) if e.get("interface", index) == index]
+    binding = antispoof.Binding(port, inside.mac, ips)
+    absent = antispoof.missing(binding)
+    if absent:
+        antispoof.restore([binding])
+        raise _mismatch(f"anti-spoofing binding of {port} was incomplete (restored): "
+                        f"missing {', '.join(absent)}")
 
 
 def _mismatch(msg: str) -> CniError:
@@ -410,12 +447,58 @@ def cmd_gc(inv: Invocation, _unused: ipam.Delegation | None = None) -> None:
     finally:
         host.close()
     try:
+        _reconcile_bindings(conf, valid)
+    except CniError as exc:
+        failures.append(f"anti-spoofing bindings: {exc.msg}")
+    try:
         _forward_gc(inv)
     except CniError as exc:
         failures.append(f"ipam plugin GC: {exc.msg}")
     if failures:
         raise CniError(IO_FAILURE, f"GC could not release everything ({len(failures)} failure(s))",
                        "; ".join(failures))
+
+
+def _reconcile_bindings(conf: Any, valid: set[tuple[str, str]]) -> None:
+    """Anti-spoofing keys: those of the valid attachments restored (and the chain, if it is not
+    ours any more), every other port's removed."""
+    bindings = []
+    for container_id, ifname in sorted(valid):
+        record = store.load(conf.data_dir, conf.name, container_id, ifname) or {}
+        binding = _binding_of(record)
+        if binding is not None:
+            bindings.append(binding)
+    antispoof.restore(bindings)
+    keep = {b.port for b in bindings}
+    antispoof.unbind_ports(lambda key: antispoof.port_of(key) not in keep)
+
+
+def _binding_of(record: dict[str, Any]) -> antispoof.Binding | None:
+    """What the attachment's binding must hold, read off the pod's interface (MAC, global
+    addresses) in its namespace; None when the namespace or the interface is gone."""
+    port, netns_path, ifname = record.get("hostInterface"), record.get("netns"), record.get("ifname")
+    if not all(isinstance(v, str) and v for v in (port, netns_path, ifname)):
+        return None
+    assert isinstance(port, str) and isinstance(netns_path, str) and isinstance(ifname, str)
+    try:
+        netns = Netns(netns_path)
+    except NetnsError:
+        return None
+    try:
+        inside = netns.rtnl.get_link(ifname)
+        if inside is None:
+            return None
+        ips = [a.ip for a in netns.rtnl.addresses() if a.index == inside.index and not _link_local(a.ip)]
+    finally:
+        netns.close()
+    return antispoof.Binding(port, inside.mac, ips)
+
+
+def _link_local(ip: str) -> bool:
+    """fe80::/10 (the anti-spoofing rules let those through anyway) or 169.254.0.0/16."""
+    if ":" in ip:
+        return int(ip.split(":", 1)[0] or "0", 16) & 0xFFC0 == 0xFE80
+    return ip.startswith("169.254.")
 
 
 def _forward_gc(inv: Invocation) -> None:
