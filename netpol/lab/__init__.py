@@ -9,6 +9,8 @@ Modules:
     verify    compile, load each node's ruleset, probe every cell, compare with the semantics
     demo      three live nodes: pods attached by netpol-cni, the in-process API server, one
               agent process per node, scenarios probed after each change
+    spoof     the demo's spoofing sender (raw-socket TCP SYNs, any source) and counting sniffer
+              (standard library only, by path)
 
 Control flow: `verify(state)` → `cluster.plan_lab` → `open_lab` (with `interrupts` deferring
 signals while a step's undo is registered) → load rulesets (`dataplane`) → servers and probers

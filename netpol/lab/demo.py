@@ -14,9 +14,16 @@
    record says up to which resourceVersion each kind was taken) — the change → enforcement
    time — then probes every pair of pods on every port with real packets, compares each cell
    with `netpol.semantics.reference`, and prints a matrix.
+6. One scenario changes nothing in the API: a pod sends TCP SYNs from a raw socket
+   (`netpol.lab.spoof`) with the address of a pod the policies allow at the destination —
+   netpol-cni's anti-spoofing must drop every one — then from its own address (the policies
+   drop those). A sniffer in the destination's namespace counts what arrives; the allowed pod
+   then sends as many SYNs, honestly, and the count ends when all of those have arrived (they
+   were sent last: whatever was sent before them has had its chance) — no sleep.
 
-Exit 0 only if every cell of every scenario matched. Everything is torn down at the end, on
-errors and on Ctrl-C/SIGTERM (`netpol.lab.cluster`'s guarantees): namespaces, processes, and files.
+Exit 0 only if every cell of every scenario matched, no forged or blocked SYN arrived and every
+honest one did. Everything is torn down at the end, on errors and on Ctrl-C/SIGTERM
+(`netpol.lab.cluster`'s guarantees): namespaces, processes, and files.
 """
 
 from __future__ import annotations
@@ -41,9 +48,11 @@ from typing import Any, TextIO
 from netpol.compile.compiler import compile_cluster
 from netpol.compile.ir import NodeProgram
 from netpol.errors import LabError
+from netpol.lab import spoof as lab_spoof
 from netpol.lab.cluster import FABRIC_BRIDGE, UPLINK, Lab, LabPlan, open_lab, plan_lab
 from netpol.lab.verify import (
     PROBE_TIMEOUT,
+    PROCESS_SLACK,
     CellResult,
     plan_cells,
     probe_and_confirm,
@@ -54,8 +63,9 @@ from netpol.labels import Labels
 from netpol.load.decode import decode_document
 from netpol.load.encode import encode_namespace, encode_network_policy, encode_node, encode_pod
 from netpol.load.manifests import build_state, load_state
-from netpol.model import ClusterState, NetworkPolicy, Node, Pod
+from netpol.model import ClusterState, IPAddress, NetworkPolicy, Node, Pod
 from netpol.semantics.probes import Probe, default_probes
+from netpol.semantics.reference import Endpoint, allowed
 from netpol.testing.apiserver import FakeApiServer
 
 API_ADDRESS = ipaddress.ip_address("192.168.254.1")  # the API server, on the fabric bridge
@@ -65,6 +75,9 @@ THIRD_NODE = Node("node-c", Labels({"kubernetes.io/hostname": "node-c"}),
 ENFORCE_TIMEOUT = 60.0  # seconds a node gets to enforce a change: a hang bound (it takes ~50 ms)
 LEAK_PROBE_SECONDS = 1.0  # how long the leak window is probed (at least one round, however long)
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
+SPOOF_SCRIPT = str(Path(lab_spoof.__file__).resolve())
+SPOOF_PACKETS = 20  # SYNs per sender in the spoofing scenario
+SPOOF_TIMEOUT = 30.0  # seconds the sniffer waits for the honest SYNs: a hang bound (they take ~1 ms)
 
 
 # ── the cluster (pure) ──────────────────────────────────────────────────────────────────────
@@ -100,6 +113,76 @@ class Scenario:
     focus: Probe  # the port whose matrix is printed
 
 
+@dataclass(frozen=True)
+class Spoofing:
+    """`attacker` sends TCP SYNs to `victim`:`port` from `peer`'s IPv4 address (the policies
+    allow the peer there), then from its own (they do not); then `peer` sends the same, honestly."""
+
+    attacker: str
+    peer: str
+    victim: str
+    port: int
+
+    @property
+    def target(self) -> str:
+        return f"{self.victim}:{self.port}"
+
+
+SPOOF_KINDS = ("forged", "own", "honest")  # in the order they are sent: the honest SYNs close the count
+# db/postgres-0 admits 5432 from backend's api pods (db/allow-postgres), not from the frontend.
+# All three on node-a: bridged frames the agent's ruleset alone would pass, forged source and all.
+SPOOFING = Spoofing("frontend/web-1", "backend/api-1", "db/postgres-0", 5432)
+
+
+@dataclass(frozen=True)
+class SpoofingResult:
+    spoofing: Spoofing
+    forged: IPAddress  # the peer's address, which the attacker forged
+    sent: Mapping[str, int]  # kind (SPOOF_KINDS) → SYNs sent
+    arrived: Mapping[str, int]  # kind → SYNs that reached the victim's interface
+
+    @property
+    def problems(self) -> list[str]:
+        """What went wrong: a forged SYN arrived, or one from the attacker's own address (the
+        policies block it), or an honest one did not (or none was sent)."""
+        found = []
+        if self.arrived["forged"]:
+            found.append(f"{self.arrived['forged']} forged SYN(s) arrived")
+        if self.arrived["own"]:
+            found.append(f"{self.arrived['own']} SYN(s) from {self.spoofing.attacker}'s own address arrived")
+        if not 0 < self.sent["honest"] == self.arrived["honest"]:
+            found.append(f"{self.arrived['honest']} of {self.sent['honest']} honest SYNs arrived "
+                         f"within {SPOOF_TIMEOUT:.0f} s")
+        return found
+
+    @property
+    def held(self) -> bool:
+        return not self.problems
+
+    def tally(self, kind: str) -> str:
+        return f"{self.sent[kind]} sent, {self.arrived[kind]} arrived"
+
+    def lines(self) -> list[str]:
+        s = self.spoofing
+        return [f"spoofing: {s.attacker} forged {s.peer}'s address ({self.forged}) → {s.target}: "
+                f"{self.tally('forged')}",
+                f"honest {s.peer} → {s.target}: {self.tally('honest')}; "
+                f"{s.attacker} from its own address: {self.tally('own')}",
+                *(f"SPOOFING FAILED: {problem}" for problem in self.problems)]
+
+
+def _ipv4(pod: Pod) -> IPAddress:
+    found = next((ip for ip in pod.ips if ip.version == 4), None)
+    if found is None:
+        raise LabError(f"the spoofing scenario needs an IPv4 address on {pod.key}")
+    return found
+
+
+def _reaches(state: ClusterState, src: Pod, dst: Pod, port: int) -> bool:
+    """Whether the semantics let `src` open TCP `port` on `dst` (IPv4)."""
+    return allowed(state, Endpoint(_ipv4(src), src), Endpoint(_ipv4(dst), dst), port, "TCP").allowed
+
+
 def _policy(state: ClusterState, key: str) -> NetworkPolicy:
     found = next((p for p in state.policies if p.key == key), None)
     if found is None:
@@ -130,6 +213,8 @@ def scenarios(example: ClusterState) -> list[Scenario]:
                  lambda d: d.apply_policies(web_to_api), tcp(8443)),
         Scenario("the rest of the example's policies (postgres, metrics, grafana)",
                  lambda d: d.apply_policies(rest), tcp(5432)),
+        Scenario(f"spoofing: {SPOOFING.attacker} forges {SPOOFING.peer}'s address towards {SPOOFING.target} "
+                 "(no API change)", lambda d: d.spoof(SPOOFING), tcp(5432)),
         Scenario("relabel frontend/web-2 app=web → app=canary: it loses the backend",
                  lambda d: d.relabel("frontend/web-2", {"app": "canary", "tier": "frontend"}), tcp(8443)),
         Scenario("delete db/allow-postgres: the API can no longer reach postgres",
@@ -204,6 +289,7 @@ class Demo:
     out: TextIO = sys.stdout
     probes: Sequence[Probe] = ()
     leak: str = ""  # what the last add_pod measured while the agents did not know the pod
+    spoofing: SpoofingResult | None = None  # what the last spoof measured
     written_at: float = 0.0  # when a change that did more than write to the API wrote to it
     programs: dict[str, NodeProgram] = field(default_factory=dict)  # what the API's objects compiled to
     writes: list[tuple[str, int, list[dict[str, Any]]]] = field(default_factory=list)  # see `wrote`
@@ -282,6 +368,49 @@ class Demo:
         self.wrote("Pod")
         self.cni("DEL", pod, self.lab.pod_netns[key])
 
+    # spoofing: no change in the API, an attempt on the data plane
+
+    def spoof(self, spoofing: Spoofing) -> None:
+        """The attempt `spoofing` describes: a sniffer in the victim's namespace, then the senders
+        one after the other (forged, own address, honest) and the sniffer's counts."""
+        pods = {p.key: p for p in self.state.pods}
+        missing = [k for k in (spoofing.attacker, spoofing.peer, spoofing.victim) if k not in pods]
+        if missing:
+            raise LabError(f"the spoofing scenario names pods the cluster does not have: {missing}")
+        attacker, peer, victim = pods[spoofing.attacker], pods[spoofing.peer], pods[spoofing.victim]
+        allowed_peer = _reaches(self.state, peer, victim, spoofing.port)
+        if not allowed_peer or _reaches(self.state, attacker, victim, spoofing.port):
+            raise LabError(f"the spoofing scenario needs {peer.key} allowed to {spoofing.target} "
+                           f"and {attacker.key} not")
+        forged = _ipv4(peer)
+        senders = {"forged": (attacker, forged), "own": (attacker, _ipv4(attacker)), "honest": (peer, forged)}
+        expected = [lab_spoof.Expected(kind, str(senders[kind][1]), lab_spoof.MARKER_SEQ + i)
+                    for i, kind in enumerate(SPOOF_KINDS)]
+        sniffer = self.start_sniffer(victim, spoofing.port, expected)
+        sent = {e.kind: self.send_syns(senders[e.kind][0], e, _ipv4(victim), spoofing.port) for e in expected}
+        counts = _output(sniffer, f"the sniffer in {victim.key}", SPOOF_TIMEOUT + PROCESS_SLACK)
+        self.spoofing = SpoofingResult(spoofing, forged, sent, json.loads(counts))
+
+    def start_sniffer(self, victim: Pod, port: int,
+                      expected: Sequence[lab_spoof.Expected]) -> subprocess.Popen[str]:
+        """The counting sniffer on the victim's interface, once it is listening."""
+        argv = [sys.executable, SPOOF_SCRIPT, "sniff", f"--ifname={UPLINK}", f"--dst={_ipv4(victim)}",
+                f"--dport={port}", *(f"--expect={e.kind},{e.src},{e.seq}" for e in expected),
+                f"--until={SPOOF_KINDS[-1]}", f"--count={SPOOF_PACKETS}", f"--timeout={SPOOF_TIMEOUT}"]
+        proc = self.lab.spawn(self.lab.pod_netns[victim.key], argv)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            raise LabError(f"the sniffer in {victim.key} did not start: {proc.communicate()[1].strip()}")
+        return proc
+
+    def send_syns(self, sender: Pod, kind: lab_spoof.Expected, dst: IPAddress, port: int) -> int:
+        """SPOOF_PACKETS SYNs of `kind` from a raw socket in `sender`'s namespace: how many it sent."""
+        argv = [sys.executable, SPOOF_SCRIPT, "send", f"--src={kind.src}", f"--dst={dst}", f"--dport={port}",
+                f"--seq={kind.seq}", f"--count={SPOOF_PACKETS}"]
+        proc = self.lab.spawn(self.lab.pod_netns[sender.key], argv)
+        return int(_output(proc, f"the {kind.kind} sender in {sender.key}", PROCESS_SLACK))
+
     # the CNI plugin, as a kubelet/containerd would call it
 
     def cni_config(self, pod: Pod) -> dict[str, Any]:
@@ -333,6 +462,18 @@ class Demo:
                 raise LabError(f"nodes {sorted(n for n, t in done.items() if t is None)} did not sync "
                                f"within {ENFORCE_TIMEOUT:.0f} s")
             time.sleep(0.005)
+
+
+def _output(proc: subprocess.Popen[str], what: str, timeout: float) -> str:
+    """What a process the lab spawned printed, once it exited; LabError if it failed or hung."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise LabError(f"{what} did not finish within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        raise LabError(f"{what} failed: {err.strip() or proc.returncode}")
+    return out
 
 
 def decoded(objects: Sequence[dict[str, Any]]) -> ClusterState:
@@ -427,7 +568,7 @@ def live_cluster(example: ClusterState, out: TextIO) -> Iterator[Demo]:
 def run_demo(example_path: str, out: TextIO = sys.stdout) -> int:
     example = load_state([example_path])
     steps = scenarios(example)
-    mismatched = 0
+    mismatched = spoofed = 0
     started = time.monotonic()
     with live_cluster(example, out) as demo:
         full = on_three_nodes(example)
@@ -453,6 +594,11 @@ def run_demo(example_path: str, out: TextIO = sys.stdout) -> int:
             if demo.leak:
                 print(f"    {demo.leak}", file=out)
                 demo.leak = ""
+            if demo.spoofing is not None:
+                for line in demo.spoofing.lines():
+                    print(f"    {line}", file=out)
+                spoofed += not demo.spoofing.held
+                demo.spoofing = None
             print(_matrix(new_state, results, step.focus), file=out)
             for r in bad[:20]:
                 print(f"    MISMATCH {r}", file=out)
@@ -462,5 +608,7 @@ def run_demo(example_path: str, out: TextIO = sys.stdout) -> int:
             out.flush()  # a scenario is done: whoever reads our output (a pipe) sees it now
     total = time.monotonic() - started
     verdict = "every cell matched the semantics" if not mismatched else f"{mismatched} mismatches"
+    if spoofed:
+        verdict += ", and the spoofing scenario failed"
     print(f"\n{len(steps)} scenarios, {verdict} ({total:.1f} s, everything torn down)", file=out)
-    return 0 if not mismatched else 3
+    return 0 if not mismatched and not spoofed else 3

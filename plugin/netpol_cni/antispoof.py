@@ -15,10 +15,13 @@ of pods.
     addr6     port . MAC . IPv6    IPv6 sources other than :: (DAD) and link-local
     target6   port . IPv6          what a neighbour advertisement from the port may claim
 
-IPv6 link-local sources keep neighbour discovery working, but may only talk to link-local or
-multicast destinations (a link-local source towards a pod's address would slip past the
-agent's egress dispatch, which is keyed by pod addresses). Anything but IPv4, IPv6 and ARP from
-a pod is dropped (VLAN tags, PPPoE: frames br_netfilter would not show the agent).
+IPv6 from a pod's own global address goes on to the agent's policies; everything else IPv6 a
+pod sends — from its link-local or the unspecified address, or to a link-local address — may
+only be neighbour discovery or MLD: the agent knows pods by their addresses, so link-local
+unicast would carry what their policies deny past them. Router advertisements and redirects
+are dropped whatever their source: a pod is no router, and other pods would take its word.
+Anything but IPv4, IPv6 and ARP from a pod is dropped (VLAN tags, PPPoE: frames br_netfilter
+would not show the agent).
 
 The table and its chain are made by `nft -f` the first time an ADD finds them missing (once per
 node, or after someone deleted them); the bindings themselves are written with one nfnetlink
@@ -29,8 +32,8 @@ restore missing ones (and the chain, when its rules are not ours)."""
 from __future__ import annotations
 
 import _socket
-import os
 
+from netpol_cni import sysos as os
 from netpol_cni.errors import IO_FAILURE, CniError
 from netpol_cni.netlink import Changes, NetlinkError, NfTables
 
@@ -43,6 +46,11 @@ SETS = ("ports", "macs", "addr4", "addr6", "target6")
 _ENOENT = 2
 _IFNAMSIZ = 16
 
+# ICMPv6 a pod needs on the link: router solicitation, neighbour solicitation and
+# advertisement, MLD reports and done. Not router advertisements or redirects: a pod is no router.
+_LINK_ICMPV6 = ("nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, "
+                "mld-listener-report, mld-listener-done, mld2-listener-report")
+
 RULES = (
     "iifname != @ports accept comment \"not a port of netpol-cni\"",
     "iifname . ether saddr != @macs drop comment \"source MAC is not the pod's\"",
@@ -50,12 +58,16 @@ RULES = (
     "comment \"ARP claims an address that is not the pod's\"",
     "ether type ip iifname . ether saddr . ip saddr != @addr4 drop comment \"IPv4 source is not the pod's\"",
     "ether type ip6 ip6 saddr :: ip6 daddr != ff02::/16 drop comment \"unspecified source beyond DAD\"",
-    "ether type ip6 ip6 saddr fe80::/10 ip6 daddr != { fe80::/10, ff00::/8 } drop "
-    "comment \"link-local source beyond the link\"",
     "ether type ip6 ip6 saddr != { ::, fe80::/10 } iifname . ether saddr . ip6 saddr != @addr6 drop "
     "comment \"IPv6 source is not the pod's\"",
     "icmpv6 type nd-neighbor-advert @th,64,16 & 0xffc0 != 0xfe80 iifname . @th,64,128 != @target6 drop "
     "comment \"neighbour advertisement for an address that is not the pod's\"",
+    "icmpv6 type { nd-router-advert, nd-redirect } drop "
+    "comment \"router advertisement or redirect from a pod\"",
+    "ether type ip6 ip6 saddr != { ::, fe80::/10 } ip6 daddr != fe80::/10 accept "
+    "comment \"the pod's own IPv6 address, beyond the link\"",
+    f"icmpv6 type {{ {_LINK_ICMPV6} }} accept comment \"neighbour discovery and MLD\"",
+    "ether type ip6 drop comment \"link-local IPv6 carries neighbour discovery and MLD only\"",
     "ether type != { ip, ip6, arp } drop comment \"only IPv4, IPv6 and ARP from a pod\"",
 )
 
@@ -95,11 +107,16 @@ def _port(name: str) -> bytes:
     return raw + b"\0" * (_IFNAMSIZ - len(raw))
 
 
+_NFT_PATHS = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft")
+
+
 def _nft() -> str:
-    for path in ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"):
-        if os.path.exists(path):
-            return path
-    return "nft"
+    return next((path for path in _NFT_PATHS if os.path.exists(path)), "nft")
+
+
+def can_make_table() -> bool:
+    """Whether `nft` is installed where a runtime's PATH-less environment finds it."""
+    return any(os.path.exists(path) for path in _NFT_PATHS)
 
 
 def ensure_table() -> None:
@@ -170,16 +187,16 @@ def missing(binding: Binding) -> list[str]:
 
 
 def chain_intact() -> bool:
-    """Whether the chain holds our rules, in order (`nft list`: not on ADD's path)."""
-    import subprocess  # noqa: PLC0415 - off ADD's path
-
-    done = subprocess.run([_nft(), "list", "chain", "bridge", TABLE, "prerouting"], capture_output=True,
-                          text=True, check=False)
-    if done.returncode != 0:
-        return False
-    listed = [line.strip() for line in done.stdout.splitlines()]
-    rules = [line for line in listed if line and not line.startswith(("table ", "chain ", "type ", "}"))]
-    return len(rules) == len(RULES)
+    """Whether the chain holds our rules, in order (each carries its comment in its user data)."""
+    try:
+        with NfTables(TABLE) as nf:
+            held = nf.rule_userdata("prerouting")
+    except NetlinkError as exc:
+        if exc.errno == _ENOENT:
+            return False
+        raise CniError(IO_FAILURE, f"anti-spoofing chain: {exc.strerror}") from None
+    comments = [rule.rpartition(' comment "')[2].rstrip('"').encode() for rule in RULES]
+    return len(held) == len(comments) and all(c in data for c, data in zip(comments, held, strict=True))
 
 
 def restore(bindings: list[Binding]) -> None:

@@ -13,10 +13,10 @@ sees it, so a repeated ADD never frees the running attachment's address."""
 from __future__ import annotations
 
 import _socket
-import os
 import sys
 
 from netpol_cni import antispoof, ipam, store
+from netpol_cni import sysos as os
 from netpol_cni.config import CURRENT_VERSION, check_cidr
 from netpol_cni.errors import (
     INVALID_CONFIG,
@@ -102,13 +102,13 @@ def cmd_add(inv: Invocation, adding: ipam.Delegation) -> dict[str, Any]:
                 raise CniError(IO_FAILURE, f"{inv.ifname!r} did not appear in {inv.netns}")
             allocation = ipam.allocation(inv, adding)
             addresses = _addresses(allocation, conf.is_gateway)
-            # The pod may send only from these, from the moment its port joins the bridge.
+            # The pod may send only from these, from the moment its port joins the bridge. The
+            # record keeps them too: GC restores what ADD bound, not what the pod has set since.
             binding = antispoof.Binding(host_veth.name, inside.mac, [a.ip for a in addresses])
+            store.save(conf.data_dir, conf.name, inv.container_id, inv.ifname,
+                       store.attachment_record(inv, host_veth.name, binding.mac, binding.ips))
             antispoof.bind(binding)
             undo.push(antispoof.unbind, host_veth.name)
-            if host_veth.name != inv.host_veth:  # the name main chose (and recorded) was taken
-                store.save(conf.data_dir, conf.name, inv.container_id, inv.ifname,
-                           store.attachment_record(inv, host_veth.name))
             host.set_link(host_veth.index, master=bridge.index, up=True)
             if conf.hairpin_mode:
                 host.set_hairpin(host_veth.index, True)
@@ -405,11 +405,15 @@ def _check_host(bridge_name: str, hosts: list[dict[str, Any]], inside: Link) -> 
 
 
 def cmd_status(inv: Invocation, _unused: ipam.Delegation | None = None) -> None:
-    """Ready for ADD: the IPAM plugin is installed and br_netfilter is (or can be) loaded."""
+    """Ready for ADD: the IPAM plugin is installed, br_netfilter is (or can be) loaded, and the
+    anti-spoofing table is there with our chain or can be made (`nft` is installed)."""
     try:
         ipam.find_plugin(inv.conf.ipam["type"], inv.cni_path)
     except CniError as exc:
         raise CniError(NOT_AVAILABLE, exc.msg) from None
+    if not antispoof.chain_intact() and not antispoof.can_make_table():
+        raise CniError(NOT_AVAILABLE, f"anti-spoofing: no table bridge {antispoof.TABLE} and no nft "
+                       "to make it (Debian: apt-get install nftables)")
     if not bridge_netfilter_ready():
         try:
             ensure_forwarding(False, False)
@@ -460,45 +464,47 @@ def cmd_gc(inv: Invocation, _unused: ipam.Delegation | None = None) -> None:
 
 
 def _reconcile_bindings(conf: Any, valid: set[tuple[str, str]]) -> None:
-    """Anti-spoofing keys: those of the valid attachments restored (and the chain, if it is not
-    ours any more), every other port's removed."""
-    bindings = []
+    """Anti-spoofing keys: those of the valid attachments restored as ADD recorded them (and the
+    chain, if it is not ours any more), every other port's removed. A valid attachment whose
+    record holds no binding (an ADD still at work, or one of a plugin version that did not
+    record it) keeps whatever its port has: removing it would let that port send anything."""
+    bindings, keep = [], set()
     for container_id, ifname in sorted(valid):
         record = store.load(conf.data_dir, conf.name, container_id, ifname) or {}
-        binding = _binding_of(record)
-        if binding is not None:
-            bindings.append(binding)
+        port = record.get("hostInterface")
+        if isinstance(port, str) and port:
+            keep.add(port)
+            binding = _recorded_binding(port, record)
+            if binding is not None:
+                bindings.append(binding)
+    keep |= _ports_of(conf.name, valid)
     antispoof.restore(bindings)
-    keep = {b.port for b in bindings}
     antispoof.unbind_ports(lambda key: antispoof.port_of(key) not in keep)
 
 
-def _binding_of(record: dict[str, Any]) -> antispoof.Binding | None:
-    """What the attachment's binding must hold, read off the pod's interface (MAC, global
-    addresses) in its namespace; None when the namespace or the interface is gone."""
-    port, netns_path, ifname = record.get("hostInterface"), record.get("netns"), record.get("ifname")
-    if not all(isinstance(v, str) and v for v in (port, netns_path, ifname)):
+def _recorded_binding(port: str, record: dict[str, Any]) -> antispoof.Binding | None:
+    """The binding ADD made, from the record; None when the record holds none (or a bad one)."""
+    mac, ips = record.get("mac"), record.get("ips")
+    if (not isinstance(mac, str) or len(mac.split(":")) != 6 or len(port.encode()) >= 16
+            or not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips)):
         return None
-    assert isinstance(port, str) and isinstance(netns_path, str) and isinstance(ifname, str)
+    binding = antispoof.Binding(port, mac, ips)
     try:
-        netns = Netns(netns_path)
-    except NetnsError:
+        binding.keys()
+    except (ValueError, OSError):  # a record someone edited: not something to bind
         return None
+    return binding
+
+
+def _ports_of(network: str, valid: set[tuple[str, str]]) -> set[str]:
+    """The host veths whose alias names a valid attachment (one whose record was lost)."""
+    prefix = f"{ALIAS_PREFIX} {network} "
+    host = Rtnl()
     try:
-        inside = netns.rtnl.get_link(ifname)
-        if inside is None:
-            return None
-        ips = [a.ip for a in netns.rtnl.addresses() if a.index == inside.index and not _link_local(a.ip)]
+        return {link.name for link in host.links() if link.alias.startswith(prefix)
+                and tuple(link.alias[len(prefix):].partition(" ")[::2]) in valid}
     finally:
-        netns.close()
-    return antispoof.Binding(port, inside.mac, ips)
-
-
-def _link_local(ip: str) -> bool:
-    """fe80::/10 (the anti-spoofing rules let those through anyway) or 169.254.0.0/16."""
-    if ":" in ip:
-        return int(ip.split(":", 1)[0] or "0", 16) & 0xFFC0 == 0xFE80
-    return ip.startswith("169.254.")
+        host.close()
 
 
 def _forward_gc(inv: Invocation) -> None:

@@ -68,14 +68,16 @@ class NetConf:
 
 
 class Invocation:
-    """One run of the plugin: the command, the CNI_* variables and the config."""
+    """One run of the plugin: the command, the CNI_* variables and the config; `env`, the whole
+    environment it was called with (what a delegated plugin is given)."""
 
-    __slots__ = ("args", "args_error", "cni_path", "command", "conf", "container_id", "host_veth", "ifname",
-                 "netns", "refused_by_add")
+    __slots__ = ("args", "args_error", "cni_path", "command", "conf", "container_id", "env", "host_veth",
+                 "ifname", "netns", "refused_by_add")
 
     def __init__(self, command: str, conf: NetConf, env: Mapping[str, str]) -> None:
         self.command = command
         self.conf = conf
+        self.env = env
         self.container_id = env.get("CNI_CONTAINERID", "")
         self.netns = env.get("CNI_NETNS", "")
         self.ifname = env.get("CNI_IFNAME", "")

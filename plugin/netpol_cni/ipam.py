@@ -12,8 +12,7 @@ code 1; 1.0.0 and 1.1.0 results have the same shape, so the request is repeated 
 
 from __future__ import annotations
 
-import os
-
+from netpol_cni import sysos as os
 from netpol_cni.errors import INCOMPATIBLE_VERSION, INVALID_CONFIG, IO_FAILURE, CniError
 from netpol_cni.jsonio import dumps, loads
 
@@ -83,7 +82,7 @@ class Delegation:
         self.inv = inv
         self.kind: str = inv.conf.ipam["type"]
         self.path = find_plugin(self.kind, inv.cni_path)
-        env = dict(os.environ)
+        env = dict(inv.env)
         env["CNI_COMMAND"] = command
         if inv.args_error:  # a DEL with CNI_ARGS that ADD refuses: releasing needs none (see config)
             env.pop("CNI_ARGS", None)

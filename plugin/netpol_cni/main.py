@@ -9,10 +9,10 @@ attachment can be released by it. A DEL of an attachment ADD refuses succeeds at
 
 from __future__ import annotations
 
-import os
 import sys
 
 from netpol_cni import store
+from netpol_cni import sysos as os
 from netpol_cni.config import CURRENT_VERSION, SUPPORTED_VERSIONS, config_version, load_invocation
 from netpol_cni.errors import DECODE_FAILURE, INVALID_ENVIRONMENT, IO_FAILURE, CniError
 from netpol_cni.ipam import Delegation

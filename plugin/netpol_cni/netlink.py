@@ -13,8 +13,9 @@ costs a few milliseconds; `_socket` rather than `socket` keeps `enum` out of the
 from __future__ import annotations
 
 import _socket
-import os
 import struct
+
+from netpol_cni import sysos as os
 
 AF_UNSPEC = 0
 AF_INET = 2
@@ -349,6 +350,8 @@ _NETLINK_NETFILTER = 12
 _NFNL_SUBSYS_NFTABLES = 10
 _NFNL_MSG_BATCH_BEGIN, _NFNL_MSG_BATCH_END = 16, 17
 _NFT_MSG_NEWSETELEM, _NFT_MSG_GETSETELEM, _NFT_MSG_DELSETELEM = 12, 13, 14
+_NFT_MSG_GETRULE = 7
+_NFTA_RULE_TABLE, _NFTA_RULE_CHAIN, _NFTA_RULE_USERDATA = 1, 2, 7
 _NFTA_SET_ELEM_LIST_TABLE, _NFTA_SET_ELEM_LIST_SET, _NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
 _NFTA_LIST_ELEM = 1
 _NFTA_SET_ELEM_KEY = 1
@@ -403,8 +406,18 @@ class NfTables:
 
     def keys(self, set_name: str) -> list[bytes]:
         """Every key of the set (NetlinkError ENOENT when the table or the set is missing)."""
-        seq, message = self._message(_NFT_MSG_GETSETELEM | (_NFNL_SUBSYS_NFTABLES << 8), _NLM_F_DUMP,
-                                     self._head() + self._names(set_name), ack=False)
+        return [key for body in self._dump(_NFT_MSG_GETSETELEM, self._head() + self._names(set_name))
+                for key in _element_keys(body)]
+
+    def rule_userdata(self, chain: str) -> list[bytes]:
+        """The user data (where nft keeps a rule's comment) of every rule of the chain, in
+        order (NetlinkError ENOENT when the table or the chain is missing)."""
+        payload = self._head() + _attr_str(_NFTA_RULE_TABLE, self.table) + _attr_str(_NFTA_RULE_CHAIN, chain)
+        return [_parse_attrs(body, _NFGEN.size).get(_NFTA_RULE_USERDATA, b"")
+                for body in self._dump(_NFT_MSG_GETRULE, payload)]
+
+    def _dump(self, command: int, payload: bytes) -> list[bytes]:
+        seq, message = self._message(command | (_NFNL_SUBSYS_NFTABLES << 8), _NLM_F_DUMP, payload, ack=False)
         self.sock.send(message)
         found: list[bytes] = []
         while True:
@@ -418,7 +431,7 @@ class NfTables:
                     if errno:
                         raise NetlinkError(errno, os.strerror(errno))
                     return found
-                found += _element_keys(body)
+                found.append(body)
 
     # ── the protocol ──────────────────────────────────────────────────────────────────────
 

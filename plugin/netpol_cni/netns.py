@@ -9,8 +9,8 @@ the kernel when it creates the veth peer there (IFLA_NET_NS_FD)."""
 from __future__ import annotations
 
 import _socket
-import os
 
+from netpol_cni import sysos as os
 from netpol_cni.netlink import Rtnl, new_socket
 
 _CLONE_NEWNET = 0x40000000

@@ -6,8 +6,7 @@ or an address that already exists is success (EEXIST), not an error."""
 
 from __future__ import annotations
 
-import os
-
+from netpol_cni import sysos as os
 from netpol_cni.errors import INVALID_CONFIG, IO_FAILURE, CniError
 from netpol_cni.netlink import Link, Rtnl
 

@@ -5,18 +5,17 @@ every attachment this plugin may hold an address for, to release what is not in
 `cni.dev/valid-attachments`. So the record exists *before* the IPAM plugin is asked for an
 address (`claim`, exclusive: of two ADDs of one attachment exactly one gets it) and goes only
 after the address is released: an ADD killed at any moment leaves a record that GC (or DEL)
-finds. It is whole from the start: it names the host veth, whose name is chosen before the
-claim (`host_veth_name`); `save` rewrites it atomically (a temp file renamed over it) in the
-rare case that name turns out to be taken. So an ADD writes one file, as it did when the record
-came last; claiming first and completing it by a rename over it at the end would be two.
+finds. It names the host veth from the start, whose name is chosen before the claim
+(`host_veth_name`). Once the address is known, ADD rewrites it atomically (`save`: a temp file
+renamed over it) with the anti-spoofing binding — the pod's MAC and addresses — which GC
+restores as ADD made it, whatever the pod has set on its interface since.
 
 The record's name must fit a file name (`fits`: 255 bytes); ADD refuses an attachment whose
 name does not, so such an attachment never has a record, an address or anything else."""
 
 from __future__ import annotations
 
-import os
-
+from netpol_cni import sysos as os
 from netpol_cni.jsonio import dumps, loads
 
 TYPE_CHECKING = False
@@ -33,9 +32,14 @@ def host_veth_name() -> str:
     return f"veth{os.urandom(4).hex()}"  # as the reference bridge plugin names it
 
 
-def attachment_record(inv: Invocation, host_veth: str) -> dict[str, Any]:
-    return {"containerID": inv.container_id, "ifname": inv.ifname, "netns": inv.netns,
-            "hostInterface": host_veth, "bridge": inv.conf.bridge}
+def attachment_record(inv: Invocation, host_veth: str, mac: str = "", ips: list[str] | None = None,
+                      ) -> dict[str, Any]:
+    """What DEL and GC need; `mac` and `ips` (the anti-spoofing binding) once ADD knows them."""
+    record: dict[str, Any] = {"containerID": inv.container_id, "ifname": inv.ifname, "netns": inv.netns,
+                              "hostInterface": host_veth, "bridge": inv.conf.bridge}
+    if ips is not None:
+        record.update(mac=mac, ips=ips)
+    return record
 
 
 def record_name(container_id: str, ifname: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cni.cni_runtime import have_reference_plugins
+from tests.cni.cni_runtime import CniNode, have_reference_plugins
 from tests.conftest import mark_kernel_folder
 
 HERE = Path(__file__).resolve().parent
@@ -20,3 +20,13 @@ MISSING = ("not root" if os.geteuid() != 0 else "no ip on PATH" if shutil.which(
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     mark_kernel_folder(items, HERE, MISSING, "root, iproute2 and containernetworking-plugins")
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A node namespace with the plugin installed; everything it made goes with it."""
+    cni = CniNode(tmp_path / "cni")
+    try:
+        yield cni
+    finally:
+        cni.close()

@@ -25,15 +25,6 @@ needs_cni = pytest.mark.skipif(os.geteuid() != 0 or not have_reference_plugins()
 pytestmark = [pytest.mark.kernel, needs_cni]
 
 
-@pytest.fixture
-def node(tmp_path):
-    cni = CniNode(tmp_path / "cni")
-    try:
-        yield cni
-    finally:
-        cni.close()
-
-
 def ipam_files(node: CniNode) -> list[str]:
     directory = node.ipam_dir / "testnet"
     return sorted(p.name for p in directory.iterdir() if p.name[0].isdigit() or ":" in p.name) \
