@@ -6,10 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := netpol/examples/shop
 APT_PACKAGES := python3 python3-venv python3-pip iproute2 nftables libnftables1 \
-                containernetworking-plugins iptables ipset
+                containernetworking-plugins iptables ipset podman mmdebstrap runc
+IMAGE ?= localhost/netpol:dev
 PYTEST_ARGS ?=
 
-.PHONY: setup apt demo test lint typecheck unit unit-unprivileged bench rulesets clean
+.PHONY: setup apt demo test image lint typecheck unit unit-unprivileged bench rulesets clean
 
 setup: apt $(VENV)/.installed
 
@@ -51,9 +52,13 @@ typecheck: setup
 	$(BIN)/mypy
 
 unit: setup
-	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+	NETPOL_IMAGE=$(IMAGE) $(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
-test: setup lint typecheck unit
+# The container image, from Debian packages (mmdebstrap) and this checkout; tests/image runs it.
+image: setup
+	$(BIN)/python -m netpol.deploy.image --tag $(IMAGE)
+
+test: setup image lint typecheck unit
 
 unit-unprivileged: apt  # tests/unit as user nobody, in a copy of the checkout: no root needed
 	.ci/unit-unprivileged

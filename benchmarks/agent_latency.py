@@ -34,7 +34,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,11 +160,13 @@ def standing_policy(objects: list[dict[str, Any]]) -> dict[str, Any]:
                      "ingress": [{"from": [{"podSelector": {"matchLabels": {"bench-peer": "yes"}}}]}]}}
 
 
-def run(args: argparse.Namespace, replace_on_structure: bool) -> dict[str, Any]:
-    shape = kube_burner.Shape.of(args.pods, None, None, 1)
-    objects = kube_burner.generate(shape)
-    objects.append(standing_policy(objects))
-    netns = f"np-bench-agent-{secrets.token_hex(3)}"
+@contextmanager
+def agent_in_netns(objects: list[dict[str, Any]], prefix: str,
+                   *agent_args: str) -> Iterator[tuple[FakeApiServer, AgentLog, str]]:
+    """The API server holding `objects` and `netpol agent --node NODE AGENT_ARGS` (its own
+    process: `ip netns exec` execs the interpreter, so the PID is the agent's) in a namespace
+    `PREFIX-<6hex>` of their own, removed afterwards with everything in it."""
+    netns = f"{prefix}-{secrets.token_hex(3)}"
     work = Path(tempfile.mkdtemp(prefix="netpol-agent-bench-"))
     subprocess.run(["ip", "netns", "add", netns], check=True)
     api = FakeApiServer(bookmark_interval=30)
@@ -175,28 +178,9 @@ def run(args: argparse.Namespace, replace_on_structure: bool) -> dict[str, Any]:
         kubeconfig = api.kubeconfig(work / "kubeconfig")
         proc = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "netpol.cli", "agent",
                                  "--node", NODE, "--kubeconfig", str(kubeconfig), "--listen", "127.0.0.1:0",
-                                 "--min-interval", str(args.min_interval),
-                                 *(["--replace-on-structure"] if replace_on_structure else [])],
+                                 *agent_args],
                                 stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
-        log = AgentLog(proc)
-        first = log.wait_sync(lambda s: True, timeout=120)
-        rows = []
-        for kind, change, expect in changes(objects, args.events):
-            time.sleep(args.gap)
-            written = time.time()
-            if change[0] == "apply":
-                api.apply(change[1])
-                written_kind = change[1]["kind"]
-            else:
-                api.delete(*change[1:])
-                written_kind = change[1]
-            synced_at, sync_seconds, mode, _ = log.wait_sync_taking(written_kind, api.revision, what=f"{kind} {expect}")
-            table = nft(netns, "list", "table", "inet", "netpol")
-            if (expect.lstrip("!") in table) == expect.startswith("!"):
-                raise SystemExit(f"{kind}: after the sync that took the change, the kernel does not match {expect!r} "
-                                 "('!': must be gone)")
-            rows.append({"kind": kind, "ms": (synced_at - written) * 1000, "sync_ms": sync_seconds * 1000,
-                         "mode": mode})
+        yield api, AgentLog(proc), netns
     finally:
         if proc is not None:
             proc.kill()
@@ -204,6 +188,37 @@ def run(args: argparse.Namespace, replace_on_structure: bool) -> dict[str, Any]:
         api.stop()
         subprocess.run(["ip", "netns", "delete", netns], check=False)
         subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+def write_change(api: FakeApiServer, change: Any) -> str:
+    """Apply or delete, as `changes` describes it; the kind written."""
+    if change[0] == "apply":
+        api.apply(change[1])
+        return str(change[1]["kind"])
+    api.delete(*change[1:])
+    return str(change[1])
+
+
+def run(args: argparse.Namespace, replace_on_structure: bool) -> dict[str, Any]:
+    shape = kube_burner.Shape.of(args.pods, None, None, 1)
+    objects = kube_burner.generate(shape)
+    objects.append(standing_policy(objects))
+    rows = []
+    with agent_in_netns(objects, "np-bench-agent", "--min-interval", str(args.min_interval),
+                        *(["--replace-on-structure"] if replace_on_structure else [])) as (api, log, netns):
+        first = log.wait_sync(lambda s: True, timeout=120)
+        for kind, change, expect in changes(objects, args.events):
+            time.sleep(args.gap)
+            written = time.time()
+            written_kind = write_change(api, change)
+            synced_at, sync_seconds, mode, _ = log.wait_sync_taking(written_kind, api.revision, what=f"{kind} {expect}")
+            table = nft(netns, "list", "table", "inet", "netpol")
+            if (expect.lstrip("!") in table) == expect.startswith("!"):
+                raise SystemExit(f"{kind}: after the sync that took the change, the kernel does not match {expect!r} "
+                                 "('!': must be gone)")
+            rows.append({"kind": kind, "ms": (synced_at - written) * 1000, "sync_ms": sync_seconds * 1000,
+                         "mode": mode})
+
     def summary(values: list[float]) -> dict[str, float]:
         return {"p50": round(statistics.median(values), 2), "p99": round(percentile(values, 0.99), 2),
                 "max": round(max(values), 2)}

@@ -10,13 +10,22 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from netpol.backends.nftables import render as render_nftables
-from netpol.errors import InputError, LabError, RulesetRejected, UsageError, WorkerError
+from netpol.errors import (
+    DeployError,
+    InputError,
+    LabError,
+    Problem,
+    RulesetRejected,
+    UsageError,
+    WorkerError,
+)
 from netpol.gc import without_cyclic_gc
 from netpol.lab.verify import IPTABLES_VARIANTS, format_report, verify
 from netpol.load.manifests import LoadReport, load_state_with_report
@@ -27,6 +36,7 @@ from netpol.semantics.probes import Probe, default_probes, parse_probe
 from netpol.semantics.reach import absent_notes, compute_reach, participants
 
 EXIT_OK, EXIT_INVALID_INPUT, EXIT_USAGE, EXIT_MISMATCH, EXIT_INTERNAL = 0, 1, 2, 3, 70
+NAMESPACE_NAME = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS label (RFC 1123)
 
 
 def _add_inputs(parser: argparse.ArgumentParser, skip_unknown: bool = False) -> None:
@@ -110,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_.set_defaults(run=run_verify)
 
     _add_agent_command(commands)
+    _add_deploy_commands(commands)
 
     demo = commands.add_parser("demo", help="a live 3-node cluster: CNI plugin, API server, one agent per "
                                             "node, scenarios probed with real packets (root)")
@@ -130,7 +141,8 @@ def _add_agent_command(commands: Any) -> None:
     source.add_argument("--dir", dest="directory",
                         help="a folder of manifests to follow instead of an API server")
     agent.add_argument("--netns", help="load rulesets into this named network namespace, not our own")
-    agent.add_argument("--listen", default="127.0.0.1:9909", help="/healthz, /readyz, /metrics (HOST:PORT)")
+    agent.add_argument("--listen", default="127.0.0.1:9909",
+                       help="/healthz, /readyz, /metrics (HOST:PORT; an IPv6 HOST bare or in [])")
     agent.add_argument("--min-interval", type=float, default=0.02,
                        help="coalesce events until none came for this long (s)")
     agent.add_argument("--max-interval", type=float, default=0.5, help="never delay a change longer (s)")
@@ -141,6 +153,71 @@ def _add_agent_command(commands: Any) -> None:
                             "table are noticed at once from nftables' notifications")
     agent.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     agent.set_defaults(run=run_agent_command)
+
+
+def _absolute(text: str) -> str:
+    if not text.startswith("/"):
+        raise argparse.ArgumentTypeError(f"{text!r}: an absolute path on the node")
+    return text
+
+
+def _namespace(text: str) -> str:
+    if not NAMESPACE_NAME.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a namespace name is a DNS label (RFC 1123: "
+                                         "at most 63 of a-z, 0-9 and '-', alphanumeric at both ends)")
+    return text
+
+
+def _add_cni_dirs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cni-bin-dir", type=_absolute, default="/opt/cni/bin",
+                        help="the node's CNI plugin directory (default %(default)s)")
+    parser.add_argument("--cni-conf-dir", type=_absolute, default="/etc/cni/net.d",
+                        help="the node's CNI configuration directory (default %(default)s)")
+
+
+def _add_deploy_commands(commands: Any) -> None:
+    """`manifests`, `install-cni`, `cleanup`: getting netpol onto a cluster and off a node. (The
+    defaults of `manifests` are netpol.deploy.manifests.ManifestOptions'; not imported here.)"""
+    manifests = commands.add_parser("manifests", help="the kubectl-appliable install bundle (RBAC, "
+                                                      "DaemonSet, CNI install) on stdout")
+    manifests.add_argument("--image", help="the netpol image (default: the tag `make image` gives)")
+    manifests.add_argument("--namespace", type=_namespace, help="default netpol")
+    manifests.add_argument("--image-pull-policy", dest="pull_policy",
+                           choices=("IfNotPresent", "Always", "Never"), help="default IfNotPresent")
+    manifests.add_argument("--port", type=int, choices=range(1, 65536), metavar="PORT",
+                           help="the agent's /healthz, /readyz and /metrics, on the node's IP (default 9909)")
+    _add_cni_dirs(manifests)
+    manifests.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    manifests.set_defaults(run=run_manifests)
+
+    install = commands.add_parser("install-cni", help="on a node (the DaemonSet's init container): "
+                                  "netpol-cni, host-local and the node's conflist into the host's CNI dirs")
+    install.add_argument("--node", required=True, help="this node's name (the Node whose podCIDRs to use)")
+    source = install.add_mutually_exclusive_group()
+    source.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    source.add_argument("--node-file", help="read the Node from this file (kubectl get node NAME -o json) "
+                                            "instead of the API server")
+    install.add_argument("--host-root", type=_absolute, default="/",
+                         help="where the node's / is mounted here (default %(default)s: this is the node)")
+    _add_cni_dirs(install)
+    install.add_argument("--python", type=_absolute, default="/usr/bin/python3",
+                         help="the node's interpreter for netpol-cni (≥ 3.11; default %(default)s)")
+    install.add_argument("--host-local", default="/usr/lib/cni/host-local",
+                         help="the host-local IPAM plugin to install (default %(default)s)")
+    install.add_argument("--bridge", default="cni0", help="the pods' bridge (default %(default)s)")
+    install.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                         help="wait this long for the Node's podCIDRs (default %(default)s)")
+    install.set_defaults(run=run_install_cni)
+
+    cleanup = commands.add_parser("cleanup", help="uninstall from a node: our tables, iptables chains "
+                                  "and sets, routes, CNI config and binaries, nothing else (root)")
+    cleanup.add_argument("--node", action="store_true", required=True,
+                         help="clean this node up (the cluster's objects go with `kubectl delete -f`)")
+    cleanup.add_argument("--netns", help="the node's kernel objects are in this named network namespace")
+    cleanup.add_argument("--host-root", type=_absolute, default="/",
+                         help="where the node's / is mounted here (default %(default)s)")
+    _add_cni_dirs(cleanup)
+    cleanup.set_defaults(run=run_cleanup)
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -259,6 +336,70 @@ def run_agent_command(args: argparse.Namespace) -> int:
         return EXIT_INVALID_INPUT
 
 
+def run_manifests(args: argparse.Namespace) -> int:
+    from netpol.deploy.manifests import ManifestOptions, render_yaml  # noqa: PLC0415
+
+    given = {name: getattr(args, name) for name in ("image", "namespace", "pull_policy", "port")}
+    text = render_yaml(ManifestOptions(cni_bin_dir=args.cni_bin_dir, cni_conf_dir=args.cni_conf_dir,
+                                       **{name: value for name, value in given.items() if value is not None}))
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _print_outcome(command: str, outcome: Any) -> int:
+    for line in outcome.done:
+        print(line)
+    for line in outcome.notes:
+        print(f"netpol: {command}: note: {line}", file=sys.stderr)
+    for line in outcome.failed:
+        print(f"netpol: {command}: {line}", file=sys.stderr)
+    return EXIT_INVALID_INPUT if outcome.failed else EXIT_OK
+
+
+def run_install_cni(args: argparse.Namespace) -> int:
+    from netpol.deploy import cni_install  # noqa: PLC0415 - the install's imports stay out of batch runs
+
+    layout = cni_install.CniLayout(Path(args.host_root), args.cni_bin_dir, args.cni_conf_dir)
+    if args.node_file:
+        source, read = args.node_file, lambda: _node_document(args.node_file, args.node)
+    else:
+        source, read = "the API server", cni_install.read_node_from_api(args.node, args.kubeconfig)
+    outcome = cni_install.install_cni(layout, read, source=source, python=args.python,
+                                      host_local=Path(args.host_local), bridge=args.bridge, wait=args.wait)
+    return _print_outcome("install-cni", outcome)
+
+
+def _node_document(path: str, name: str) -> dict[str, Any]:
+    """The one document of a `kubectl get node NAME -o json|yaml` file, Node `name`'s."""
+    from netpol.load.manifests import parse_documents, read_text  # noqa: PLC0415
+
+    documents, problem = parse_documents(read_text(path), path)
+    documents = [d for d in documents if d is not None]
+    if problem is not None:
+        raise InputError([problem])
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        raise InputError([Problem(path, "", "", f"expected one Node, found {len(documents)} documents")])
+    metadata = documents[0].get("metadata")
+    found = metadata.get("name") if isinstance(metadata, dict) else None
+    if found != name:
+        raise UsageError(f"--node-file {path} holds Node {found}, not --node {name}")
+    return documents[0]
+
+
+def run_cleanup(args: argparse.Namespace) -> int:
+    from netpol.deploy.cleanup import cleanup_node  # noqa: PLC0415
+    from netpol.deploy.cni_install import CniLayout  # noqa: PLC0415
+
+    layout = CniLayout(Path(args.host_root), args.cni_bin_dir, args.cni_conf_dir)
+    outcome = cleanup_node(layout, args.netns)
+    if not outcome.done and not outcome.failed:
+        print("nothing of netpol's on this node")
+    return _print_outcome("cleanup", outcome)
+
+
 def run_demo_command(args: argparse.Namespace) -> int:
     from netpol.lab.cluster import check_environment  # noqa: PLC0415
     from netpol.lab.demo import run_demo  # noqa: PLC0415 - only the demo needs the API server and lab
@@ -284,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except LabError as exc:
         print(f"netpol: verify: {exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    except DeployError as exc:
+        print(f"netpol: {args.command}: {exc}", file=sys.stderr)
         return EXIT_INVALID_INPUT
     except RulesetRejected as exc:
         print(f"netpol: verify: {exc}", file=sys.stderr)

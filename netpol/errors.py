@@ -18,12 +18,21 @@
     ├── NamespaceError          a named network namespace cannot be entered (missing, no rights).
     ├── AgentError              `netpol agent` cannot run on this node: no `ip` on PATH, no
     │                           libnftables, its namespace or listen address unusable, an
-    │                           unreadable kubeconfig. Raised before anything is written. Exit 1.
+    │                           unreadable kubeconfig or service-account token/CA. Raised
+    │                           before anything is written. Exit 1.
     ├── RouteError              `ip` is missing or answers nonsense while the agent keeps its
     │                           host-gw routes (`netpol.dataplane.routes`; the agent logs it and
     │                           tries again on its next route check, never dies of it).
+    ├── DeployError             `netpol install-cni` or `netpol cleanup` cannot do its job on a
+    │                           node: no usable python3 for netpol-cni, the Node unreadable from
+    │                           the API server, a directory or command refusing. Exit 1.
+    ├── ImageError              `python -m netpol.deploy.image` cannot build the container image:
+    │                           not root, a tool missing, or a step (mmdebstrap, pip, podman)
+    │                           failing, quoted. Exit 1.
     ├── SourceError             a source cannot follow its input: the folder of `--dir` is gone,
-    │                           or a list answer is not a list (the kube source retries that).
+    │                           the in-cluster config's variables or service-account files are
+    │                           missing or unusable, or a list answer is not a list (the kube
+    │                           source retries that, and a token file unreadable mid-run).
     │   ├── ResourceExpired     410 Gone: a resourceVersion or continue token is older than the
     │   │                       API server's history (the kube source relists; never escapes it).
     │   └── WatchStreamError    a watch stream sent something that is not a watch event (the
@@ -131,6 +140,15 @@ class AgentError(NetpolError):
 
 class RouteError(NetpolError):
     """Raised when `ip` is missing or fails in a way that is not about one route."""
+
+
+class DeployError(NetpolError):
+    """Raised when installing netpol-cni on a node, or cleaning a node up, cannot be done (the
+    message names the file, the object or the command); what was done before stays."""
+
+
+class ImageError(NetpolError):
+    """Raised when the container image cannot be built; names the step and quotes the tool."""
 
 
 class SourceError(NetpolError):

@@ -4,6 +4,7 @@ error), `/metrics` (Prometheus text format)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +13,10 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from netpol.agent.loop import Agent
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def serve(agent: Agent, host: str = "127.0.0.1", port: int = 9909,
@@ -46,7 +51,8 @@ def serve(agent: Agent, host: str = "127.0.0.1", port: int = 9909,
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server_class = _IPv6Server if ":" in host else ThreadingHTTPServer  # an IPv6 node's $(NODE_IP)
+    server = server_class((host, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="agent-http", daemon=True).start()
     return server

@@ -4,7 +4,8 @@ its threads dies.
 
 Exit codes: 0 after SIGTERM/SIGINT. 1 when the node cannot run the agent (AgentError, raised
 before anything is written): no `ip` on PATH, no libnftables, a `--netns` that cannot be
-entered, a `--listen` address that cannot be bound, an unreadable kubeconfig or `--dir`.
+entered, a `--listen` address that cannot be bound, an unreadable kubeconfig or `--dir`, or (no
+kubeconfig, in a pod) a service-account token or CA that is missing or unusable.
 70 (EXIT_DIED) when a thread died of an unexpected error — the sync loop, a watch or folder
 thread, the nftables monitor: a bug, logged with its traceback. From that moment /healthz and
 /readyz answer 503 naming it; the other threads are stopped (the loop may finish its step for
@@ -140,7 +141,7 @@ def _start(options: AgentOptions, health: Health, parts: Parts) -> Agent:
                   watch=parts.watch, verify_interval=options.verify_interval)
     host, _, port = options.listen.rpartition(":")
     try:
-        parts.http = serve(agent, host or "127.0.0.1", int(port), health.problem)
+        parts.http = serve(agent, host.strip("[]") or "127.0.0.1", int(port), health.problem)
     except (OSError, ValueError) as exc:
         raise AgentError(f"--listen {options.listen}: {exc}") from None
     parts.source = _source(options, agent, health)
@@ -160,6 +161,8 @@ def _source(options: AgentOptions, agent: Agent, health: Health) -> Any:
 
     try:
         client = new_api_client(options.kubeconfig)
+    except SourceError as exc:  # in-cluster config: it names the variable or file
+        raise AgentError(f"in-cluster config: {exc}") from None
     except Exception as exc:  # the client's ConfigException, OSError, YAML errors: all "unreadable"
         where = options.kubeconfig or "(default)"
         raise AgentError(f"kubeconfig {where}: {type(exc).__name__}: {exc}") from None

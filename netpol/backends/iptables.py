@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -52,6 +53,10 @@ from netpol.model import Direction, IPAddress
 FORWARD_CHAIN = "NETPOL-FORWARD"
 CHAIN_PREFIX = "NP-"
 SET_PREFIXES = ("pods-", "cidrs-", "named-", GUARD_CIDRS, GUARD_PODS)
+# Exactly the names we generate (`chain_name`, the compiler's set names, `.new` while swapping):
+# an uninstall removes these and nothing that merely shares a prefix.
+OUR_CHAIN = re.compile(rf"^(?:{FORWARD_CHAIN}|{CHAIN_PREFIX}[IEC]-[0-9A-F]{{12}})$")
+OUR_SET = re.compile(rf"^(?:(?:pods|cidrs|named)-[0-9a-f]{{10}}|{GUARD_CIDRS}|{GUARD_PODS})-v[46](?:\.new)?$")
 ND_TYPES = ("router-solicitation", "router-advertisement", "neighbour-solicitation",
             "neighbour-advertisement")
 MULTIPORT_MAX = 15  # ports per multiport match (a range counts as two)
@@ -363,6 +368,20 @@ def ensure_hook_commands(binary: str) -> tuple[list[str], list[str]]:
     FORWARD jumps to our chain exactly once."""
     return ([binary, "-w", "-C", "FORWARD", "-j", FORWARD_CHAIN],
             [binary, "-w", "-I", "FORWARD", "1", "-j", FORWARD_CHAIN])
+
+
+def removal_payload(listed: str) -> tuple[str, list[str]]:
+    """From `iptables -S` output, the `iptables-restore --noflush` input removing our FORWARD
+    jump and all our chains in one commit (nothing else), and those chains; ('', []) if none."""
+    lines = listed.splitlines()
+    chains = [line.split()[1] for line in lines
+              if line.startswith("-N ") and OUR_CHAIN.match(line.split()[1])]
+    jump = f"FORWARD -j {FORWARD_CHAIN}"  # as `ensure_hook_commands` inserts it
+    jumps = [f"-D {jump}" for line in lines if line == f"-A {jump}"]
+    if not chains and not jumps:
+        return "", []
+    payload = ["*filter", *(f":{c} - [0:0]" for c in chains), *jumps, *(f"-X {c}" for c in chains), "COMMIT"]
+    return "\n".join(payload) + "\n", chains
 
 
 def stale_chain_payload(existing: Iterable[str], program: NodeProgram) -> str:

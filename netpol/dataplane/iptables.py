@@ -12,14 +12,18 @@ named namespace is given."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 from netpol.backends.iptables import (
+    OUR_SET,
     SET_PREFIXES,
     IptablesBundle,
     declared_sets,
     ensure_hook_commands,
+    removal_payload,
     stale_chain_payload,
 )
 from netpol.compile.ir import NodeProgram
@@ -68,3 +72,35 @@ def apply_iptables(bundle: IptablesBundle, program: NodeProgram, netns: str | No
     for name in _run(netns, ["ipset", "list", "-n"]).stdout.split():
         if name.startswith(SET_PREFIXES) and name not in wanted:
             _run(netns, ["ipset", "destroy", name], check=False)  # still referenced elsewhere: kept
+
+
+def remove_iptables(netns: str | None = None) -> list[str]:
+    """Uninstall: our FORWARD jump, chains and sets, in every flavour and family that has any;
+    what was removed. Nothing is created to look: legacy tables are listed only where the kernel
+    already has them (listing creates them), sets only when ip_set is loaded."""
+    removed = []
+    for variant in VARIANTS:
+        for version in (4, 6):
+            base = "iptables" if version == 4 else "ip6tables"
+            listing = f"{base}-{variant}"  # by name: plain `iptables` may be either flavour
+            restore = f"{base}-{variant}-restore"
+            if shutil.which(listing) is None or not _has_filter_table(netns, variant, version):
+                continue
+            payload, chains = removal_payload(_run(netns, [listing, "-w", "-S"]).stdout)
+            if payload:
+                _run(netns, [restore, "-w", "--noflush"], payload)
+                removed.append(f"{listing}: the FORWARD jump and {len(chains)} chain(s) of ours")
+    if shutil.which("ipset") is not None and Path("/sys/module/ip_set").exists():
+        for name in _run(netns, ["ipset", "list", "-n"]).stdout.split():
+            if OUR_SET.match(name):
+                _run(netns, ["ipset", "destroy", name])
+                removed.append(f"ipset {name}")
+    return removed
+
+
+def _has_filter_table(netns: str | None, variant: str, version: int) -> bool:
+    """iptables-nft lists without creating anything; legacy only where `filter` exists."""
+    if variant != "legacy":
+        return True
+    names = f"/proc/net/ip{'6' if version == 6 else ''}_tables_names"
+    return "filter" in _run(netns, ["cat", names], check=False).stdout.split()

@@ -21,7 +21,7 @@ import ctypes
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.thread import BrokenThreadPool
 from dataclasses import dataclass
@@ -169,6 +169,21 @@ class Applier:
         """Our table as the kernel holds it ('' if absent)."""
         rc, out, _ = self._call(lambda nft: nft.command(f"list table {family} {name}"))
         return out if rc == 0 else ""
+
+    def delete_tables(self, tables: Sequence[tuple[str, str]]) -> list[str]:
+        """Delete those of `tables` ((family, name) pairs) that exist, in one transaction, and
+        nothing else; the deleted ones (`inet netpol`). ApplyError if the kernel refuses."""
+        rc, out, err = self._call(lambda nft: nft.command("list tables"))
+        if rc != 0:
+            raise ApplyError("list tables", [NftMessage(err.strip())])
+        present = {tuple(line.split()[1:3]) for line in out.splitlines() if line.startswith("table ")}
+        doomed = [f"{family} {name}" for family, name in tables if (family, name) in present]
+        if doomed:
+            script = "".join(f"delete table {table}\n" for table in doomed)
+            rc, error = self._call(_runner(script, False))
+            if rc != 0:
+                raise ApplyError("delete", parse_messages(error, script.splitlines()) or [NftMessage(error)])
+        return doomed
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)

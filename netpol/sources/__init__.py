@@ -10,6 +10,8 @@ Modules:
                 turns any mix of them into exactly the changes they imply (no kubernetes import)
     kube        list + watch per kind with the official client: pagination, bookmarks,
                 resume from the last resourceVersion, relist on 410 Gone, backoff on errors
+    in_cluster  the client's config in a pod: KUBERNETES_SERVICE_HOST/PORT over TLS, the
+                service account's CA and token (re-read before every request: rotation)
     directory   a folder of manifests, polled; a file that does not parse keeps the last good
                 folder in force
     backoff     capped exponential backoff with jitter

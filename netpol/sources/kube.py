@@ -15,8 +15,12 @@ Per kind, one thread does what client-go's reflector does:
    an answer or event not shaped as the protocol says): wait with capped exponential backoff
    and jitter (`netpol.sources.backoff`), then watch again from the last resourceVersion
    (which may in turn be 410 → relist) — or, after a watch event that is not an event, list
-   again (resuming would replay it). Malformed *objects* are handed on as they are: reporting
-   them is the agent's. A thread that still dies (a bug) is reported to `on_death`.
+   again (resuming would replay it). In a pod, every request reads the service-account token
+   file first (`netpol.sources.in_cluster`), so the retry after a 401 from a rotated token
+   carries the new one. Each kind's latest error is logged and kept in `stats.last_errors`
+   (a 403 quotes the API server: which permission is missing; a TLS failure names the server
+   and the CA). Malformed *objects* are handed on as they are: reporting them is the agent's.
+   A thread that still dies (a bug) is reported to `on_death`.
 
 Objects stay dicts, in the shape the API serves (items of a list get their kind and apiVersion
 back); the caller decodes them, so that an invalid object is reported by the same code that
@@ -30,6 +34,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +57,7 @@ from netpol.sources.events import (
     resource_version,
     run_reporting_death,
 )
+from netpol.sources.in_cluster import in_cluster_configuration
 
 log = logging.getLogger("netpol.sources.kube")
 
@@ -78,14 +84,14 @@ assert tuple(k.kind for k in KINDS) == KIND_NAMES  # the vocabulary's kinds, eac
 
 
 def new_api_client(kubeconfig: str | None = None) -> client.ApiClient:
-    """A client from `kubeconfig`, else in-cluster config (a pod's service account), else the
-    default kubeconfig (~/.kube/config)."""
+    """A client from `kubeconfig`, else in-cluster config when KUBERNETES_SERVICE_HOST is set (a
+    pod's service account over TLS, its token re-read before every request: see
+    `netpol.sources.in_cluster`; SourceError naming the file when unusable), else the default
+    kubeconfig (~/.kube/config)."""
     if kubeconfig:
         return config.new_client_from_config(config_file=kubeconfig)
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration)
+        return client.ApiClient(in_cluster_configuration())
     return config.new_client_from_config()
 
 
@@ -97,6 +103,7 @@ class SourceStats:
     events: int = 0
     bookmarks: int = 0
     errors: int = 0
+    last_errors: dict[str, str] = field(default_factory=dict)  # kind → its latest error, as logged
 
 
 @dataclass
@@ -174,8 +181,9 @@ class KubeSource:
                 if isinstance(exc, WatchStreamError):  # resuming would replay the same garbage: list
                     self._versions[kind.kind] = None
                 self.stats.errors += 1
+                problem = self.stats.last_errors[kind.kind] = _describe(exc, self.api_client.configuration)
                 delay = backoff.next_delay()
-                log.warning("%s: %s; retrying in %.2f s", kind.kind, _describe(exc), delay)
+                log.warning("%s: %s; retrying in %.2f s", kind.kind, problem, delay)
                 if not self._wait(delay):
                     return
 
@@ -281,7 +289,40 @@ def _shutdown(resp: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        return f"API error {exc.status} {exc.reason or ''}".strip()
+def _describe(exc: BaseException, configuration: client.Configuration) -> str:
+    """One line for the log: an API error with its Status message (a 403 says who may not do
+    what), a TLS failure with the server and the CA trusted, else the exception."""
+    if isinstance(exc, ApiException) and exc.status:
+        message = _status_message(exc.body)
+        return f"API error {exc.status} {exc.reason or ''}".strip() + (f": {message}" if message else "")
+    if isinstance(exc, ApiException):  # status 0: the client's own words (its TLS errors, some paths)
+        return f"{configuration.host}: {' '.join(str(exc.reason).split())}"
+    tls = _tls_failure(exc)
+    if tls:
+        return f"TLS to {configuration.host}: {tls} (trusting the CA in {configuration.ssl_ca_cert})"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _status_message(body: Any) -> str:
+    try:
+        status = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return ""
+    message = status.get("message") if isinstance(status, dict) else None
+    return message if isinstance(message, str) else ""
+
+
+def _tls_failure(exc: BaseException | None) -> str:
+    """Why the TLS handshake failed, when that is what `exc` (a urllib3 error, wrapping an
+    ssl error, wrapped in turn by retries) comes down to; else ''."""
+    seen = 0
+    while exc is not None and seen < 5:  # (each wrapper holds the next in reason, args or __cause__)
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {exc.verify_message or exc.reason}"
+        if isinstance(exc, ssl.SSLError):
+            return str(exc.reason or exc)
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in exc.args if isinstance(a, BaseException)), exc.__cause__)
+        exc, seen = inner, seen + 1
+    return ""

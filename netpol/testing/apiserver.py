@@ -1,8 +1,9 @@
 """An in-process Kubernetes API server for pods, namespaces, nodes and networkpolicies.
 
 No real kube-apiserver can be installed where netpol is tested, so its agent is tested against
-this: real HTTP on 127.0.0.1, reached through a generated kubeconfig by the unmodified
-`kubernetes` client, speaking the list/watch protocol as the real API server does:
+this: real HTTP or HTTPS on 127.0.0.1 (or any address, inside a network namespace too), reached
+through a generated kubeconfig or service-account directory by the unmodified `kubernetes`
+client, speaking the list/watch protocol as the real API server does:
 
 * **Lists** `GET /api/v1/{pods,namespaces,nodes}`, `GET /apis/networking.k8s.io/v1/networkpolicies`
   (and the namespaced `/namespaces/{ns}/pods|networkpolicies`): `{kind: PodList, apiVersion,
@@ -27,14 +28,38 @@ this: real HTTP on 127.0.0.1, reached through a generated kubeconfig by the unmo
   resourceVersions, old ones expired); `pause_watches()` holds events back (a slow server) and
   `burst()` applies many changes under one lock. `wait_watching(n)` waits until n watch
   streams are open, so a test knows a fault will hit streams, not the gap before them.
-* **Authentication**: a bearer token (in the kubeconfig); anything else is `401`.
+* **Named objects** `GET /api/v1/nodes/NAME` (and the namespaced forms): the object with its
+  kind and apiVersion, or `404 NotFound` (`nodes "NAME" not found`).
+* **TLS** (`tls=`, a `netpol.testing.pki.ServingCertificate`): HTTPS with a certificate signed
+  by a CA made in the test, its SANs naming every address clients dial (127.0.0.1, ::1, an
+  address inside a network namespace). Without it, plain HTTP (what older tests use).
+* **Authentication**: bearer tokens (scheme case-insensitive, as the real server reads it);
+  anything else is `401`, recorded in `unauthorized_requests()`. `rotate_token()` issues a new
+  token, writes it wherever `service_account(dir)` projected the old one (the kubelet's atomic
+  `..data` swap) and rejects the old one from then on, as an expired bound service-account
+  token is (`keep_old=True` leaves it valid until `expire_tokens()`: the kubelet rotates at 80%
+  of a token's lifetime). As on the real server, a token is checked when a request starts: a
+  watch opened with it keeps streaming after it expires.
+* **Authorization** (`rbac=`, ClusterRole rules bound to `user`, e.g.
+  `netpol.deploy.rbac.cluster_role_rules()` or `authz.bound_cluster_role_rules(bundle, user)`):
+  every request is read as the real server reads it (GET of a collection → `list`, with
+  watch=true → `watch`, of a named object → `get`; API group, resource, namespace) and
+  anything no rule grants is `403` with the real `Status` (`pods is forbidden: User
+  "system:serviceaccount:NS:NAME" cannot list resource "pods" in API group "" at the cluster
+  scope`), before routing (a forbidden unknown resource is 403, not 404), and recorded in
+  `forbidden_requests()` so that a test fails on any. Without `rbac`, everything authenticated
+  is allowed. What RBAC parts are modelled: `netpol.testing.authz`.
 
-What it does not model: writes over HTTP (tests change objects through this class's methods),
-other kinds and discovery (`/api`, `/apis`), label/field selectors, `resourceVersionMatch`,
-`sendInitialEvents` / watch-list, server-side apply, admission and validation (objects are
-stored as given — which is what lets tests feed the agent invalid objects), watch cache
-semantics (a list is always a consistent read at the newest revision), protobuf, HTTP/2,
-TLS, and API priority and fairness (no 429s).
+What it does not model: writes over HTTP (tests change objects through this class's methods;
+an authorised write is `405`), other kinds and discovery (`/api`, `/apis`: 404), label/field
+selectors, `resourceVersionMatch`, `sendInitialEvents` / watch-list, server-side apply,
+admission and validation (objects are stored as given — which is what lets tests feed the
+agent invalid objects), watch cache semantics (a list is always a consistent read at the
+newest revision), protobuf, HTTP/2, client certificates and anonymous requests (a request
+without a token is 401, as with `--anonymous-auth=false`; the real default makes it
+`system:anonymous`, then 403), token contents (opaque strings, not JWTs: no audience or
+expiry inside; expiry is `rotate_token`), Roles/RoleBindings, and API priority and fairness
+(no 429s).
 """
 
 from __future__ import annotations
@@ -45,15 +70,31 @@ import copy
 import json
 import secrets
 import socket
+import ssl
+import sys
 import threading
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from netpol.testing.authz import (
+    DEFAULT_RULES,
+    TRUE,
+    RequestAttributes,
+    forbidden_status,
+    request_attributes,
+    rule_allows,
+)
+from netpol.testing.pki import ServingCertificate
+from netpol.testing.projected import project_files
+
+DEFAULT_USER = "system:serviceaccount:netpol-system:netpol"  # whom `rbac` is bound to
+HANDSHAKE_TIMEOUT = 30.0  # s a client may take for its TLS handshake before its thread gives up
 
 
 @dataclass(frozen=True)
@@ -86,19 +127,46 @@ class Change:
     namespace: str = ""  # where it is stored (what namespaced watches filter on)
 
 
-def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
+@dataclass(frozen=True)
+class ForbiddenRequest:
+    """A request RBAC refused: what was asked (`GET /api/v1/nodes?…`), how the authorizer read
+    it, and the 403's message."""
+
+    request: str
+    attributes: RequestAttributes
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.request}: {self.message}"
+
+
+def _status(code: int, reason: str, message: str, **details: str) -> dict[str, Any]:
+    status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+              "message": message, "reason": reason, "code": code}
+    if details:
+        status["details"] = details
+    return status
 
 
 class FakeApiServer:
-    """The API server: start() it, hand `kubeconfig()` to a client, change objects with
-    `apply`/`delete`, inject faults, stop() it (also a context manager)."""
+    """The API server: start() it, hand `kubeconfig()` or `service_account()` to a client,
+    change objects with `apply`/`delete`, inject faults, stop() it (also a context manager).
 
-    def __init__(self, *, bookmark_interval: float = 1.0, history_limit: int = 100_000) -> None:
+    `tls`: serve HTTPS with this certificate (else plain HTTP). `rbac`: ClusterRole rules bound
+    to `user`; every request they do not grant is a 403 (None: no authorization at all)."""
+
+    def __init__(self, *, bookmark_interval: float = 1.0, history_limit: int = 100_000,
+                 tls: ServingCertificate | None = None, rbac: Sequence[Mapping[str, Any]] | None = None,
+                 user: str = DEFAULT_USER) -> None:
         self.bookmark_interval = bookmark_interval
         self.history_limit = history_limit
-        self.token = secrets.token_hex(16)
+        self.tls = tls
+        self.rules = None if rbac is None else (*DEFAULT_RULES, *copy.deepcopy(list(rbac)))
+        self.user = user
+        self._tokens = [secrets.token_hex(16)]  # accepted now; the last is the current one
+        self._projections: list[Path] = []  # service-account dirs rotate_token() rewrites
+        self._forbidden: list[ForbiddenRequest] = []
+        self._unauthorized: list[str] = []
         self._cond = threading.Condition()
         self._revision = 0
         self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {p: {} for p in RESOURCES}
@@ -123,14 +191,18 @@ class FakeApiServer:
         class Handler(_Handler):
             api = server
 
+        class Server(_Server):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            tls = _server_context(self.tls) if self.tls is not None else None
+
         if netns is None:
-            self._httpd = ThreadingHTTPServer((host, port), Handler)
+            self._httpd = Server((host, port), Handler)
         else:
             from netpol.dataplane.netns import enter_netns  # noqa: PLC0415
 
             def listen_inside() -> ThreadingHTTPServer:
                 enter_netns(netns)  # this short-lived thread only
-                return ThreadingHTTPServer((host, port), Handler)
+                return Server((host, port), Handler)
 
             with ThreadPoolExecutor(max_workers=1) as pool:
                 self._httpd = pool.submit(listen_inside).result()
@@ -153,22 +225,112 @@ class FakeApiServer:
         self.stop()
 
     @property
-    def url(self) -> str:
+    def host(self) -> str:
+        """The address listened on (what KUBERNETES_SERVICE_HOST would say: no brackets)."""
         assert self._httpd is not None, "start() the server first"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return str(self._httpd.server_address[0])
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "start() the server first"
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def kubeconfig(self, path: str | Path) -> Path:
-        """Write a kubeconfig (JSON, which is YAML) pointing at this server with its token."""
+        """Write a kubeconfig (JSON, which is YAML) pointing at this server with its token (and,
+        over TLS, its CA)."""
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.tls is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(self.tls.ca.read_bytes()).decode()
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "fake", "cluster": cluster}],
             "users": [{"name": "agent", "user": {"token": self.token}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "agent"}}],
         }
         target = Path(path)
         target.write_text(json.dumps(config, indent=1))
         return target
+
+    def service_account(self, directory: str | Path) -> Path:
+        """Project `token`, `ca.crt` (over TLS) and `namespace` into `directory` as the kubelet
+        does for a pod (see `netpol.testing.projected`); `rotate_token()` rewrites them."""
+        target = Path(directory)
+        namespace = self.user.split(":")[2] if self.user.startswith("system:serviceaccount:") else "default"
+        files = {"token": self.token.encode(), "namespace": namespace.encode()}
+        if self.tls is not None:
+            files["ca.crt"] = self.tls.ca.read_bytes()
+        project_files(target, files)
+        with self._cond:
+            if target not in self._projections:
+                self._projections.append(target)
+        return target
+
+    # ── tokens and the requests they were refused for ────────────────────────────────────
+
+    @property
+    def token(self) -> str:
+        """The current token (setting it makes it the only one accepted)."""
+        with self._cond:
+            return self._tokens[-1]
+
+    @token.setter
+    def token(self, value: str) -> None:
+        with self._cond:
+            self._tokens = [value]
+
+    def rotate_token(self, *, keep_old: bool = False, project: bool = True) -> str:
+        """Issue a new token and return it. With `project`, write it first into every directory
+        `service_account()` made (so a client that reads its file before each request is refused
+        only for a token it read before this call). Then, unless `keep_old`, every earlier token
+        is rejected with 401 from now on (an expired bound token); a watch already open keeps
+        streaming."""
+        new = secrets.token_hex(16)
+        with self._cond:
+            self._tokens.append(new)
+            projections = list(self._projections)
+        for directory in projections if project else ():
+            self.service_account(directory)
+        if not keep_old:
+            self.expire_tokens()
+        return new
+
+    def expire_tokens(self) -> None:
+        """Reject every token but the current one from now on."""
+        with self._cond:
+            del self._tokens[:-1]
+
+    def authenticate(self, request: str, header: str | None) -> bool:
+        """Whether the Authorization header carries an accepted token (if not, it is recorded)."""
+        scheme, _, token = (header or "").partition(" ")
+        with self._cond:
+            if scheme.lower() == "bearer" and token.strip() in self._tokens:
+                return True
+            self._unauthorized.append(request)
+            return False
+
+    def authorize(self, request: str, attributes: RequestAttributes) -> dict[str, Any] | None:
+        """None when allowed, else the 403 Status (and the refusal is recorded)."""
+        if self.rules is None or any(rule_allows(rule, attributes) for rule in self.rules):
+            return None
+        status = forbidden_status(self.user, attributes)
+        with self._cond:
+            self._forbidden.append(ForbiddenRequest(request, attributes, status["message"]))
+        return status
+
+    def forbidden_requests(self) -> list[ForbiddenRequest]:
+        """Every request RBAC refused so far (403), oldest first."""
+        with self._cond:
+            return list(self._forbidden)
+
+    def unauthorized_requests(self) -> list[str]:
+        """Every request refused for its token so far (401), oldest first."""
+        with self._cond:
+            return list(self._unauthorized)
 
     # ── objects ───────────────────────────────────────────────────────────────────────────
 
@@ -228,6 +390,20 @@ class FakeApiServer:
     def objects(self, kind: str) -> list[dict[str, Any]]:
         with self._cond:
             return [copy.deepcopy(o) for o in self._objects[BY_KIND[kind].plural].values()]
+
+    def get_object(self, resource: Resource, namespace: str | None, name: str) -> tuple[int, Any]:
+        """(200, the object as a GET of it serves it) or (404, the NotFound Status)."""
+        with self._cond:
+            found = copy.deepcopy(self._objects[resource.plural].get((namespace or "", name)))
+        if found is None:
+            group = resource.api_version.rpartition("/")[0]
+            qualified = f"{resource.plural}.{group}" if group else resource.plural
+            return 404, _status(404, "NotFound", f'{qualified} "{name}" not found', name=name,
+                                **({"group": group} if group else {}), kind=resource.plural)
+        if isinstance(found, dict):
+            found.setdefault("kind", resource.kind)
+            found.setdefault("apiVersion", resource.api_version)
+        return 200, found
 
     def _apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         resource = BY_KIND[obj["kind"]]
@@ -416,29 +592,92 @@ def _uid() -> str:
     return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
 
 
+class _Server(ThreadingHTTPServer):
+    """Threads per connection; over TLS, the handshake runs in the connection's thread (a slow
+    or refusing client never holds up the accept loop)."""
+
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # quiet for a client that hung up or refused us
+            super().handle_error(request, client_address)
+
+
+def _server_context(tls: ServingCertificate) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # the API server's floor
+    context.load_cert_chain(tls.cert, tls.key)
+    return context
+
+
 class _Handler(BaseHTTPRequestHandler):
     api: FakeApiServer
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(HANDSHAKE_TIMEOUT)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet; tests read api.requests
         pass
 
     def do_GET(self) -> None:
-        self.api.requests.append(f"GET {self.path}")
-        if self.headers.get("Authorization") != f"Bearer {self.api.token}":
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        """Authenticate, authorize, route — in the real server's order."""
+        request = f"{method} {self.path}"
+        self.api.requests.append(request)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))  # (a body is never used)
+        if not self.api.authenticate(request, self.headers.get("Authorization")):
             self._json(401, _status(401, "Unauthorized", "Unauthorized"))
             return
         parts = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        route = _route(parts.path)
+        attributes = request_attributes(method, parts.path, parts.query)
+        refusal = self.api.authorize(request, attributes)
+        if refusal is not None:
+            self._json(403, refusal)
+            return
+        route = _route(attributes)
         if route is None:
             self._json(404, _status(404, "NotFound", f"the server could not find the requested resource "
                                                      f"({parts.path})"))
             return
         resource, namespace = route
-        if query.get("watch") in ("true", "1"):
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if attributes.verb == "watch":
             self._watch(resource, namespace, query)
-            return
+        elif attributes.verb == "get":
+            self._json(*self.api.get_object(resource, namespace, attributes.name))
+        elif attributes.verb == "list":
+            self._list(resource, namespace, query)
+        else:
+            self._json(405, _status(405, "MethodNotAllowed", f"{attributes.verb} is not served here: "
+                                                             "tests write through FakeApiServer's methods"))
+
+    def _list(self, resource: Resource, namespace: str | None, query: dict[str, str]) -> None:
         try:
             limit = int(query.get("limit", "0"))
         except ValueError:
@@ -457,7 +696,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _watch(self, resource: Resource, namespace: str | None, query: dict[str, str]) -> None:
         timeout = float(query.get("timeoutSeconds", "1800"))
-        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        bookmarks = query.get("allowWatchBookmarks") in TRUE
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -480,22 +719,16 @@ class _Handler(BaseHTTPRequestHandler):
             events.close()  # the stream counts as closed at once (see FakeApiServer.wait_watching)
 
 
-def _route(path: str) -> tuple[Resource, str | None] | None:
-    parts = [p for p in path.split("/") if p]
-    if parts[:2] == ["api", "v1"]:
-        rest = parts[2:]
-        group = "v1"
-    elif parts[:3] == ["apis", "networking.k8s.io", "v1"]:
-        rest = parts[3:]
-        group = "networking.k8s.io/v1"
-    else:
+def _route(attributes: RequestAttributes) -> tuple[Resource, str | None] | None:
+    """What a request's attributes ask of the four served kinds: (resource, namespace or None
+    for all); None when it is something else (404)."""
+    resource = RESOURCES.get(attributes.resource)
+    if resource is None or attributes.subresource:
         return None
-    namespace = None
-    if len(rest) == 3 and rest[0] == "namespaces":
-        namespace, rest = rest[1], rest[2:]
-    if len(rest) != 1 or rest[0] not in RESOURCES:
+    group_version = f"{attributes.api_group}/{attributes.api_version}".lstrip("/")
+    if resource.api_version != group_version:
         return None
-    resource = RESOURCES[rest[0]]
-    if resource.api_version != group or (namespace is not None and not resource.namespaced):
-        return None
-    return resource, namespace
+    if resource.namespaced:
+        return resource, attributes.namespace or None
+    own_name = resource.plural == "namespaces" and attributes.namespace == attributes.name  # /namespaces/NAME
+    return (resource, None) if not attributes.namespace or own_name else None

@@ -26,8 +26,12 @@ import pytest
 
 import netpol
 from netpol.backends.nftables import render
+from netpol.deploy.rbac import cluster_role_rules
 from netpol.sources.directory import read_objects
-from tests.conftest import HANG, REPO, agent_program, policy_yaml, wait_until
+from netpol.sources.in_cluster import DIR_VARIABLE
+from netpol.testing.apiserver import FakeApiServer
+from netpol.testing.pki import make_serving_certificate
+from tests.conftest import HANG, REPO, agent_program, policy_object, policy_yaml, wait_until
 from tests.kernel.conftest import fresh_netns, ip_holding, kill_if_held, nft, nft_load, nft_table, wait_held
 
 NODE = "node-a"
@@ -35,13 +39,14 @@ SHOP = Path(netpol.__file__).parent / "examples" / "shop"
 
 
 class AgentProcess:
-    """`netpol agent --node node-a --dir FOLDER --netns NETNS --listen 127.0.0.1:PORT`, its JSON log
-    lines collected as they come; `inject` is Python run before the CLI's entry point (a fault)."""
+    """`netpol agent --node node-a --dir FOLDER --netns NETNS --listen 127.0.0.1:PORT` (no `--dir`
+    when `folder` is None: in-cluster config from `env`), its JSON log lines collected as they
+    come; `inject` is Python run before the CLI's entry point (a fault)."""
 
-    def __init__(self, folder: Path, netns: str, env: dict[str, str] | None = None, inject: str = "") -> None:
+    def __init__(self, folder: Path | None, netns: str, env: dict[str, str] | None = None, inject: str = "") -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
-        argv = ["agent", "--node", NODE, "--dir", str(folder), "--netns", netns, "--listen", self.url[7:],
-                "--min-interval", "0.01"]
+        argv = ["agent", "--node", NODE, *(["--dir", str(folder)] if folder else []), "--netns", netns,
+                "--listen", self.url[7:], "--min-interval", "0.01"]
         program = f"{inject}\nimport sys\nfrom netpol.cli import console\nsys.argv = ['netpol', *{argv!r}]\nconsole()\n"
         self.proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
@@ -255,3 +260,44 @@ def test_a_route_removed_from_outside_is_added_back(folder, netns):
         agent.wait_record("drift: our routes were changed from outside; repaired")
         assert agent.metric('netpol_repairs_total{what="routes"}') == 1
         assert "10.244.1.0/24 via 192.168.50.11" in our_routes()
+
+
+# ── in a pod: in-cluster config over TLS, its ClusterRole enforced ───────────────────────────
+
+
+def in_pod_env(api: FakeApiServer, directory: Path) -> dict[str, str]:
+    return dict(os.environ, KUBERNETES_SERVICE_HOST=api.host, KUBERNETES_SERVICE_PORT=str(api.port),
+                **{DIR_VARIABLE: str(directory)})
+
+
+def test_in_a_pod_the_agent_follows_the_cluster_over_tls_within_its_cluster_role_across_a_token_rotation(
+        folder, netns, tmp_path):
+    objects = read_objects(str(folder))
+    assert objects is not None
+    certs = make_serving_certificate(tmp_path / "pki")
+    with FakeApiServer(tls=certs, rbac=cluster_role_rules(), bookmark_interval=0.2) as api:
+        api.apply_all(o for kind in objects.values() for o in kind)
+        with running(None, netns, env=in_pod_env(api, api.service_account(tmp_path / "sa"))) as agent:
+            agent.wait_record("synced")
+            assert nft_table(netns) == expected_table(folder)
+            assert api.wait_watching(4, HANG)  # every watch open: the rotation finds none mid-request
+            api.rotate_token()
+            api.drop_watches()
+            api.apply(policy_object("lock-frontend", "frontend"))
+            wait_until(lambda: "frontend/lock-frontend" in nft(netns, "list", "table", "inet", "netpol").stdout,
+                       "a policy made after the rotation enforced")
+            assert agent.proc.poll() is None and agent.get("/readyz")[0] == 200
+        assert api.forbidden_requests() == [] and api.unauthorized_requests() == []
+
+
+def test_in_a_pod_without_its_token_the_agent_exits_1_naming_the_file(netns, tmp_path):
+    certs = make_serving_certificate(tmp_path / "pki")
+    with FakeApiServer(tls=certs, rbac=cluster_role_rules()) as api:
+        directory = api.service_account(tmp_path / "sa")
+        (directory / "token").unlink()
+        with running(None, netns, env=in_pod_env(api, directory)) as agent:
+            assert agent.exit_code() == 1
+        said = f"in-cluster config: service-account token {directory}/token: No such file or directory"
+        assert any(said in r.get("raw", "") for r in agent.records), agent.records[-3:]
+        assert not any("Traceback" in r.get("raw", "") for r in agent.records)
+    assert nft(netns, "list", "table", "inet", "netpol").returncode != 0  # nothing was written

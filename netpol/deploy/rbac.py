@@ -1,0 +1,20 @@
+"""What the agent reads, and so all its ClusterRole grants: get, list and watch on the four
+kinds it enforces from (and `get` of its own Node for the CNI install). Nothing else — no
+writes, no secrets, no events. One place: the manifests render it, and the test API server
+enforces the rendered ClusterRole against the agent's real requests."""
+
+from __future__ import annotations
+
+READ = ("get", "list", "watch")
+
+# (API group, resources) — "" is the core group.
+RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("", ("namespaces", "nodes", "pods")),
+    ("networking.k8s.io", ("networkpolicies",)),
+)
+
+
+def cluster_role_rules() -> list[dict[str, list[str]]]:
+    """The ClusterRole's `rules`, as the API takes them."""
+    return [{"apiGroups": [group], "resources": list(resources), "verbs": list(READ)}
+            for group, resources in RULES]
