@@ -258,3 +258,18 @@ def world(*policies: str, extra_pods: str = "") -> ClusterState:
 
 DENY_INGRESS = "{podSelector: {}, policyTypes: [Ingress]}"
 DENY_EGRESS = "{podSelector: {}, policyTypes: [Egress]}"
+
+
+def manifest_cluster_role() -> tuple[str, list[dict[str, Any]]]:
+    """The agent's user and the rules the rendered bundle users apply (netpol/deploy/netpol.yaml)
+    grants it: what a test API server enforces, so RBAC and the agent's needs meet in tests."""
+    import yaml
+
+    from netpol.testing.authz import bound_cluster_role_rules
+
+    bundle = [o for o in yaml.safe_load_all((Path(netpol.__file__).parent / "deploy" / "netpol.yaml").read_text())
+              if o]
+    account = next(o["metadata"] for o in bundle if o["kind"] == "ServiceAccount")
+    user = f"system:serviceaccount:{account['namespace']}:{account['name']}"
+    return user, bound_cluster_role_rules(bundle, user)
+

@@ -93,7 +93,7 @@ from netpol.testing.authz import (
 from netpol.testing.pki import ServingCertificate
 from netpol.testing.projected import project_files
 
-DEFAULT_USER = "system:serviceaccount:netpol-system:netpol"  # whom `rbac` is bound to
+DEFAULT_USER = "system:serviceaccount:netpol:netpol"  # whom `rbac` is bound to
 HANDSHAKE_TIMEOUT = 30.0  # s a client may take for its TLS handshake before its thread gives up
 
 

@@ -26,16 +26,25 @@ import pytest
 
 import netpol
 from netpol.backends.nftables import render
-from netpol.deploy.rbac import cluster_role_rules
 from netpol.sources.directory import read_objects
 from netpol.sources.in_cluster import DIR_VARIABLE
 from netpol.testing.apiserver import FakeApiServer
 from netpol.testing.pki import make_serving_certificate
-from tests.conftest import HANG, REPO, agent_program, policy_object, policy_yaml, wait_until
+from tests.conftest import (
+    HANG,
+    REPO,
+    agent_program,
+    manifest_cluster_role,
+    policy_object,
+    policy_yaml,
+    wait_until,
+)
 from tests.kernel.conftest import fresh_netns, ip_holding, kill_if_held, nft, nft_load, nft_table, wait_held
 
 NODE = "node-a"
 SHOP = Path(netpol.__file__).parent / "examples" / "shop"
+
+USER, RULES = manifest_cluster_role()  # the rendered bundle's ClusterRole, enforced by the API server
 
 
 class AgentProcess:
@@ -275,7 +284,7 @@ def test_in_a_pod_the_agent_follows_the_cluster_over_tls_within_its_cluster_role
     objects = read_objects(str(folder))
     assert objects is not None
     certs = make_serving_certificate(tmp_path / "pki")
-    with FakeApiServer(tls=certs, rbac=cluster_role_rules(), bookmark_interval=0.2) as api:
+    with FakeApiServer(tls=certs, rbac=RULES, user=USER, bookmark_interval=0.2) as api:
         api.apply_all(o for kind in objects.values() for o in kind)
         with running(None, netns, env=in_pod_env(api, api.service_account(tmp_path / "sa"))) as agent:
             agent.wait_record("synced")
@@ -292,7 +301,7 @@ def test_in_a_pod_the_agent_follows_the_cluster_over_tls_within_its_cluster_role
 
 def test_in_a_pod_without_its_token_the_agent_exits_1_naming_the_file(netns, tmp_path):
     certs = make_serving_certificate(tmp_path / "pki")
-    with FakeApiServer(tls=certs, rbac=cluster_role_rules()) as api:
+    with FakeApiServer(tls=certs, rbac=RULES, user=USER) as api:
         directory = api.service_account(tmp_path / "sa")
         (directory / "token").unlink()
         with running(None, netns, env=in_pod_env(api, directory)) as agent:

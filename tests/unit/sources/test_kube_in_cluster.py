@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from netpol.agent.runner import AgentOptions, _source
-from netpol.deploy.rbac import cluster_role_rules
 from netpol.errors import AgentError, SourceError
 from netpol.sources.in_cluster import DIR_VARIABLE, SERVICE_ACCOUNT_DIR, join_host_port
 from netpol.sources.kube import KINDS as WATCHED
@@ -29,10 +28,17 @@ from netpol.testing.apiserver import FakeApiServer
 from netpol.testing.authz import request_attributes
 from netpol.testing.pki import make_serving_certificate
 from netpol.testing.projected import project_files
-from tests.conftest import HANG, namespace_object, pod_object, policy_object, wait_until
+from tests.conftest import (
+    HANG,
+    manifest_cluster_role,
+    namespace_object,
+    pod_object,
+    policy_object,
+    wait_until,
+)
 from tests.unit.sources.follow import KINDS, Follower
 
-USER = "system:serviceaccount:netpol-system:netpol"
+USER, MANIFEST_RULES = manifest_cluster_role()  # what the rendered bundle grants the agent
 RESOURCES = ("namespaces", "nodes", "pods", "networkpolicies")
 
 
@@ -49,7 +55,7 @@ def certs(tmp_path_factory):
 def serve(certs, rules=None, host="127.0.0.1") -> FakeApiServer:
     """HTTPS, enforcing `rules` (default: the agent's ClusterRole), one object of every kind."""
     api = FakeApiServer(bookmark_interval=0.2, tls=certs, user=USER,
-                        rbac=cluster_role_rules() if rules is None else rules).start(host)
+                        rbac=MANIFEST_RULES if rules is None else rules).start(host)
     api.apply_all([namespace_object("shop"), node_object("node-a"), pod_object("web-1", "10.0.0.1", app="web"),
                    policy_object("deny")])
     return api
@@ -150,7 +156,7 @@ def _status_with(api: FakeApiServer, token: str) -> int:
 def test_the_cluster_role_is_enforced_a_missing_rule_is_a_403_reported_naming_the_permission(
         certs, in_pod, tmp_path, caplog):
     without_nodes = [{**rule, "resources": [r for r in rule["resources"] if r != "nodes"]}
-                     for rule in cluster_role_rules()]
+                     for rule in MANIFEST_RULES]
     api = serve(certs, without_nodes)
     in_pod(api)
     caplog.set_level(logging.WARNING, "netpol.sources.kube")
@@ -161,7 +167,7 @@ def test_the_cluster_role_is_enforced_a_missing_rule_is_a_403_reported_naming_th
                        "the other kinds listed")
     finally:
         api.stop()
-    expected = ('API error 403 Forbidden: nodes is forbidden: User "system:serviceaccount:netpol-system:netpol" '
+    expected = ('API error 403 Forbidden: nodes is forbidden: User "system:serviceaccount:netpol:netpol" '
                 'cannot list resource "nodes" in API group "" at the cluster scope')
     assert f.source.stats.last_errors == {"Node": expected}
     assert any(expected in r.getMessage() for r in caplog.records)

@@ -29,7 +29,7 @@ from netpol.testing.pki import make_serving_certificate
 from netpol.testing.projected import project_files
 from tests.conftest import HANG, namespace_object, wait_until
 
-USER = "system:serviceaccount:netpol-system:netpol"
+USER = "system:serviceaccount:netpol:netpol"
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +135,10 @@ def test_the_rules_bound_to_a_service_account_are_read_from_an_install_bundle():
                                                                           "resources": ["*"]}]},
         {"kind": "ClusterRoleBinding", "metadata": {"name": "netpol"},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "netpol"},
-         "subjects": [{"kind": "ServiceAccount", "name": "netpol", "namespace": "netpol-system"}]},
+         "subjects": [{"kind": "ServiceAccount", "name": "netpol", "namespace": "netpol"}]},
         {"kind": "ClusterRoleBinding", "metadata": {"name": "someone-else"},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
-         "subjects": [{"kind": "ServiceAccount", "name": "other", "namespace": "netpol-system"}]},
+         "subjects": [{"kind": "ServiceAccount", "name": "other", "namespace": "netpol"}]},
     ]
     assert bound_cluster_role_rules(bundle, USER) == cluster_role_rules()
 
@@ -153,9 +153,9 @@ def test_the_server_refuses_what_the_cluster_role_does_not_grant_before_routing(
     assert fetch(api, "/api/v1/namespaces/shop/pods", "POST")[0] == 403  # the agent never writes
     assert fetch(api, "/version")[0] == 404  # discovery: every authenticated user may ask (not served)
     assert [str(f) for f in api.forbidden_requests()] == [
-        'GET /api/v1/namespaces/kube-system/secrets: secrets is forbidden: User "system:serviceaccount:netpol-'
-        'system:netpol" cannot list resource "secrets" in API group "" in the namespace "kube-system"',
-        'POST /api/v1/namespaces/shop/pods: pods is forbidden: User "system:serviceaccount:netpol-system:netpol" '
+        'GET /api/v1/namespaces/kube-system/secrets: secrets is forbidden: User "system:serviceaccount:netpol:netpol" '
+        'cannot list resource "secrets" in API group "" in the namespace "kube-system"',
+        'POST /api/v1/namespaces/shop/pods: pods is forbidden: User "system:serviceaccount:netpol:netpol" '
         'cannot create resource "pods" in API group "" in the namespace "shop"']
 
 
@@ -185,7 +185,7 @@ def test_service_account_files_are_replaced_in_one_step_as_the_kubelet_does(api,
     assert os.readlink(directory / "token") == "..data/token"
     before = os.readlink(directory / "..data")
     assert (directory / "ca.crt").read_bytes() == api.tls.ca.read_bytes()
-    assert (directory / "namespace").read_text() == "netpol-system"
+    assert (directory / "namespace").read_text() == "netpol"
     new = api.rotate_token()
     assert (directory / "token").read_text() == new
     assert os.readlink(directory / "..data") != before and not (directory / before).exists()
