@@ -10,7 +10,7 @@ APT_PACKAGES := python3 python3-venv python3-pip iproute2 nftables libnftables1 
 IMAGE ?= localhost/netpol:dev
 PYTEST_ARGS ?=
 
-.PHONY: setup apt demo test image lint typecheck unit unit-unprivileged bench rulesets clean
+.PHONY: setup apt demo demo-image test image lint typecheck unit unit-unprivileged bench rulesets clean
 
 setup: apt $(VENV)/.installed
 
@@ -44,6 +44,11 @@ demo: setup
 	$(BIN)/netpol verify -f $(EXAMPLE)
 	@echo "== netpol demo: 3 live nodes, pods attached by netpol-cni, one agent per node, scenarios =="
 	$(BIN)/netpol demo -f $(EXAMPLE)
+
+# The live demo with the image on the nodes, as `netpol manifests --image $(IMAGE)`'s DaemonSet runs
+# it (podman: install-cni, then the agent), plus a rolling update of one node's agent.
+demo-image: setup image
+	$(BIN)/netpol demo -f $(EXAMPLE) --image $(IMAGE)
 
 lint: setup
 	$(BIN)/ruff check .

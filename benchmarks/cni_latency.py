@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
     work = Path(tempfile.mkdtemp(prefix="netpol-cni-bench-"))
     try:
         python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-        install(work / "bin", work / "lib", python)
+        install(work / "bin", None, python)  # the default layout: the package found from the launcher
         (work / "bin" / "bridge").symlink_to(REFERENCE / "bridge")
         (work / "bin" / "host-local").symlink_to(REFERENCE / "host-local")
         configs = plugin_configs(work)

@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-f", "--filename", dest="example",
                       default=str(Path(__file__).parent / "examples" / "shop"),
                       help="the example cluster (default: the bundled shop)")
+    demo.add_argument("--image", metavar="REF",
+                      help="run this image on the nodes as `netpol manifests --image REF`'s DaemonSet says "
+                           "(podman: install-cni, then the agent), with an HTTPS API server enforcing its "
+                           "ClusterRole, and add a rolling update of one agent (`make image` builds one)")
     demo.set_defaults(run=run_demo_command)
     return parser
 
@@ -405,7 +409,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from netpol.lab.demo import run_demo  # noqa: PLC0415 - only the demo needs the API server and lab
 
     check_environment()
-    return run_demo(args.example)
+    return run_demo(args.example, image=args.image)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -424,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"netpol: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except LabError as exc:
-        print(f"netpol: verify: {exc}", file=sys.stderr)
+        print(f"netpol: {args.command}: {exc}", file=sys.stderr)
         return EXIT_INVALID_INPUT
     except DeployError as exc:
         print(f"netpol: {args.command}: {exc}", file=sys.stderr)

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -375,15 +375,19 @@ class Lab:
             except NetpolError as exc:
                 raise RulesetRejected(node, str(exc)) from None
 
-    def spawn(self, netns: str, argv: Sequence[str]) -> subprocess.Popen[str]:
-        """A process inside `netns`, killed (by PID) when the lab closes. Its own session, so a
-        Ctrl-C reaches only us and we decide the order of the teardown. Signals wait until its
-        PID is known and its kill registered."""
+    def spawn(self, netns: str | None, argv: Sequence[str],
+              stop: Callable[[subprocess.Popen[str]], None] | None = None) -> subprocess.Popen[str]:
+        """A process inside `netns`, killed (by PID) when the lab closes — or ended by `stop`
+        (podman's, which removes its container first). `netns` None: where we are, for podman,
+        which puts its container into a node's namespace itself. Its own session, so a Ctrl-C
+        reaches only us and we decide the order of the teardown. Signals wait until its PID is
+        known and its end registered."""
+        inside = ["ip", "netns", "exec", netns] if netns is not None else []
         with _INTERRUPTS.held():
-            proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv], stdin=subprocess.PIPE,
+            proc = subprocess.Popen([*inside, *argv], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     start_new_session=True)
-            self._stack.callback(_stop, proc)
+            self._stack.callback(stop or _stop, proc)
         return proc
 
 

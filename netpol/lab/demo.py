@@ -21,9 +21,17 @@
    then sends as many SYNs, honestly, and the count ends when all of those have arrived (they
    were sent last: whatever was sent before them has had its chance) — no sleep.
 
+With `--image REF` the nodes run the built image as the install bundle's DaemonSet says
+(`netpol.lab.nodes.ImageNodes`: install-cni, then the agent, in podman; an HTTPS API server that
+enforces the bundle's ClusterRole; pods attached by the plugin install-cni put on each node), and
+one more scenario is a rolling update of one node's agent: SIGTERM to its container, then a new
+pod, while chosen cells are probed again and again (`traffic.py watch`) from the SIGTERM until
+the new agent's first sync — a denied cell must stay denied and an allowed one open throughout.
+
 Exit 0 only if every cell of every scenario matched, no forged or blocked SYN arrived and every
-honest one did. Everything is torn down at the end, on errors and on Ctrl-C/SIGTERM
-(`netpol.lab.cluster`'s guarantees): namespaces, processes, and files.
+honest one did (and, with an image, the rolling update left no window and the API server refused
+no request). Everything is torn down at the end, on errors and on Ctrl-C/SIGTERM
+(`netpol.lab.cluster`'s guarantees): namespaces, processes, containers and files.
 """
 
 from __future__ import annotations
@@ -31,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-import os
 import queue
 import shutil
 import subprocess
@@ -39,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -50,14 +58,26 @@ from netpol.compile.ir import NodeProgram
 from netpol.errors import LabError
 from netpol.lab import spoof as lab_spoof
 from netpol.lab.cluster import FABRIC_BRIDGE, UPLINK, Lab, LabPlan, open_lab, plan_lab
+from netpol.lab.nodes import (
+    API_ADDRESS,
+    ImageNodes,
+    NodeSoftware,
+    assigned_addresses,
+    checkout_nodes,
+    image_nodes,
+)
 from netpol.lab.verify import (
     PROBE_TIMEOUT,
     PROCESS_SLACK,
+    Attempt,
+    Cell,
     CellResult,
     plan_cells,
     probe_and_confirm,
     probe_cells,
+    process_output,
     start_servers,
+    watch_cells,
 )
 from netpol.labels import Labels
 from netpol.load.decode import decode_document
@@ -68,13 +88,15 @@ from netpol.semantics.probes import Probe, default_probes
 from netpol.semantics.reference import Endpoint, allowed
 from netpol.testing.apiserver import FakeApiServer
 
-API_ADDRESS = ipaddress.ip_address("192.168.254.1")  # the API server, on the fabric bridge
-API_PORT = 6443
 THIRD_NODE = Node("node-c", Labels({"kubernetes.io/hostname": "node-c"}),
                   (ipaddress.ip_address("192.168.50.12"),), (ipaddress.ip_network("10.244.2.0/24"),))
 ENFORCE_TIMEOUT = 60.0  # seconds a node gets to enforce a change: a hang bound (it takes ~50 ms)
 LEAK_PROBE_SECONDS = 1.0  # how long the leak window is probed (at least one round, however long)
-REFERENCE_PLUGINS = Path("/usr/lib/cni")
+RESTARTED_NODE = "node-a"  # whose agent the rolling update replaces: it holds the most pods
+# Cells watched through the rolling update, spread over those with an end on that node: enough
+# SYNs on denied cells (one per cell every PROBE_TIMEOUT, ~17 ms apart in all) without slowing
+# the new agent's start on a 2-core machine; allowed cells are tried every WATCH_INTERVAL.
+WATCHED_DENIED, WATCHED_ALLOWED, WATCH_INTERVAL = 24, 12, 0.1
 SPOOF_SCRIPT = str(Path(lab_spoof.__file__).resolve())
 SPOOF_PACKETS = 20  # SYNs per sender in the spoofing scenario
 SPOOF_TIMEOUT = 30.0  # seconds the sniffer waits for the honest SYNs: a hang bound (they take ~1 ms)
@@ -171,6 +193,72 @@ class SpoofingResult:
                 *(f"SPOOFING FAILED: {problem}" for problem in self.problems)]
 
 
+@dataclass(frozen=True)
+class RestartResult:
+    """A rolling update of `node`'s agent, as the watched cells saw it. Times are seconds after
+    the SIGTERM; attempts are those begun from the SIGTERM to the new agent's first sync."""
+
+    node: str
+    exit_code: int | None  # the old agent's (None: it outlived the grace period and podman)
+    exited: float
+    synced: float
+    ready: float
+    cells: tuple[Cell, ...]
+    attempts: tuple[Attempt, ...]
+    installed: tuple[str, ...] = ()  # what the new pod's init containers printed
+
+    def tried(self, expected: bool, since: float = 0.0) -> tuple[int, int]:
+        """(attempts, of them open) on the cells the semantics open (`expected`) or deny, begun
+        from `since` to the first sync."""
+        chosen = [a for a in self.attempts
+                  if self.cells[a.cell].expected == expected and since <= a.started <= self.synced]
+        return len(chosen), sum(1 for a in chosen if a.outcome == "open")
+
+    @property
+    def problems(self) -> list[str]:
+        found = []
+        if self.exit_code != 0:
+            found.append(f"the old agent exited with {self.exit_code} on SIGTERM, not 0")
+        denied, leaked = self.tried(False)
+        allowed, opened = self.tried(True)
+        if not denied or not allowed:
+            found.append(f"too little was tried during the restart ({denied} connections on denied cells, "
+                         f"{allowed} on allowed ones)")
+        if leaked:
+            found.append(f"{leaked} of {denied} connections on denied cells got through during the restart")
+        if opened != allowed:
+            found.append(f"{allowed - opened} of {allowed} connections on allowed cells failed "
+                         "during the restart")
+        return found
+
+    def lines(self) -> list[str]:
+        denied, leaked = self.tried(False)
+        allowed, opened = self.tried(True)
+        gap, gap_leaked = self.tried(False, self.exited)
+        count = Counter(c.expected for c in self.cells)
+        return [f"old agent exited {self.exit_code} {self.exited:.2f} s after SIGTERM; the new pod's agent "
+                f"synced {self.synced:.2f} s after it, Ready at {self.ready:.2f} s",
+                *(f"new pod: {line}" for line in self.installed),
+                f"from SIGTERM to that first sync: {count[False]} denied cells tried {denied} times, "
+                f"{leaked} got through ({gap} tries, {gap_leaked} through, with no agent running or synced); "
+                f"{count[True]} allowed cells tried {allowed} times, {opened} got through",
+                *(f"ROLLING UPDATE FAILED: {problem}" for problem in self.problems)]
+
+
+def watched_cells(state: ClusterState, probes: Sequence[Probe], node: str) -> tuple[Cell, ...]:
+    """WATCHED_DENIED denied and WATCHED_ALLOWED allowed IPv4 TCP cells with an end on `node`,
+    spread evenly over all of them (pod to itself left out: it never crosses a rule). TCP only:
+    the handshake is the kernel's, so a busy machine cannot make an open cell look blocked (a
+    UDP echo needs the server process to run within the timeout)."""
+    cells = [c for c in plan_cells(state, probes, node)
+             if c.family == 4 and c.protocol == "TCP" and c.src != c.dst]
+
+    def spread(chosen: list[Cell], count: int) -> list[Cell]:
+        return chosen if len(chosen) <= count else [chosen[i * len(chosen) // count] for i in range(count)]
+    return (*spread([c for c in cells if not c.expected], WATCHED_DENIED),
+            *spread([c for c in cells if c.expected], WATCHED_ALLOWED))
+
+
 def _ipv4(pod: Pod) -> IPAddress:
     found = next((ip for ip in pod.ips if ip.version == 4), None)
     if found is None:
@@ -224,6 +312,11 @@ def scenarios(example: ClusterState) -> list[Scenario]:
         Scenario("remove pod backend/worker-1 (netpol-cni DEL)", lambda d: d.remove_pod("backend/worker-1"),
                  tcp(8443)),
     ]
+
+
+ROLLING_UPDATE = Scenario(f"rolling update of {RESTARTED_NODE}'s agent: SIGTERM to its container, then a new "
+                          "pod (install-cni, then the agent), cells probed throughout",
+                          lambda d: d.rolling_update(RESTARTED_NODE), Probe("TCP", 5432))
 
 
 # ── the live cluster (I/O) ──────────────────────────────────────────────────────────────────
@@ -285,11 +378,13 @@ class Demo:
     api: FakeApiServer
     work: Path
     state: ClusterState  # what the API server holds now (decoded)
+    nodes: NodeSoftware  # what runs the agents and attaches the pods
     agents: dict[str, AgentProcess] = field(default_factory=dict)
     out: TextIO = sys.stdout
     probes: Sequence[Probe] = ()
     leak: str = ""  # what the last add_pod measured while the agents did not know the pod
     spoofing: SpoofingResult | None = None  # what the last spoof measured
+    restart: RestartResult | None = None  # what the last rolling update measured
     written_at: float = 0.0  # when a change that did more than write to the API wrote to it
     programs: dict[str, NodeProgram] = field(default_factory=dict)  # what the API's objects compiled to
     writes: list[tuple[str, int, list[dict[str, Any]]]] = field(default_factory=list)  # see `wrote`
@@ -341,7 +436,7 @@ class Demo:
         netns = f"np-{self.lab.plan.tag}-p{len(self.lab.pod_netns)}"
         self.sandbox(netns)
         self.lab.pod_netns[pod.key] = netns
-        self.cni("ADD", pod, netns)
+        pod = self.attach(pod, netns)
         with_pod = ClusterState.build(namespaces=self.state.namespaces, nodes=self.state.nodes,
                                       policies=self.state.policies, pods=(*self.state.pods, pod))
         start_servers(self.lab, with_pod, self.probes, only=[pod.key])
@@ -361,6 +456,29 @@ class Demo:
         self.written_at = time.monotonic()  # enforcement is timed from the API write
         self.api.apply(encode_pod(pod))
         self.wrote("Pod")
+
+    def start_agent(self, node: str) -> AgentProcess:
+        agent = self.agents[node] = AgentProcess(node, self.nodes.start_agent(node))
+        agent.start_following()
+        return agent
+
+    def rolling_update(self, node: str) -> None:
+        """What a DaemonSet's rolling update does to `node` (image only): SIGTERM to the agent's
+        container, and once it is gone a new pod, install-cni first — while watched cells are
+        probed without pause from before the SIGTERM until the new agent's first sync."""
+        if not isinstance(self.nodes, ImageNodes):
+            raise LabError("the rolling update runs the image's DaemonSet: netpol demo --image REF")
+        cells = watched_cells(self.state, self.probes, node)
+        watch = watch_cells(self.lab, cells, PROBE_TIMEOUT, WATCH_INTERVAL)
+        sigterm = time.monotonic()
+        exit_code, exited = self.nodes.stop_agent(node)
+        self.start_agent(node)
+        synced = self.wait_enforced({node: {}}, sigterm)
+        self.nodes.wait_ready(node)
+        ready = time.monotonic() - sigterm
+        attempts = [dataclasses.replace(a, started=a.started - sigterm) for a in watch.stop()]
+        self.restart = RestartResult(node, exit_code, exited, synced, ready, cells, tuple(attempts),
+                                     tuple(self.nodes.pods[node].installed))
 
     def remove_pod(self, key: str) -> None:
         pod = next(p for p in self.state.pods if p.key == key)
@@ -388,7 +506,7 @@ class Demo:
                     for i, kind in enumerate(SPOOF_KINDS)]
         sniffer = self.start_sniffer(victim, spoofing.port, expected)
         sent = {e.kind: self.send_syns(senders[e.kind][0], e, _ipv4(victim), spoofing.port) for e in expected}
-        counts = _output(sniffer, f"the sniffer in {victim.key}", SPOOF_TIMEOUT + PROCESS_SLACK)
+        counts = process_output(sniffer, f"the sniffer in {victim.key}", SPOOF_TIMEOUT + PROCESS_SLACK)
         self.spoofing = SpoofingResult(spoofing, forged, sent, json.loads(counts))
 
     def start_sniffer(self, victim: Pod, port: int,
@@ -409,31 +527,22 @@ class Demo:
         argv = [sys.executable, SPOOF_SCRIPT, "send", f"--src={kind.src}", f"--dst={dst}", f"--dport={port}",
                 f"--seq={kind.seq}", f"--count={SPOOF_PACKETS}"]
         proc = self.lab.spawn(self.lab.pod_netns[sender.key], argv)
-        return int(_output(proc, f"the {kind.kind} sender in {sender.key}", PROCESS_SLACK))
+        return int(process_output(proc, f"the {kind.kind} sender in {sender.key}", PROCESS_SLACK))
 
     # the CNI plugin, as a kubelet/containerd would call it
 
-    def cni_config(self, pod: Pod) -> dict[str, Any]:
-        plan = next(n for n in self.lab.plan.nodes if n.name == pod.node_name)
-        gateway = next(g for g in plan.gateways if g.version == 4)
-        return {"cniVersion": "1.0.0", "name": "demo", "type": "netpol-cni", "bridge": "cni0",
-                "isGateway": True, "isDefaultGateway": True, "dataDir": str(self.work / "cni-state"),
-                "runtimeConfig": {"ips": [f"{ip}/{gateway.network.prefixlen}" for ip in pod.ips]},
-                "ipam": {"type": "host-local", "dataDir": str(self.work / "ipam" / plan.name),
-                         "ranges": [[{"subnet": str(gateway.network), "gateway": str(gateway.ip)}]]}}
-
     def cni(self, command: str, pod: Pod, netns: str) -> dict[str, Any] | None:
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_COMMAND": command,
-               "CNI_CONTAINERID": pod.key.replace("/", "_"), "CNI_NETNS": f"/run/netns/{netns}",
-               "CNI_IFNAME": "eth0", "CNI_PATH": str(self.work / "bin")}
-        node_netns = self.lab.node_netns[pod.node_name or ""]
-        done = subprocess.run(["ip", "netns", "exec", node_netns, str(self.work / "bin" / "netpol-cni")],
-                              input=json.dumps(self.cni_config(pod)), env=env, capture_output=True, text=True,
-                              check=False)
-        if done.returncode != 0:
-            raise LabError(f"netpol-cni {command} for {pod.key} failed: "
-                           f"{done.stdout.strip()} {done.stderr.strip()}")
-        return json.loads(done.stdout) if done.stdout.strip() else None
+        return self.nodes.cni(command, pod, netns)
+
+    def attach(self, pod: Pod, netns: str) -> Pod:
+        """CNI ADD of `pod` into `netns`: the pod with the addresses it got (the manifest's when
+        the demo pins them; else the IPAM plugin's, which the API is then told)."""
+        got = assigned_addresses(self.cni("ADD", pod, netns))
+        if self.nodes.pinned and got[:1] != pod.ips[:1]:
+            raise LabError(f"host-local gave {pod.key} {got[0] if got else 'nothing'}, not {pod.ips[0]}")
+        if not got:
+            raise LabError(f"netpol-cni gave {pod.key} no address")
+        return pod if self.nodes.pinned else dataclasses.replace(pod, ips=got)
 
     # observing
 
@@ -464,18 +573,6 @@ class Demo:
             time.sleep(0.005)
 
 
-def _output(proc: subprocess.Popen[str], what: str, timeout: float) -> str:
-    """What a process the lab spawned printed, once it exited; LabError if it failed or hung."""
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise LabError(f"{what} did not finish within {timeout:.0f} s") from None
-    if proc.returncode != 0:
-        raise LabError(f"{what} failed: {err.strip() or proc.returncode}")
-    return out
-
-
 def decoded(objects: Sequence[dict[str, Any]]) -> ClusterState:
     """The cluster these API objects describe (the demo publishes only valid ones)."""
     found = []
@@ -504,23 +601,10 @@ def _matrix(state: ClusterState, results: Sequence[CellResult], focus: Probe) ->
     return "\n".join(lines)
 
 
-def _install_plugins(work: Path) -> None:
-    """netpol-cni as a node gets it: its installer, run as a process (the plugin shares no code
-    with netpol; it is installed beside it, as the `netpol_cni` package of this distribution)."""
-    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    installer = [sys.executable, "-m", "netpol_cni.install", str(work / "bin"), "--lib", str(work / "lib"),
-                 "--python", python]
-    done = subprocess.run(installer, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise LabError(f"installing netpol-cni failed: {done.stderr.strip() or done.returncode}")
-    host_local = REFERENCE_PLUGINS / "host-local"
-    if not host_local.exists():
-        raise LabError("the demo needs host-local (Debian: apt-get install containernetworking-plugins)")
-    (work / "bin" / "host-local").symlink_to(host_local)
-
-
 @contextmanager
-def live_cluster(example: ClusterState, out: TextIO) -> Iterator[Demo]:
+def live_cluster(example: ClusterState, out: TextIO, image: str | None = None) -> Iterator[Demo]:
+    """The live cluster (see the module), with this checkout on the nodes or, given `image`,
+    that image as its DaemonSet runs it; torn down on the way out."""
     state = on_three_nodes(example)
     plan = without_node_routes(plan_lab(state))
     with ExitStack() as stack:
@@ -533,49 +617,44 @@ def live_cluster(example: ClusterState, out: TextIO) -> Iterator[Demo]:
                              for n in plan.nodes for a in n.fabric_addresses if a.version == 4)])
         for node in plan.nodes:
             lab.batch(node.netns, [("route", "add", f"{API_ADDRESS}/32", "dev", UPLINK)])
-        api = FakeApiServer(bookmark_interval=5.0).start(str(API_ADDRESS), API_PORT, netns=fabric)
-        stack.callback(api.stop)
-        kubeconfig = api.kubeconfig(work / "kubeconfig")
-        _install_plugins(work)
+        nodes: NodeSoftware = (image_nodes(lab, image, work, stack) if image
+                               else checkout_nodes(lab, work, stack))
         fabric_of = {n.name: n.fabric_addresses for n in plan.nodes}
-        nodes = [dataclasses.replace(n, addresses=fabric_of.get(n.name, n.addresses)) for n in state.nodes]
-        api.apply_all([*(encode_namespace(n) for n in state.namespaces), *(encode_node(n) for n in nodes)])
-        demo = Demo(lab, api, work, state, out=out)
+        published = [dataclasses.replace(n, addresses=fabric_of.get(n.name, n.addresses))
+                     for n in state.nodes]
+        nodes.api.apply_all([*(encode_namespace(n) for n in state.namespaces),
+                             *(encode_node(n) for n in published)])
+        demo = Demo(lab, nodes.api, work, state, nodes, out=out)
         demo.programs = compile_cluster(demo.current_state())  # no pods yet
         for node in plan.nodes:
-            proc = lab.spawn(node.netns, [sys.executable, "-m", "netpol.cli", "agent", "--node", node.name,
-                                          "--kubeconfig", str(kubeconfig), "--listen", "127.0.0.1:9909",
-                                          "--min-interval", "0.005", "--max-interval", "0.1"])
-            agent = AgentProcess(node.name, proc)
-            agent.start_following()
-            demo.agents[node.name] = agent
+            demo.start_agent(node.name)
         setup = time.monotonic()
-        for pod in (p for p in state.pods if not p.host_network):
-            plan_pod = next(p for p in plan.pods if p.key == pod.key)
-            demo.sandbox(plan_pod.netns)
-            result = demo.cni("ADD", pod, plan_pod.netns)
-            assigned = result["ips"][0]["address"].split("/")[0] if result else ""
-            if assigned != str(pod.ips[0]):
-                raise LabError(f"host-local gave {pod.key} {assigned}, not {pod.ips[0]}")
-        for pod in state.pods:
-            api.apply(encode_pod(pod))
+        pods = []
+        for planned in state.pods:
+            if not planned.host_network:
+                netns = next(p.netns for p in plan.pods if p.key == planned.key)
+                demo.sandbox(netns)
+            pods.append(planned if planned.host_network else demo.attach(planned, netns))
+        for pod in pods:
+            nodes.api.apply(encode_pod(pod))
             demo.wrote("Pod")
         targets = demo.take_targets()
         demo.wait_enforced({node: targets.get(node, {}) for node in demo.agents}, setup)
+        demo.state = demo.current_state()
         yield demo
 
 
-def run_demo(example_path: str, out: TextIO = sys.stdout) -> int:
+def run_demo(example_path: str, out: TextIO = sys.stdout, image: str | None = None) -> int:
     example = load_state([example_path])
-    steps = scenarios(example)
-    mismatched = spoofed = 0
+    steps = [*scenarios(example), *([ROLLING_UPDATE] if image else [])]
+    mismatched = spoofed = restarted = 0
     started = time.monotonic()
-    with live_cluster(example, out) as demo:
-        full = on_three_nodes(example)
-        probes = demo.probes = default_probes(full)
-        start_servers(demo.lab, full, probes)
-        print(f"3 nodes, {len(demo.lab.pod_netns)} pods attached by netpol-cni, one agent per node "
-              f"(inside its namespace), API server at http://{API_ADDRESS}:{API_PORT}", file=out)
+    with live_cluster(example, out, image) as demo:
+        probes = demo.probes = default_probes(on_three_nodes(example))
+        start_servers(demo.lab, demo.state, probes)
+        print(demo.nodes.describe(len(demo.lab.pod_netns)), file=out)
+        for line in demo.nodes.notes():
+            print(f"    {line}", file=out)
         for number, step in enumerate(steps, 1):
             changed_at = time.monotonic()
             step.change(demo)
@@ -594,11 +673,12 @@ def run_demo(example_path: str, out: TextIO = sys.stdout) -> int:
             if demo.leak:
                 print(f"    {demo.leak}", file=out)
                 demo.leak = ""
-            if demo.spoofing is not None:
-                for line in demo.spoofing.lines():
+            for measured in (demo.spoofing, demo.restart):
+                for line in measured.lines() if measured is not None else ():
                     print(f"    {line}", file=out)
-                spoofed += not demo.spoofing.held
-                demo.spoofing = None
+            spoofed += demo.spoofing is not None and not demo.spoofing.held
+            restarted += demo.restart is not None and bool(demo.restart.problems)
+            demo.spoofing = demo.restart = None
             print(_matrix(new_state, results, step.focus), file=out)
             for r in bad[:20]:
                 print(f"    MISMATCH {r}", file=out)
@@ -606,9 +686,16 @@ def run_demo(example_path: str, out: TextIO = sys.stdout) -> int:
                 while not agent.log.empty():
                     print(f"    agent {agent.log.get_nowait()}", file=out)
             out.flush()  # a scenario is done: whoever reads our output (a pipe) sees it now
+        refused = demo.nodes.audit()
+        for i, line in enumerate(refused or demo.nodes.summary()):
+            print(f"{'' if i else chr(10)}{line}", file=out)
     total = time.monotonic() - started
     verdict = "every cell matched the semantics" if not mismatched else f"{mismatched} mismatches"
     if spoofed:
         verdict += ", and the spoofing scenario failed"
+    if restarted:
+        verdict += ", and the rolling update left a window"
+    if refused:
+        verdict += f", and the API server refused {len(refused)} request(s)"
     print(f"\n{len(steps)} scenarios, {verdict} ({total:.1f} s, everything torn down)", file=out)
-    return 0 if not mismatched and not spoofed else 3
+    return 0 if not (mismatched or spoofed or restarted or refused) else 3

@@ -9,6 +9,12 @@ process starts in a few milliseconds without importing netpol.
   every target concurrently (non-blocking sockets, one selector) and prints `{"id": outcome}`:
   `open` (TCP handshake done, or a UDP reply), `blocked` (nothing before the timeout),
   `refused` (RST or ICMP port unreachable) or `error: …`.
+* `watch` reads the same request as one line (plus `"interval": s`), then probes every target
+  again and again — each anew once its last attempt settled and `interval` passed since it
+  began, the first attempts spread over one timeout — until its stdin closes. It prints
+  `watching` as it begins, and at the end `[[id, started, outcome], ...]`, one per attempt,
+  `started` on the system's monotonic clock (CLOCK_MONOTONIC: the parent's `time.monotonic()`),
+  so the parent can tell which attempts fell inside a window it measured itself.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class _Attempt:
     sock: socket.socket
     protocol: str
     deadline: float
+    started: float
 
 
 @dataclass
@@ -86,33 +93,39 @@ class _Prober:
     sel: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     results: dict[str, str] = field(default_factory=dict)
     in_flight: dict[int, _Attempt] = field(default_factory=dict)
+    attempts: list[list[str | float]] = field(default_factory=list)  # [id, started, outcome], in order
 
     def start(self, target: list[str | int]) -> None:
         ident, ip, port, protocol = str(target[0]), str(target[1]), int(target[2]), str(target[3])
         kind = socket.SOCK_STREAM if protocol == "TCP" else socket.SOCK_DGRAM
         sock = socket.socket(_family(ip), kind)
         sock.setblocking(False)
+        started = time.monotonic()
         code = sock.connect_ex((ip, port))
         if code not in (0, errno.EINPROGRESS):
             sock.close()
-            self.results[ident] = _outcome(code)
+            self.record(ident, started, _outcome(code))
             return
         if protocol == "UDP":
             try:
                 sock.send(UDP_PAYLOAD)
             except OSError as exc:
                 sock.close()
-                self.results[ident] = _outcome(exc.errno or 0)
+                self.record(ident, started, _outcome(exc.errno or 0))
                 return
         event = selectors.EVENT_WRITE if protocol == "TCP" else selectors.EVENT_READ
         self.sel.register(sock, event)
-        self.in_flight[sock.fileno()] = _Attempt(ident, sock, protocol, time.monotonic() + self.timeout)
+        self.in_flight[sock.fileno()] = _Attempt(ident, sock, protocol, started + self.timeout, started)
+
+    def record(self, ident: str, started: float, outcome: str) -> None:
+        self.results[ident] = outcome
+        self.attempts.append([ident, started, outcome])
 
     def finish(self, attempt: _Attempt, outcome: str) -> None:
         self.sel.unregister(attempt.sock)
         del self.in_flight[attempt.sock.fileno()]
         attempt.sock.close()
-        self.results[attempt.ident] = outcome
+        self.record(attempt.ident, attempt.started, outcome)
 
     def settle(self, attempt: _Attempt) -> None:
         if attempt.protocol == "TCP":
@@ -137,6 +150,49 @@ class _Prober:
             for attempt in [a for a in self.in_flight.values() if a.deadline <= now]:
                 self.finish(attempt, "blocked")
         return self.results
+
+
+def _watch(prober: _Prober, targets: list[list[str | int]], interval: float) -> None:
+    """`watch` (see the module): until stdin closes, then until the attempts in flight settle."""
+    by_ident = {str(t[0]): t for t in targets}
+    now = time.monotonic()
+    spread = prober.timeout / max(1, len(targets))
+    due = {str(t[0]): now + k * spread for k, t in enumerate(targets)}  # idle targets: next start
+    stdin = sys.stdin.fileno()
+    prober.sel.register(stdin, selectors.EVENT_READ, "stdin")
+    watching = True
+    while watching or prober.in_flight:
+        now = time.monotonic()
+        for ident in [i for i, at in due.items() if at <= now] if watching else ():
+            del due[ident]
+            seen = len(prober.attempts)
+            prober.start(by_ident[ident])
+            if len(prober.attempts) > seen:  # settled at once (refused, an error)
+                due[ident] = max(now + interval, time.monotonic())
+        deadlines = [a.deadline for a in prober.in_flight.values()] + (list(due.values()) if watching else [])
+        wait = max(0.0, min(deadlines, default=now + 1.0) - now)
+        seen = len(prober.attempts)
+        for key, _ in prober.sel.select(wait):
+            if key.data == "stdin":
+                if not os.read(stdin, 4096):
+                    prober.sel.unregister(stdin)
+                    watching = False
+            else:
+                prober.settle(prober.in_flight[key.fd])
+        now = time.monotonic()
+        for attempt in [a for a in prober.in_flight.values() if a.deadline <= now]:
+            prober.finish(attempt, "blocked")
+        for settled, started, _ in prober.attempts[seen:]:
+            due[str(settled)] = max(float(started) + interval, now)
+
+
+def watch() -> None:
+    request = json.loads(sys.stdin.readline())
+    prober = _Prober(float(request["timeout"]), [])
+    sys.stdout.write("watching\n")
+    sys.stdout.flush()
+    _watch(prober, list(request["targets"]), float(request.get("interval", 0.05)))
+    json.dump(prober.attempts, sys.stdout)
 
 
 def _outcome(code: int) -> str:
@@ -165,9 +221,13 @@ def main(argv: list[str]) -> None:
     server.add_argument("--tcp", type=_numbers, default=[], help="comma-separated TCP ports")
     server.add_argument("--udp", type=_numbers, default=[], help="comma-separated UDP ports")
     commands.add_parser("probe", help="probe the targets given as JSON on stdin")
+    commands.add_parser("watch", help="probe the targets given as one JSON line on stdin, again and "
+                                      "again, until stdin closes")
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.ips.split(","), args.tcp, args.udp)
+    elif args.command == "watch":
+        watch()
     else:
         probe()
 

@@ -212,6 +212,67 @@ def probe_cells(lab: Lab, cells: Sequence[Cell], indexes: Iterable[int], timeout
             raise
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One connection a watcher tried: the cell's index, when it began (time.monotonic()), what
+    the kernel did."""
+
+    cell: int
+    started: float
+    outcome: str
+
+
+@dataclass
+class Watch:
+    """Cells probed again and again (`traffic.py watch`, one watcher per source pod) until `stop`."""
+
+    lab: Lab
+    watchers: dict[str, subprocess.Popen[str]]
+
+    def stop(self) -> list[Attempt]:
+        """Close the watchers' stdin; every attempt they made, in order of start."""
+        attempts = []
+        for src, proc in self.watchers.items():
+            out = process_output(proc, f"the watcher in {self.lab.pod_netns[src]}", PROCESS_SLACK)
+            attempts += [Attempt(int(i), float(at), str(outcome)) for i, at, outcome in json.loads(out)]
+        return sorted(attempts, key=lambda a: a.started)
+
+
+def watch_cells(lab: Lab, cells: Sequence[Cell], timeout: float = PROBE_TIMEOUT,
+                interval: float = 0.1) -> Watch:
+    """Every cell probed continuously (see `traffic.py watch`) from when this returns until
+    `Watch.stop()`."""
+    by_source: dict[str, list[list[str | int]]] = {}
+    for i, cell in enumerate(cells):
+        by_source.setdefault(cell.src, []).append([str(i), str(cell.dst_ip), cell.port, cell.protocol])
+    watchers = {}
+    for src, targets in by_source.items():
+        proc = lab.spawn(lab.pod_netns[src], [sys.executable, TRAFFIC_SCRIPT, "watch"])
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({"timeout": timeout, "interval": interval, "targets": targets}) + "\n")
+        proc.stdin.flush()
+        watchers[src] = proc
+    for src, proc in watchers.items():  # each has begun: its first attempts are out
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "watching":
+            said = proc.communicate()[1].strip()
+            raise LabError(f"the watcher in {lab.pod_netns[src]} did not start: {said}")
+    return Watch(lab, watchers)
+
+
+def process_output(proc: subprocess.Popen[str], what: str, timeout: float) -> str:
+    """What a process the lab spawned printed (its stdin closed first), once it exited;
+    LabError if it failed or hung."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise LabError(f"{what} did not finish within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        raise LabError(f"{what} failed: {err.strip() or proc.returncode}")
+    return out
+
+
 def probe_and_confirm(lab: Lab, cells: Sequence[Cell],
                       confirm_timeout: float | None = None) -> tuple[CellResult, ...]:
     """Probe every cell; probe each mismatch once more, with a longer timeout (by default

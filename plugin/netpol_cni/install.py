@@ -2,7 +2,7 @@
 
     python -m netpol_cni.install [BIN_DIR] [--lib DIR] [--python /usr/bin/python3] [--root DIR]
 
-Writes BIN_DIR/netpol-cni (default /opt/cni/bin), a four-line launcher whose first line is
+Writes BIN_DIR/netpol-cni (default /opt/cni/bin), a launcher of a few lines whose first is
 `#!PYTHON -IS`, and the package beside it in a library directory (default BIN_DIR/../lib/
 netpol-cni), byte-compiled by that same interpreter. `-I` (isolated: no PYTHONPATH, no user
 site) and `-S` (no `site`: no .pth files, no site-packages scan) make the interpreter start in
@@ -11,6 +11,16 @@ Not a zipapp: running a zip goes through `runpy`, which imports `contextlib` and
 ms). Linux hands everything after the interpreter on a `#!` line over as one argument, so the
 flags are spelled as one word.
 
+In the default library directory, the launcher finds the package relative to its own path, so
+the same files work wherever the node's `/` is mounted (a container's /host, the lab's per-node
+roots). Two entries go on sys.path: first, `__file__` (absolute: the interpreter makes it so)
+cut at its last two `/`, which is BIN_DIR's parent by name as the installer computed it (right
+for a clean path, and runtimes exec plugins by one: libcni joins the CNI_PATH directory and the
+type, cleaned); last, after the standard library so that no other import looks there, BIN_DIR/..
+as the kernel resolves it (right for any spelling, `./netpol-cni` included, unless BIN_DIR is a
+symlink). String operations only: importing `os.path` would cost the plugin ~1.3 ms. A library
+directory given elsewhere (--lib) is named by its absolute path.
+
 Atomic and idempotent: the package goes in a directory named after its content
 (LIB/<12 hex>/netpol_cni), complete and compiled before the launcher names it, and the launcher
 is replaced by a rename. A call started during an upgrade imports the old package or the new
@@ -18,9 +28,9 @@ one, never a half-copied one. The previous package stays until the next install 
 read the old launcher may still be importing from it); older ones, and nothing else in LIB, go.
 
 `--root DIR` installs into a node whose `/` is mounted at DIR (the DaemonSet's init container):
-files are written under DIR, the launcher names the paths as the node sees them, and the package
-is compiled by this interpreter, since the node's cannot run here (a node whose python3 is
-another version compiles the package again on first use)."""
+files are written under DIR, the launcher names the node's interpreter (and a --lib directory
+by the node's path), and the package is compiled by this interpreter, since the node's cannot
+run here (a node whose python3 is another version compiles the package again on first use)."""
 
 from __future__ import annotations
 
@@ -39,10 +49,18 @@ PACKAGE = Path(__file__).resolve().parent
 EXECUTABLE = "netpol-cni"
 LAUNCHER = '''#!{python} -IS
 import sys
-sys.path.insert(0, {lib!r})
+{path}
 from netpol_cni.main import run
 run()
 '''
+PATH_LINE = "sys.path.insert(0, "  # then the package directory's absolute path
+PACKAGE_LINE = "package = "  # then its path below BIN_DIR/.. (the default library directory)
+# In the default library directory, the package is found from the launcher's own path: BIN_DIR's
+# parent by name (as the installer computed it), then BIN_DIR/.. as the kernel resolves it.
+BESIDE_BIN = PACKAGE_LINE + """{package!r}
+here = __file__.rpartition('/')[0]
+sys.path.insert(0, here.rpartition('/')[0] + package)
+sys.path.append(here + '/..' + package)"""
 VERSION_DIR = re.compile(r"^[0-9a-f]{12}$")
 STAGING = ".staging-"
 SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -67,12 +85,13 @@ def install(bin_dir: str | os.PathLike[str], lib_dir: str | os.PathLike[str] | N
     """Install the package and the launcher (see the module); the launcher's path as written.
     `bin_dir`, `lib_dir` and `python` are the node's paths; `root` is where its `/` is mounted."""
     under = _rooted(root)
+    bin_path = Path(os.path.abspath(bin_dir))
     lib = Path(os.path.abspath(lib_dir)) if lib_dir is not None else default_lib_dir(bin_dir)
     version = lib / package_digest()
     _ensure_package(under(version), python if root is None else sys.executable)
-    target = under(Path(os.path.abspath(bin_dir))) / EXECUTABLE
-    previous = _launcher_lib(target)
-    write_atomically(target, LAUNCHER.format(python=python, lib=str(version)), 0o755)
+    target = under(bin_path) / EXECUTABLE
+    previous = _launcher_lib(target, bin_path)
+    write_atomically(target, LAUNCHER.format(python=python, path=_path_lines(version, bin_path)), 0o755)
     _remove_old(under(lib), keep={version.name, previous.name if previous else ""},
                 old_layout_in_use=previous == lib)
     return target
@@ -116,18 +135,31 @@ def _ensure_package(version: Path, compiler: str) -> None:
             raise
 
 
-def _launcher_lib(launcher: Path) -> Path | None:
-    """The library directory an installed launcher names (None: no launcher, or not ours)."""
+def _path_lines(version: Path, bin_path: Path) -> str:
+    """How the launcher puts `version` on sys.path: beside BIN_DIR (the default library
+    directory) relative to its own path, else by the absolute path (see the module)."""
+    if version.parent == default_lib_dir(bin_path):
+        return BESIDE_BIN.format(package="/" + version.relative_to(bin_path.parent).as_posix())
+    return f"{PATH_LINE}{str(version)!r})"
+
+
+def _launcher_lib(launcher: Path, bin_path: Path) -> Path | None:
+    """The package directory an installed launcher at `bin_path` (the node's path) names
+    (None: no launcher, or not ours)."""
     try:
         lines = launcher.read_text().splitlines()
     except (OSError, UnicodeDecodeError):
         return None
     for line in lines:
-        if line.startswith("sys.path.insert(0, ") and line.endswith(")"):
+        absolute = line.startswith(PATH_LINE) and line.endswith(")")
+        if absolute or line.startswith(PACKAGE_LINE):
             try:
-                return Path(ast.literal_eval(line[len("sys.path.insert(0, "):-1]))
+                named = ast.literal_eval(line[len(PATH_LINE):-1] if absolute else line[len(PACKAGE_LINE):])
             except (ValueError, SyntaxError):
                 return None
+            if not isinstance(named, str):
+                return None
+            return Path(named) if absolute else bin_path.parent / named.lstrip("/")
     return None
 
 

@@ -152,8 +152,9 @@ def test_install_writes_the_plugin_host_local_and_the_conflist_and_twice_changes
     root = host.host_root
     launcher = (root / "opt/cni/bin/netpol-cni").read_text()
     assert launcher.startswith("#!/usr/bin/python3 -IS\n")
-    lib, = [line.split("'")[1] for line in launcher.splitlines() if "/opt/cni/lib/netpol-cni/" in line]
-    assert (root / lib.lstrip("/") / "netpol_cni" / "main.py").is_file()  # a node path, present under the root
+    package, = [line.split("'")[1] for line in launcher.splitlines() if line.startswith("package = ")]
+    assert package.startswith("/lib/netpol-cni/")  # below BIN/..: found from the launcher's own path
+    assert (root / "opt/cni" / package.lstrip("/") / "netpol_cni" / "main.py").is_file()
     assert (root / "opt/cni/bin/host-local").read_bytes() == image_host_local.read_bytes()
     assert os.access(root / "opt/cni/bin/host-local", os.X_OK)
     conf = json.loads((root / "etc/cni/net.d" / CONFLIST).read_text())
