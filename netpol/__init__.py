@@ -14,6 +14,7 @@ from netpol.errors import InputError, NetpolError, Problem, UsageError
 from netpol.labels import Labels, LabelSelector, Requirement
 from netpol.load.manifests import load_state
 from netpol.model import (
+    ClusterNetworkPolicy,
     ClusterState,
     ContainerPort,
     IPBlock,
@@ -32,6 +33,7 @@ from netpol.semantics.reference import Endpoint, Verdict, allowed, pods_connect
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClusterNetworkPolicy",
     "ClusterState",
     "ContainerPort",
     "Endpoint",

@@ -29,11 +29,13 @@ from netpol.errors import (
 from netpol.gc import without_cyclic_gc
 from netpol.lab.verify import IPTABLES_VARIANTS, format_report, verify
 from netpol.load.manifests import LoadReport, load_state_with_report
+from netpol.model import TIERS, ClusterState
 from netpol.pipeline.phases import CompileRequest, Ruleset, compile_rulesets
 from netpol.semantics import explain as explaining
 from netpol.semantics.formats import RENDERERS
 from netpol.semantics.probes import Probe, default_probes, parse_probe
 from netpol.semantics.reach import absent_notes, compute_reach, participants
+from netpol.semantics.reference import priority_ties
 
 EXIT_OK, EXIT_INVALID_INPUT, EXIT_USAGE, EXIT_MISMATCH, EXIT_INTERNAL = 0, 1, 2, 3, 70
 NAMESPACE_NAME = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS label (RFC 1123)
@@ -226,13 +228,27 @@ def _add_deploy_commands(commands: Any) -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     """The counts on stdout; on stderr, everything the input holds that no answer will show:
-    skipped files and kinds, pods outside the matrix."""
+    skipped files and kinds, pods outside the matrix; and cluster policies whose order the API
+    leaves undefined (equal priorities in a tier), as warnings."""
     state, report = load_state_with_report(args.paths, args.skip_unknown)
     print(f"ok: {len(state.namespaces)} namespaces, {len(state.pods)} pods, "
-          f"{len(state.nodes)} nodes, {len(state.policies)} network policies")
+          f"{len(state.nodes)} nodes, {len(state.policies)} network policies, {_cluster_counts(state)}")
     _print_notes([report.files_note(), report.kinds_note(pods_missing=not participants(state)),
                   *absent_notes(state)])
+    for warning in priority_ties(state):
+        print(f"netpol: warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _cluster_counts(state: ClusterState) -> str:
+    """`3 cluster network policies (2 Admin, 1 Baseline; 1 converted from v1alpha1)`."""
+    policies = state.cluster_policies
+    if not policies:
+        return "0 cluster network policies"
+    tiers = ", ".join(f"{count} {tier}" for tier in TIERS if (count := len(state.tier_policies(tier))))
+    converted = sum(p.kind != "ClusterNetworkPolicy" for p in policies)
+    return (f"{len(policies)} cluster network polic{'ies' if len(policies) != 1 else 'y'} ({tiers}"
+            f"{f'; {converted} converted from v1alpha1' if converted else ''})")
 
 
 def run_reach(args: argparse.Namespace) -> int:

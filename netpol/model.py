@@ -1,4 +1,5 @@
-"""The typed, immutable cluster model: Namespace, Pod, Node, NetworkPolicy and ClusterState.
+"""The typed, immutable cluster model: Namespace, Pod, Node, NetworkPolicy,
+ClusterNetworkPolicy and ClusterState.
 
 Objects are built by `netpol.load.decode` (which validates) and compared by value.
 """
@@ -21,6 +22,10 @@ Direction = Literal["ingress", "egress"]
 PolicyType = Literal["Ingress", "Egress"]
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
+Tier = Literal["Admin", "Baseline"]
+TIERS: tuple[Tier, ...] = ("Admin", "Baseline")  # evaluated in this order, NetworkPolicy between them
+Action = Literal["Accept", "Deny", "Pass"]
+ACTIONS: tuple[Action, ...] = ("Accept", "Deny", "Pass")
 INACTIVE_PHASES = frozenset({"Succeeded", "Failed"})
 
 
@@ -92,6 +97,11 @@ class Pod:
             if p.name == name and p.protocol == protocol:
                 return p.port
         return None
+
+    def declares_port(self, name: str, port: int | None, protocol: str) -> bool:
+        """A container port of this pod has this name, number and protocol (a
+        ClusterNetworkPolicy's `destinationNamedPort`: name, number and protocol all count)."""
+        return any(p.name == name and p.port == port and p.protocol == protocol for p in self.ports)
 
 
 @dataclass(frozen=True)
@@ -168,14 +178,128 @@ def default_policy_types(has_egress_rules: bool) -> tuple[PolicyType, ...]:
     return ("Ingress", "Egress") if has_egress_rules else ("Ingress",)
 
 
+# -- ClusterNetworkPolicy (policy.networking.k8s.io v1beta1; v1alpha2 identical) ------------------
+
+
+@dataclass(frozen=True)
+class NamespacedPods:
+    """`pods: {namespaceSelector, podSelector}` of a subject or peer: pods matching `pod_selector`
+    in namespaces matching `namespace_selector` (absent or `{}`: every namespace)."""
+
+    namespace_selector: LabelSelector = LabelSelector()
+    pod_selector: LabelSelector = LabelSelector()
+
+
+@dataclass(frozen=True)
+class ClusterSubject:
+    """`spec.subject`: exactly one of `namespaces` (every pod of the matching namespaces) and
+    `pods`. hostNetwork pods are never subjects."""
+
+    namespaces: LabelSelector | None = None
+    pods: NamespacedPods | None = None
+
+
+@dataclass(frozen=True)
+class ClusterPeer:
+    """One `from`/`to` entry: exactly one field is set. `networks` (egress) matches any address
+    in the CIDRs, pod IPs too; `nodes` (egress, experimental) matches the `status.addresses` of
+    the matching Nodes. A peer with no field set is one whose field we do not recognise: it
+    fails closed (`ClusterRule.fails_closed`); decoding refuses such a peer, so only code that
+    builds the model itself can make one."""
+
+    namespaces: LabelSelector | None = None
+    pods: NamespacedPods | None = None
+    networks: tuple[IPNetwork, ...] = ()
+    nodes: LabelSelector | None = None
+
+    @property
+    def recognised(self) -> bool:
+        return (self.namespaces is not None or self.pods is not None or bool(self.networks)
+                or self.nodes is not None)
+
+
+@dataclass(frozen=True)
+class DestinationPorts:
+    """A `protocols` entry `tcp|udp|sctp: {destinationPort: …}`: ports `first`..`last` of
+    `protocol` (inclusive; `first == last` for `number`, `first < last` for `range`)."""
+
+    protocol: Protocol
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class DestinationNamedPort:
+    """A `protocols` entry `destinationNamedPort` (experimental): the destination pod's container
+    port of that name, by its number *and* its protocol."""
+
+    name: str
+
+
+ClusterProtocol = DestinationPorts | DestinationNamedPort
+
+
+@dataclass(frozen=True)
+class ClusterRule:
+    """One `ingress[i]`/`egress[i]` entry; empty `protocols` means all traffic, ICMP too."""
+
+    action: Action
+    peers: tuple[ClusterPeer, ...]
+    protocols: tuple[ClusterProtocol, ...] = ()
+    name: str = ""
+
+    @property
+    def fails_closed(self) -> bool:
+        """A peer with no field we recognise, in a Deny or Pass rule: the whole rule denies all
+        (upstream's "fail closed": an Accept rule treats such a peer as matching nothing, a
+        Deny or Pass rule becomes 'Deny all')."""
+        return self.action != "Accept" and any(not p.recognised for p in self.peers)
+
+
+CLUSTER_POLICY_KINDS = ("ClusterNetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy")
+
+
+@dataclass(frozen=True)
+class ClusterNetworkPolicy:
+    """A cluster-scoped policy of the Admin or Baseline tier. `kind` is the kind it was read as:
+    a v1alpha1 AdminNetworkPolicy or BaselineAdminNetworkPolicy is converted into this model
+    (`netpol.load.decode`), and keeps its name as such.
+
+    Evaluation order within a tier (`order_key`): ascending `priority`, then `name`, then `kind`.
+    The API leaves the order of equal priorities undefined; netpol fixes it by name, as
+    kube-network-policies does, and `netpol validate` warns about every such tie."""
+
+    name: str
+    tier: Tier
+    priority: int
+    subject: ClusterSubject
+    ingress: tuple[ClusterRule, ...] = ()
+    egress: tuple[ClusterRule, ...] = ()
+    kind: str = "ClusterNetworkPolicy"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind} {self.name}"
+
+    @property
+    def order_key(self) -> tuple[int, int, str, str]:
+        """Where it is evaluated: its tier, then priority, then name (then kind)."""
+        return TIERS.index(self.tier), self.priority, self.name, self.kind
+
+    def rules(self, direction: Direction) -> tuple[ClusterRule, ...]:
+        return self.ingress if direction == "ingress" else self.egress
+
+
 @dataclass(frozen=True)
 class ClusterState:
-    """Everything the semantics need, sorted by name so equal inputs give equal states."""
+    """Everything the semantics need, sorted by name so equal inputs give equal states; cluster
+    policies in their order of evaluation (`ClusterNetworkPolicy.order_key`)."""
 
     namespaces: tuple[Namespace, ...] = ()
     pods: tuple[Pod, ...] = ()
     nodes: tuple[Node, ...] = ()
     policies: tuple[NetworkPolicy, ...] = ()
+    cluster_policies: tuple[ClusterNetworkPolicy, ...] = ()
     _namespace_index: dict[str, Namespace] = field(
         init=False, repr=False, compare=False, hash=False, default_factory=dict
     )
@@ -187,6 +311,8 @@ class ClusterState:
         object.__setattr__(
             self, "policies", tuple(sorted(self.policies, key=lambda p: (p.namespace, p.name)))
         )
+        object.__setattr__(self, "cluster_policies",
+                           tuple(sorted(self.cluster_policies, key=lambda p: p.order_key)))
         self._namespace_index.update((n.name, n) for n in self.namespaces)
 
     @classmethod
@@ -196,13 +322,18 @@ class ClusterState:
         pods: Iterable[Pod] = (),
         nodes: Iterable[Node] = (),
         policies: Iterable[NetworkPolicy] = (),
+        cluster_policies: Iterable[ClusterNetworkPolicy] = (),
     ) -> ClusterState:
         """A state in which every namespace a pod or policy lives in exists."""
         by_name: dict[str, Namespace] = {n.name: n for n in namespaces}
         pods, policies = tuple(pods), tuple(policies)
         for ns in {p.namespace for p in pods} | {p.namespace for p in policies}:
             by_name.setdefault(ns, Namespace(ns))
-        return cls(tuple(by_name.values()), pods, tuple(nodes), policies)
+        return cls(tuple(by_name.values()), pods, tuple(nodes), policies, tuple(cluster_policies))
+
+    def tier_policies(self, tier: Tier) -> tuple[ClusterNetworkPolicy, ...]:
+        """The cluster policies of `tier`, in their order of evaluation."""
+        return tuple(p for p in self.cluster_policies if p.tier == tier)
 
     def namespace(self, name: str) -> Namespace:
         return self._namespace_index.get(name) or Namespace(name)

@@ -229,12 +229,12 @@ metadata: {name: b, labels: {team: y}}
 ---
 apiVersion: v1
 kind: Node
-metadata: {name: node-a}
+metadata: {name: node-a, labels: {kubernetes.io/hostname: node-a, zone: one}}
 status: {addresses: [{type: InternalIP, address: 192.168.0.1}]}
 ---
 apiVersion: v1
 kind: Node
-metadata: {name: node-b}
+metadata: {name: node-b, labels: {kubernetes.io/hostname: node-b, zone: two}}
 status: {addresses: [{type: InternalIP, address: 192.168.0.2}]}
 """
 WORLD_PODS = (
@@ -252,7 +252,8 @@ def policy_yaml(ns: str, name: str, spec: str) -> str:
 
 
 def world(*policies: str, extra_pods: str = "") -> ClusterState:
-    """Namespaces a (team x) and b (team y), two nodes, four pods, and these policies."""
+    """Namespaces a (team x) and b (team y), two nodes (labelled with their names and zones one,
+    two), four pods, and these policies."""
     return cluster(WORLD_OBJECTS + WORLD_PODS + extra_pods + "".join(policies))
 
 

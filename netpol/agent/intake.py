@@ -41,7 +41,7 @@ from netpol.labels import LabelSelector
 from netpol.load.decode import decode_document, describe_object
 from netpol.load.manifests import build_state
 from netpol.load.validation import check_dns1123_label, check_dns1123_subdomain
-from netpol.model import NetworkPolicy
+from netpol.model import ClusterNetworkPolicy, NetworkPolicy
 from netpol.sources.events import (
     KIND_NAMES,
     Delta,
@@ -279,8 +279,11 @@ class Intake:
         except Exception as exc:  # a decoder bug must not stop the node: the object is invalid
             objects = []
             problem_lines = [(_describe(raw), "", f"cannot be decoded ({type(exc).__name__}: {exc})")]
+        enforced = tuple(o for o in objects if not isinstance(o, ClusterNetworkPolicy))
+        if len(enforced) < len(objects):  # no source follows them yet (issue 17); never dropped silently
+            problem_lines.append((_describe(raw), "kind", "the agent does not enforce cluster policies yet"))
         if not problem_lines:
-            return Produced(tuple(objects))
+            return Produced(enforced)
         self.metrics.invalid_objects.labels(kind).inc()
         for obj, path, message in problem_lines:
             log.warning("invalid object", extra={"object": obj, "field": path, "problem": message})

@@ -19,6 +19,7 @@ from typing import Literal
 
 import networkx as nx
 
+from netpol.errors import InputError, Problem
 from netpol.labels import Labels, LabelSelector
 from netpol.model import (
     ClusterState,
@@ -34,6 +35,17 @@ from netpol.model import (
 )
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+CLUSTER_POLICIES_UNSUPPORTED = ("not enforced by `netpol compile`/`verify`/`agent` yet: rulesets that leave "
+                                "it out would be wrong without a word, so the input is refused (`netpol "
+                                "validate`, `reach` and `explain` evaluate it)")
+
+
+def refuse_cluster_policies(state: ClusterState) -> None:
+    """The compiler has no tiers yet (issue 17 brings them): rather than compile rulesets that
+    silently leave out every ClusterNetworkPolicy, refuse the state, naming each of them."""
+    if state.cluster_policies:
+        raise InputError([Problem("", policy.ref, "", CLUSTER_POLICIES_UNSUPPORTED)
+                          for policy in state.cluster_policies])
 DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
 NodeId = tuple[str, ...]
 
@@ -184,7 +196,9 @@ class Resolver:
     def from_state(cls, state: ClusterState, policy_namespaces: Collection[str] | None = None) -> Resolver:
         """The resolver of `state`; with `policy_namespaces`, of only the policies in those
         namespaces (every namespace, node and pod still): a policy selects pods of its own
-        namespace only, so its answers for those namespaces' pods are the whole cluster's."""
+        namespace only, so its answers for those namespaces' pods are the whole cluster's.
+        Raises InputError for a state with cluster policies (`refuse_cluster_policies`)."""
+        refuse_cluster_policies(state)
         resolver = cls()
         for namespace in state.namespaces:
             resolver.apply("ADDED", namespace)

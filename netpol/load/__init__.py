@@ -8,7 +8,9 @@ object and field path. Nothing here does I/O but reading the input files.
 Modules:
     manifests     paths → texts → parsed documents → objects → ClusterState (`load_state`);
                   `parse_paths` for callers that decode in parts (pipeline.sharded)
-    decode        one document → model objects and problems, with field paths
+    decode        one document → model objects and problems, with field paths; ClusterNetworkPolicy
+                  (v1beta1, v1alpha2) as its CRD validates it, v1alpha1 AdminNetworkPolicy and
+                  BaselineAdminNetworkPolicy converted into it
     decode_fast   the same for well-formed Namespaces, Pods, NetworkPolicies, without paths
                   (gives up at the first unusual value and leaves it to `decode`)
     validation    field checks mirroring k8s.io/apimachinery (names, labels, CIDRs, ports)

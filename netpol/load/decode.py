@@ -2,13 +2,18 @@
 
 `decode_document` returns the objects it could build and the problems of the ones it could
 not; an object with any problem is not returned (callers fail closed on it).
+
+ClusterNetworkPolicy (`policy.networking.k8s.io` v1beta1 and v1alpha2, one schema) is read as
+its CRD validates it, experimental channel (`nodes` peers, `destinationNamedPort`), schema and
+CEL rules alike, and the v1alpha1 AdminNetworkPolicy / BaselineAdminNetworkPolicy are converted
+into it (`ClusterSchema`, `decode_cluster_policy`).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -17,13 +22,25 @@ from netpol.labels import OPERATORS, Labels, LabelSelector, Operator, Requiremen
 from netpol.load import validation as v
 from netpol.load.decode_fast import fast_namespace, fast_pod, fast_policy
 from netpol.model import (
+    CLUSTER_POLICY_KINDS,
     POD_PHASES,
     PROTOCOLS,
+    TIERS,
+    Action,
+    ClusterNetworkPolicy,
+    ClusterPeer,
+    ClusterProtocol,
+    ClusterRule,
+    ClusterSubject,
     ContainerPort,
+    DestinationNamedPort,
+    DestinationPorts,
+    Direction,
     IPAddress,
     IPBlock,
     IPNetwork,
     Namespace,
+    NamespacedPods,
     NetworkPolicy,
     Node,
     Peer,
@@ -32,19 +49,26 @@ from netpol.model import (
     PolicyType,
     Protocol,
     Rule,
+    Tier,
     default_policy_types,
 )
 
-KubeObject = Namespace | Pod | Node | NetworkPolicy
+KubeObject = Namespace | Pod | Node | NetworkPolicy | ClusterNetworkPolicy
 T = TypeVar("T")
 
-# apiVersion each kind must have; kinds not listed are skipped (audit input holds everything).
-SUPPORTED_KINDS = {
-    "Namespace": "v1",
-    "Pod": "v1",
-    "Node": "v1",
-    "NetworkPolicy": "networking.k8s.io/v1",
+CLUSTER_POLICY_GROUP = "policy.networking.k8s.io"
+# apiVersions each kind may have, the preferred first; kinds not listed are skipped (audit input
+# holds everything).
+SUPPORTED_KINDS: dict[str, tuple[str, ...]] = {
+    "Namespace": ("v1",),
+    "Pod": ("v1",),
+    "Node": ("v1",),
+    "NetworkPolicy": ("networking.k8s.io/v1",),
+    "ClusterNetworkPolicy": (f"{CLUSTER_POLICY_GROUP}/v1beta1", f"{CLUSTER_POLICY_GROUP}/v1alpha2"),
+    "AdminNetworkPolicy": (f"{CLUSTER_POLICY_GROUP}/v1alpha1",),
+    "BaselineAdminNetworkPolicy": (f"{CLUSTER_POLICY_GROUP}/v1alpha1",),
 }
+CLUSTER_SCOPED = frozenset({"Namespace", "Node", *CLUSTER_POLICY_KINDS})
 
 
 def type_name(value: object) -> str:
@@ -226,7 +250,7 @@ def describe_object(doc: dict[str, Any]) -> str:
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     name = _shown(meta["name"]) if isinstance(meta.get("name"), str) else "<unnamed>"
     ns = _shown(meta["namespace"]) if isinstance(meta.get("namespace"), str) else None
-    if kind in ("Namespace", "Node") or kind not in SUPPORTED_KINDS:
+    if kind in CLUSTER_SCOPED or kind not in SUPPORTED_KINDS:
         return f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
     return f"{kind} {ns or 'default'}/{name}"
 
@@ -428,12 +452,310 @@ def decode_network_policy(reader: Reader, doc: dict[str, Any]) -> NetworkPolicy:
         policy_types = tuple(t for t in ("Ingress", "Egress") if t in types)
     return NetworkPolicy(namespace, name, selector, ingress, egress, policy_types)
 
+# -- ClusterNetworkPolicy, and the v1alpha1 AdminNetworkPolicy / BaselineAdminNetworkPolicy -------
+
+BANP_PRIORITY = 1000  # a converted BaselineAdminNetworkPolicy: last of the Baseline tier
+
+
+@dataclass(frozen=True)
+class ClusterSchema:
+    """What differs between the schemas read into `ClusterNetworkPolicy`.
+
+    * **ClusterNetworkPolicy** v1beta1 and v1alpha2 (one schema, the CRD's experimental
+      channel): `spec.tier`, `spec.priority` 0–1000, actions Accept/Deny/Pass, at most 25 rules
+      per direction, peers per rule and `protocols` per rule; CIDRs with host bits zero.
+    * **AdminNetworkPolicy** v1alpha1 → tier Admin, its `priority`. **BaselineAdminNetworkPolicy**
+      v1alpha1 (a singleton named `default`, no priority) → tier Baseline, priority
+      `BANP_PRIORITY` = 1000: after every Baseline ClusterNetworkPolicy of a lower priority (a
+      tie at 1000 is ordered by name and warned about, like any other). Both: action `Allow` →
+      `Accept` (a BANP has no `Pass`); at most 100 rules, peers and ports (their CRDs' limits);
+      CIDRs may have host bits set (their CRD checks only `isCIDR`); `pods.namespaceSelector`
+      required; `ports` → `protocols`, entry by entry: `portNumber: {protocol, port}` →
+      `<protocol>: {destinationPort: {number: port}}` (protocol default TCP), `portRange:
+      {protocol, start, end}` → `{range: {start, end}}` (start = end: that one port; start > end,
+      which their CRD does not check, is refused), `namedPort` → `destinationNamedPort`. The
+      converted policy keeps its kind and name (`AdminNetworkPolicy x`) in every message.
+    """
+
+    kind: str
+    actions: Mapping[str, Action]  # as spelled → as the model has it
+    max_items: int  # rules per direction, peers per rule, entries of `protocols`/`ports`
+    ports_field: str  # "protocols" (v1beta1) or "ports" (v1alpha1)
+    masked_cidrs: bool
+    egress_peers: tuple[str, ...]  # fields an egress peer may have; ingress: namespaces, pods
+    tier: Tier | None = None  # None: `spec.tier`
+    priority: int | None = None  # None: `spec.priority`, required
+    namespace_selector_required: bool = False
+
+    @property
+    def spec_fields(self) -> tuple[str, ...]:
+        head = ("tier", "priority") if self.tier is None else ("priority",) if self.priority is None else ()
+        return (*head, "subject", "ingress", "egress")
+
+
+CLUSTER_SCHEMAS: dict[str, ClusterSchema] = {
+    "ClusterNetworkPolicy": ClusterSchema(
+        "ClusterNetworkPolicy", {"Accept": "Accept", "Deny": "Deny", "Pass": "Pass"}, 25, "protocols",
+        True, ("namespaces", "pods", "networks", "nodes", "domainNames")),
+    "AdminNetworkPolicy": ClusterSchema(
+        "AdminNetworkPolicy", {"Allow": "Accept", "Deny": "Deny", "Pass": "Pass"}, 100, "ports",
+        False, ("namespaces", "pods", "networks", "nodes", "domainNames"), "Admin", None, True),
+    "BaselineAdminNetworkPolicy": ClusterSchema(
+        "BaselineAdminNetworkPolicy", {"Allow": "Accept", "Deny": "Deny"}, 100, "ports",
+        False, ("namespaces", "pods", "networks", "nodes"), "Baseline", BANP_PRIORITY, True),
+}
+MAX_NETWORKS = 25  # CIDRs per `networks` peer, in every version
+MAX_RULE_NAME = 100
+DOMAIN_NAMES_REFUSED = ("not supported: netpol has no DNS-aware enforcement (a domain's addresses are "
+                        "known only from DNS answers), so a policy naming domains is refused rather than "
+                        "audited or enforced without them; use `networks` with the addresses instead")
+
+
+def _present(entry: dict[str, Any], fields: tuple[str, ...]) -> list[str]:
+    """The fields of `fields` set in `entry`: a null value is an absent field (the API server
+    prunes nulls a CRD's schema does not allow before validating)."""
+    return [f for f in fields if entry.get(f) is not None]
+
+
+def _exactly_one(reader: Reader, entry: dict[str, Any], path: str, fields: tuple[str, ...]) -> str | None:
+    """The one field of `fields` set in `entry` (the CRD's minProperties/maxProperties 1)."""
+    present = _present(entry, fields)
+    if len(present) == 1:
+        return present[0]
+    if not present:
+        reader.error(path, f"must specify exactly one of: {', '.join(fields)}")
+    else:
+        reader.error(path, f"may specify only one of: {', '.join(fields)}; found {', '.join(present)}")
+    return None
+
+
+def _sized_items(reader: Reader, value: Any, path: str, low: int, high: int) -> Iterator[tuple[str, Any]]:
+    """A list's items, its length checked against the CRD's minItems/maxItems."""
+    if isinstance(value, list) and len(value) < low:
+        reader.error(path, f"must have at least {low} item{'s' if low > 1 else ''}")
+    elif isinstance(value, list) and len(value) > high:
+        reader.error(path, f"Too many: {len(value)}: must have at most {high} items")
+    return reader.items(value, path)
+
+
+def _ranged(reader: Reader, value: Any, path: str, low: int, high: int) -> int | None:
+    number = reader.integer(value, path)
+    if number is not None and not low <= number <= high:
+        reader.error(path, f"{number}: must be between {low} and {high}, inclusive")
+        return None
+    return number
+
+
+def _namespaced_pods(reader: Reader, value: Any, path: str, schema: ClusterSchema) -> NamespacedPods:
+    if not isinstance(value, dict):
+        reader.mapping(value, path)  # reports the wrong type, once
+        return NamespacedPods()
+    entry = reader.mapping(value, path, ("namespaceSelector", "podSelector"))
+    for name in ("podSelector", "namespaceSelector")[:2 if schema.namespace_selector_required else 1]:
+        reader.required(entry.get(name), f"{path}.{name}")
+    return NamespacedPods(reader.selector(entry.get("namespaceSelector"), f"{path}.namespaceSelector"),
+                          reader.selector(entry.get("podSelector"), f"{path}.podSelector"))
+
+
+def _cluster_subject(reader: Reader, value: Any, path: str, schema: ClusterSchema) -> ClusterSubject:
+    entry = reader.mapping(value, path, ("namespaces", "pods"))
+    chosen = _exactly_one(reader, entry, path, ("namespaces", "pods")) if isinstance(value, dict) else None
+    if chosen == "namespaces":
+        return ClusterSubject(namespaces=reader.selector(entry["namespaces"], f"{path}.namespaces"))
+    if chosen == "pods":
+        return ClusterSubject(pods=_namespaced_pods(reader, entry["pods"], f"{path}.pods", schema))
+    return ClusterSubject()
+
+
+def _networks(reader: Reader, value: Any, path: str, schema: ClusterSchema) -> tuple[IPNetwork, ...]:
+    found: list[IPNetwork] = []
+    seen: dict[str, str] = {}  # x-kubernetes-list-type: set
+    for npath, item in _sized_items(reader, value, path, 1, MAX_NETWORKS):
+        text = reader.required(reader.string(item, npath), npath)
+        if text is None:
+            continue
+        if text in seen:
+            reader.error(npath, f"Duplicate value: {text!r} (also {seen[text]})")
+        seen[text] = npath
+        if len(text) > 43:
+            reader.error(npath, f"{_shown(text)[:60]}…: must be no more than 43 characters")
+            continue
+        network = _cidr(reader, text, npath)
+        if network is not None and schema.masked_cidrs and (problem := v.check_masked_cidr(text, network)):
+            reader.error(npath, problem)
+        elif network is not None:
+            found.append(network)
+    return tuple(found)
+
+
+def _cluster_peer(reader: Reader, value: Any, path: str, direction: Direction,
+                  schema: ClusterSchema) -> ClusterPeer:
+    """One `from`/`to` entry: exactly one field; a peer with none (`{}`, `- `) is refused here, so
+    nothing of ours ever decides what an unrecognised peer means (`ClusterRule.fails_closed`)."""
+    fields = ("namespaces", "pods") if direction == "ingress" else schema.egress_peers
+    if value is not None and not isinstance(value, dict):
+        reader.mapping(value, path)  # reports the wrong type, once
+        return ClusterPeer()
+    entry = reader.mapping(value or {}, path, fields)
+    chosen = _exactly_one(reader, entry, path, fields)
+    if chosen == "namespaces":
+        return ClusterPeer(namespaces=reader.selector(entry[chosen], f"{path}.namespaces"))
+    if chosen == "pods":
+        return ClusterPeer(pods=_namespaced_pods(reader, entry[chosen], f"{path}.pods", schema))
+    if chosen == "networks":
+        return ClusterPeer(networks=_networks(reader, entry[chosen], f"{path}.networks", schema))
+    if chosen == "nodes":
+        return ClusterPeer(nodes=reader.selector(entry[chosen], f"{path}.nodes"))
+    if chosen == "domainNames":
+        reader.error(f"{path}.domainNames", DOMAIN_NAMES_REFUSED)
+    return ClusterPeer()
+
+
+def _named_port(reader: Reader, value: Any, path: str) -> DestinationNamedPort | None:
+    # The CRD checks no pattern; a name that is no IANA service name is no container port's
+    # name either, so it could never match: refused as a typo rather than kept as a no-op.
+    name = reader.checked(reader.string(value, path), path, v.check_port_name)
+    return DestinationNamedPort(name) if name is not None else None
+
+
+def _port_range(reader: Reader, protocol: Protocol, entry: dict[str, Any], path: str,
+                strict: bool) -> DestinationPorts | None:
+    """`{start, end}`: v1beta1 requires start < end (CEL); v1alpha1 (`strict` False) takes
+    start = end as that one port."""
+    start = _ranged(reader, reader.required(entry.get("start"), f"{path}.start"), f"{path}.start", 1, 65535)
+    end = _ranged(reader, reader.required(entry.get("end"), f"{path}.end"), f"{path}.end", 1, 65535)
+    if start is None or end is None:
+        return None
+    if start > end or (strict and start == end):
+        reader.error(path, f"{start}-{end}: Start port must be less than End port")
+        return None
+    return DestinationPorts(protocol, start, end)
+
+
+def _protocol_entry(reader: Reader, value: Any, path: str) -> ClusterProtocol | None:
+    """A v1beta1 `protocols` entry: `tcp|udp|sctp: {destinationPort: {number | range}}` or
+    `destinationNamedPort`. `tcp: {}` is invalid (the CRD's minProperties: there is no
+    "every port of a protocol" form but the range 1-65535)."""
+    entry = reader.mapping(value, path, ("tcp", "udp", "sctp", "destinationNamedPort"))
+    chosen = _exactly_one(reader, entry, path, ("tcp", "udp", "sctp", "destinationNamedPort"))
+    if chosen is None:
+        return None
+    if chosen == "destinationNamedPort":
+        return _named_port(reader, entry[chosen], f"{path}.destinationNamedPort")
+    protocol = cast(Protocol, chosen.upper())
+    spec = reader.mapping(entry[chosen], f"{path}.{chosen}", ("destinationPort",))
+    port_path = f"{path}.{chosen}.destinationPort"
+    if spec.get("destinationPort") is None:
+        if not any(p.path == f"{path}.{chosen}" for p in reader.problems):
+            reader.error(port_path, f"Required value: a {chosen} entry names its ports (every port: "
+                                    "a range from 1 to 65535)")
+        return None
+    port = reader.mapping(spec["destinationPort"], port_path, ("number", "range"))
+    which = _exactly_one(reader, port, port_path, ("number", "range"))
+    if which == "number":
+        number = _ranged(reader, port["number"], f"{port_path}.number", 1, 65535)
+        return DestinationPorts(protocol, number, number) if number is not None else None
+    if which == "range":
+        bounds = reader.mapping(port["range"], f"{port_path}.range", ("start", "end"))
+        return _port_range(reader, protocol, bounds, f"{port_path}.range", strict=True)
+    return None
+
+
+def _v1alpha1_port(reader: Reader, value: Any, path: str) -> ClusterProtocol | None:
+    """A v1alpha1 `ports` entry, converted: `portNumber`, `portRange`, `namedPort`."""
+    entry = reader.mapping(value, path, ("portNumber", "portRange", "namedPort"))
+    chosen = _exactly_one(reader, entry, path, ("portNumber", "portRange", "namedPort"))
+    if chosen == "namedPort":
+        return _named_port(reader, entry[chosen], f"{path}.namedPort")
+    if chosen == "portNumber":
+        spec = reader.mapping(entry[chosen], f"{path}.portNumber", ("protocol", "port"))
+        protocol = reader.protocol(spec.get("protocol"), f"{path}.portNumber.protocol")
+        number = _ranged(reader, reader.required(spec.get("port"), f"{path}.portNumber.port"),
+                         f"{path}.portNumber.port", 1, 65535)
+        return DestinationPorts(protocol, number, number) if number is not None else None
+    if chosen == "portRange":
+        spec = reader.mapping(entry[chosen], f"{path}.portRange", ("protocol", "start", "end"))
+        protocol = reader.protocol(spec.get("protocol"), f"{path}.portRange.protocol")
+        return _port_range(reader, protocol, spec, f"{path}.portRange", strict=False)
+    return None
+
+
+def _cluster_rule(reader: Reader, value: Any, path: str, direction: Direction,
+                  schema: ClusterSchema) -> ClusterRule | None:
+    peers_field = "from" if direction == "ingress" else "to"
+    entry = reader.mapping(value, path, ("name", "action", peers_field, schema.ports_field))
+    name = reader.string(entry.get("name"), f"{path}.name") or ""
+    if len(name) > MAX_RULE_NAME:
+        reader.error(f"{path}.name", f"must be no more than {MAX_RULE_NAME} characters")
+    action = reader.required(reader.string(entry.get("action"), f"{path}.action"), f"{path}.action")
+    if action is not None and action not in schema.actions:
+        reader.error(f"{path}.action", f"{action!r}: supported values: {', '.join(schema.actions)}")
+    peers_path = f"{path}.{peers_field}"
+    reader.required(entry.get(peers_field), peers_path)
+    peers = [_cluster_peer(reader, item, ppath, direction, schema)
+             for ppath, item in _sized_items(reader, entry.get(peers_field), peers_path, 1, schema.max_items)]
+    read_entry = _protocol_entry if schema.ports_field == "protocols" else _v1alpha1_port
+    protocols = [(ppath, read_entry(reader, item, ppath)) for ppath, item in
+                 _sized_items(reader, entry.get(schema.ports_field), f"{path}.{schema.ports_field}", 1,
+                              schema.max_items)]
+    _check_named_ports(reader, peers, protocols, peers_path)
+    if action is None or action not in schema.actions:
+        return None
+    return ClusterRule(schema.actions[action], tuple(peers), tuple(p for _, p in protocols if p is not None),
+                       name)
+
+
+def _check_named_ports(reader: Reader, peers: list[ClusterPeer],
+                       protocols: list[tuple[str, ClusterProtocol | None]], peers_path: str) -> None:
+    """The CRD's CEL rule: a named port is a pod's, so it cannot go with networks or nodes peers
+    ("networks/nodes/domainNames peer cannot be set with namedPorts")."""
+    outside = next((i for i, peer in enumerate(peers) if peer.networks or peer.nodes is not None), None)
+    if outside is None:
+        return
+    for path, entry in protocols:
+        if isinstance(entry, DestinationNamedPort):
+            reader.error(path, f"a named port cannot go with the networks/nodes peer "
+                               f"{peers_path}[{outside}]: networks and nodes have no named ports")
+
+
+def decode_cluster_policy(reader: Reader, doc: dict[str, Any]) -> ClusterNetworkPolicy:
+    """A ClusterNetworkPolicy, or an AdminNetworkPolicy / BaselineAdminNetworkPolicy converted
+    into one (`ClusterSchema` says how they differ)."""
+    schema = CLUSTER_SCHEMAS[doc["kind"]]
+    name, _, _ = _metadata(reader, doc, False, v.check_dns1123_subdomain)
+    if schema.kind == "BaselineAdminNetworkPolicy" and name and name != "default":
+        reader.error("metadata.name", f"{name!r}: Only one baseline admin network policy with "
+                                      'metadata.name="default" can be created in the cluster')
+    reader.mapping(doc, "", ("apiVersion", "kind", "metadata", "spec", "status"))
+    spec = reader.mapping(reader.required(doc.get("spec"), "spec"), "spec", schema.spec_fields)
+    tier = schema.tier
+    if tier is None and "spec" in doc:
+        spelled = reader.required(reader.string(spec.get("tier"), "spec.tier"), "spec.tier")
+        if spelled is not None and spelled not in TIERS:
+            reader.error("spec.tier", f"{spelled!r}: supported values: {', '.join(TIERS)}")
+        tier = cast(Tier, spelled)
+    priority = schema.priority
+    if priority is None and "spec" in doc:
+        spelled_priority = reader.required(spec.get("priority"), "spec.priority")
+        priority = _ranged(reader, spelled_priority, "spec.priority", 0, 1000)
+    if "spec" in doc:
+        reader.required(spec.get("subject"), "spec.subject")
+    subject = _cluster_subject(reader, spec.get("subject"), "spec.subject", schema)
+    rules: dict[Direction, list[ClusterRule | None]] = {
+        direction: [_cluster_rule(reader, item, rpath, direction, schema)
+                    for rpath, item in _sized_items(reader, spec.get(direction), f"spec.{direction}", 0,
+                                                    schema.max_items)]
+        for direction in ("ingress", "egress")}
+    ingress, egress = (tuple(r for r in rules[d] if r is not None) for d in ("ingress", "egress"))
+    return ClusterNetworkPolicy(name, tier or "Admin", priority or 0, subject, ingress, egress, schema.kind)
+
 
 DECODERS: dict[str, Callable[[Reader, dict[str, Any]], KubeObject]] = {
     "Namespace": decode_namespace,
     "Pod": decode_pod,
     "Node": decode_node,
     "NetworkPolicy": decode_network_policy,
+    **dict.fromkeys(CLUSTER_POLICY_KINDS, decode_cluster_policy),
 }
 
 
@@ -481,8 +803,8 @@ def decode_document(doc: Any, source: str, depth: int = 0, wanted: Wanted | None
         return [obj], []
     reader = Reader(source, describe_object(doc))
     api_version = doc.get("apiVersion")
-    if api_version != SUPPORTED_KINDS[kind]:
-        reader.error("apiVersion", f"{api_version!r}: {kind} must be {SUPPORTED_KINDS[kind]}")
+    if api_version not in SUPPORTED_KINDS[kind]:
+        reader.error("apiVersion", f"{api_version!r}: {kind} must be {' or '.join(SUPPORTED_KINDS[kind])}")
     obj = DECODERS[kind](reader, doc)
     return ([], reader.problems) if reader.problems else ([obj], [])
 
@@ -492,7 +814,7 @@ def typed_item(list_kind: str, raw: Any) -> Any:
     leaves out of a typed list's items put back."""
     item_kind = list_kind.removesuffix("List")
     if isinstance(raw, dict) and "kind" not in raw and item_kind in SUPPORTED_KINDS:
-        return {"kind": item_kind, "apiVersion": SUPPORTED_KINDS[item_kind], **raw}
+        return {"kind": item_kind, "apiVersion": SUPPORTED_KINDS[item_kind][0], **raw}
     return raw
 
 

@@ -5,7 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from netpol.labels import LabelSelector
-from netpol.model import ClusterState, IPBlock, Namespace, NetworkPolicy, Node, Peer, Pod, PolicyPort, Rule
+from netpol.model import (
+    ClusterNetworkPolicy,
+    ClusterPeer,
+    ClusterProtocol,
+    ClusterRule,
+    ClusterState,
+    DestinationNamedPort,
+    IPBlock,
+    Namespace,
+    NamespacedPods,
+    NetworkPolicy,
+    Node,
+    Peer,
+    Pod,
+    PolicyPort,
+    Rule,
+)
 
 
 def encode_selector(selector: LabelSelector) -> dict[str, Any]:
@@ -105,10 +121,60 @@ def encode_network_policy(policy: NetworkPolicy) -> dict[str, Any]:
             "metadata": _metadata(policy.name, policy.namespace, None), "spec": spec}
 
 
+def _namespaced_pods(pods: NamespacedPods) -> dict[str, Any]:
+    return {"namespaceSelector": encode_selector(pods.namespace_selector),
+            "podSelector": encode_selector(pods.pod_selector)}
+
+
+def _cluster_peer(peer: ClusterPeer) -> dict[str, Any]:
+    if peer.namespaces is not None:
+        return {"namespaces": encode_selector(peer.namespaces)}
+    if peer.pods is not None:
+        return {"pods": _namespaced_pods(peer.pods)}
+    if peer.networks:
+        return {"networks": [str(n) for n in peer.networks]}
+    if peer.nodes is not None:
+        return {"nodes": encode_selector(peer.nodes)}
+    return {}  # no field recognised: what a newer CRD's field looks like to us
+
+
+def _cluster_protocol(entry: ClusterProtocol) -> dict[str, Any]:
+    if isinstance(entry, DestinationNamedPort):
+        return {"destinationNamedPort": entry.name}
+    port: dict[str, Any] = ({"number": entry.first} if entry.first == entry.last
+                            else {"range": {"start": entry.first, "end": entry.last}})
+    return {entry.protocol.lower(): {"destinationPort": port}}
+
+
+def _cluster_rule(rule: ClusterRule, peers_field: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": rule.name} if rule.name else {}
+    out |= {"action": rule.action, peers_field: [_cluster_peer(p) for p in rule.peers]}
+    if rule.protocols:
+        out["protocols"] = [_cluster_protocol(p) for p in rule.protocols]
+    return out
+
+
+def encode_cluster_network_policy(policy: ClusterNetworkPolicy) -> dict[str, Any]:
+    """As a v1beta1 ClusterNetworkPolicy (a converted v1alpha1 policy too: that is what it is now)."""
+    subject = policy.subject
+    spec: dict[str, Any] = {
+        "tier": policy.tier, "priority": policy.priority,
+        "subject": ({"namespaces": encode_selector(subject.namespaces)} if subject.namespaces is not None
+                    else {"pods": _namespaced_pods(subject.pods)} if subject.pods is not None else {}),
+    }
+    if policy.ingress:
+        spec["ingress"] = [_cluster_rule(r, "from") for r in policy.ingress]
+    if policy.egress:
+        spec["egress"] = [_cluster_rule(r, "to") for r in policy.egress]
+    return {"apiVersion": "policy.networking.k8s.io/v1beta1", "kind": "ClusterNetworkPolicy",
+            "metadata": _metadata(policy.name, None, None), "spec": spec}
+
+
 def encode_state(state: ClusterState) -> dict[str, Any]:
     """The whole state as one `v1/List`."""
     items = [encode_namespace(n) for n in state.namespaces]
     items += [encode_node(n) for n in state.nodes]
     items += [encode_pod(p) for p in state.pods]
     items += [encode_network_policy(p) for p in state.policies]
+    items += [encode_cluster_network_policy(p) for p in state.cluster_policies]
     return {"apiVersion": "v1", "kind": "List", "items": items}

@@ -21,7 +21,7 @@ import yaml
 
 from netpol.errors import InputError, Problem
 from netpol.load.decode import KubeObject, Wanted, decode_document, says_what_it_is, type_name
-from netpol.model import ClusterState, Namespace, NetworkPolicy, Node, Pod
+from netpol.model import ClusterNetworkPolicy, ClusterState, Namespace, NetworkPolicy, Node, Pod
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -232,12 +232,14 @@ def iter_objects(paths: Iterable[str]) -> Iterator[tuple[list[Located], list[Pro
 
 
 def check_consistency(objects: Iterable[Located]) -> list[Problem]:
-    """Problems between objects: the same object twice, two pods with one address."""
+    """Problems between objects: the same object twice, two pods with one address. (A converted
+    AdminNetworkPolicy keeps its kind: `AdminNetworkPolicy x` and `ClusterNetworkPolicy x` are two
+    objects, as they are two resources on the API server.)"""
     problems: list[Problem] = []
     seen: dict[tuple[str, str, str], str] = {}
     owners: dict[object, Pod] = {}
     for source, obj in objects:
-        key = (type(obj).__name__, getattr(obj, "namespace", ""), obj.name)
+        key = (getattr(obj, "kind", type(obj).__name__), getattr(obj, "namespace", ""), obj.name)
         if key in seen:
             problems.append(Problem(source, obj.ref, "metadata.name",
                                     f"Duplicate value: also defined in {seen[key]}"))
@@ -259,6 +261,7 @@ def build_state(objects: Iterable[KubeObject]) -> ClusterState:
         pods=[o for o in values if isinstance(o, Pod)],
         nodes=[o for o in values if isinstance(o, Node)],
         policies=[o for o in values if isinstance(o, NetworkPolicy)],
+        cluster_policies=[o for o in values if isinstance(o, ClusterNetworkPolicy)],
     )
 
 

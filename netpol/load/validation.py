@@ -141,3 +141,11 @@ def parse_cidr(value: str) -> IPNetwork | str:
         return ipaddress.ip_network(value, strict=False)
     except ValueError:
         return f"{value!r}: must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"
+
+
+def check_masked_cidr(text: str, network: IPNetwork) -> str | None:
+    """A ClusterNetworkPolicy CIDR (v1beta1, v1alpha2): its host bits must be zero
+    (`cidr(self) == cidr(self).masked()`), where a NetworkPolicy's ipBlock allows them."""
+    if ipaddress.ip_address(text.partition("/")[0]) != network.network_address:
+        return f"{text!r}: host bits set: the network is {network} (Invalid CIDR format provided)"
+    return None

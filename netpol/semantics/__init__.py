@@ -3,8 +3,9 @@ on it. Everything faster in netpol (the compiler, the backends, the kernel) is t
 `reference`.
 
 Modules:
-    reference   the reference evaluator of DESIGN §2: `allowed(state, src, dst, port, protocol)`
-                → Verdict with the reasons; slow on purpose, one clause at a time
+    reference   the reference evaluator of DESIGN §2 and §2b (ClusterNetworkPolicy tiers):
+                `allowed(state, src, dst, port, protocol)` → Verdict with the reasons (the tier,
+                policy and rule that decided); slow on purpose, one clause at a time
     probes      the (port, protocol) pairs a map asks about (every port a policy or pod names)
     reach       the full reachability map, fast: equivalence classes of pods, label indexes,
                 bitsets (checked cell by cell against `reference` by Hypothesis)

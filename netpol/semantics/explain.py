@@ -1,4 +1,7 @@
-"""`netpol explain`: resolving the two endpoints and telling, in words, why a verdict is what it is."""
+"""`netpol explain`: resolving the two endpoints and telling, in words, why a verdict is what it is:
+per side, the tier that decided (§2b) with the policy, priority and rule, or "no tier decided:
+default allow", and for the NetworkPolicy tier the policies that isolate and the rules that
+(do not) admit."""
 
 from __future__ import annotations
 
@@ -9,7 +12,15 @@ from typing import Any
 from netpol.errors import UsageError
 from netpol.model import ClusterState, Pod
 from netpol.semantics.probes import Probe
-from netpol.semantics.reference import Endpoint, SideVerdict, Verdict, allowed, endpoint, pod_verdicts
+from netpol.semantics.reference import (
+    ClusterRuleRef,
+    Endpoint,
+    SideVerdict,
+    Verdict,
+    allowed,
+    endpoint,
+    pod_verdicts,
+)
 
 
 def resolve_endpoint(state: ClusterState, text: str) -> Pod | Endpoint:
@@ -45,10 +56,25 @@ def explain(state: ClusterState, src: Pod | Endpoint, dst: Pod | Endpoint, probe
     return verdicts
 
 
+def _tier_lines(side: SideVerdict) -> list[str]:
+    """Which tier decided (§2b) and the cluster-policy rules on the way: Pass rules, the deciding rule."""
+    lines = [f"    passed on by {rule}" for rule in side.tier_rules if rule.action == "Pass"]
+    decided = side.decided_by
+    if decided is not None:
+        lines.append(f"    decided by the {decided}")
+    elif side.tier == "NetworkPolicy":
+        lines.append("    decided by the NetworkPolicy tier:")
+    elif side.tier == "default":
+        lines.append(f"    {side.reason}")
+    return lines
+
+
 def _side_lines(side: SideVerdict, subject: Endpoint) -> list[str]:
     title = "egress of the source" if side.direction == "egress" else "ingress of the destination"
     mark = "allows" if side.allowed else "DENIES"
-    lines = [f"  {title} {subject}: {mark}"]
+    lines = [f"  {title} {subject}: {mark}", *_tier_lines(side)]
+    if side.tier in ("Admin", "Baseline", "default"):
+        return lines  # a cluster policy decided, or no tier did: said above
     if side.isolated_by:
         lines.append(f"    isolated by: {', '.join('NetworkPolicy ' + p for p in side.isolated_by)}")
     if side.admitted_by:
@@ -87,10 +113,20 @@ def render_text(verdicts: list[Verdict]) -> str:
 
 
 def _side_json(side: SideVerdict) -> dict[str, Any]:
+    decided = side.decided_by
     return {"allowed": side.allowed, "reason": side.reason, "isolated_by": list(side.isolated_by),
             "admitted_by": [str(r) for r in side.admitted_by],
             "rules": [{"rule": str(c.rule), "peer_matches": c.peer_matches, "port_matches": c.port_matches}
-                      for c in side.checks]}
+                      for c in side.checks],
+            "tier": side.tier or None,
+            "decided_by": None if decided is None else _rule_json(decided),
+            "passed_by": [_rule_json(r) for r in side.tier_rules if r.action == "Pass"]}
+
+
+def _rule_json(rule: ClusterRuleRef) -> dict[str, Any]:
+    return {"policy": rule.policy, "tier": rule.tier, "priority": rule.priority,
+            "rule": f"spec.{rule.direction}[{rule.index}]", "name": rule.name, "action": rule.action,
+            "fails_closed": rule.fails_closed}
 
 
 def render_json(verdicts: list[Verdict]) -> str:

@@ -1,8 +1,9 @@
 """Probes: the (port, protocol) pairs a reachability map asks about.
 
-Without explicit probes we ask about every port a policy or a container port names. A range
-(`endPort`) is cut into elementary intervals at every other named port, and each interval is
-probed once, by its first port: every port of an interval is treated alike by every rule.
+Without explicit probes we ask about every port a policy (a NetworkPolicy or a cluster policy)
+or a container port names. A range (`endPort`, a cluster policy's `range`) is cut into
+elementary intervals at every other named port, and each interval is probed once, by its first
+port: every port of an interval is treated alike by every rule.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from netpol.errors import UsageError
 from netpol.intervals import merge_intervals
-from netpol.model import PROTOCOLS, ClusterState
+from netpol.model import PROTOCOLS, ClusterState, DestinationPorts
 
 PORTLESS_PROTOCOLS = ("ICMP", "ICMPv6")
 _PROBE = re.compile(r"([0-9]+)|(?:([0-9]+)/)?([A-Za-z][A-Za-z0-9]*)")  # whole text only: fullmatch
@@ -73,7 +74,7 @@ def parse_probe(text: str) -> Probe:
 
 
 def named_ranges(state: ClusterState) -> dict[str, list[tuple[int, int]]]:
-    """Per protocol, the port ranges policies and container ports name."""
+    """Per protocol, the port ranges policies (cluster policies too) and container ports name."""
     ranges: dict[str, list[tuple[int, int]]] = {}
     for pod in state.pods:
         for cp in pod.ports:
@@ -83,6 +84,11 @@ def named_ranges(state: ClusterState) -> dict[str, list[tuple[int, int]]]:
             for entry in rule.ports:
                 if isinstance(entry.port, int):
                     ranges.setdefault(entry.protocol, []).append((entry.port, entry.end_port or entry.port))
+    for cluster_policy in state.cluster_policies:
+        for cluster_rule in (*cluster_policy.ingress, *cluster_policy.egress):
+            for port in cluster_rule.protocols:
+                if isinstance(port, DestinationPorts):
+                    ranges.setdefault(port.protocol, []).append((port.first, port.last))
     return ranges
 
 

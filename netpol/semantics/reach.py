@@ -6,6 +6,11 @@ as bitsets. Rules are indexed by the ports they name, so a probe costs what name
 `tests/unit/semantics/test_properties.py` checks every cell against `netpol.semantics.reference`.
 Which pods are rows and columns (`participants`), and why the others are not (`absent_notes`),
 are decided here too.
+
+ClusterNetworkPolicies (§2b) keep the classes: their subjects and peers are selectors too, their
+`networks` and `nodes` peers ipBlock-like memberships in the class key, and a probe's tiers are
+worked out per group of classes that the same rules apply to (`_FamilyEngine._tier_verdicts`).
+A state without them takes the NetworkPolicy-only path unchanged.
 """
 
 from __future__ import annotations
@@ -13,19 +18,27 @@ from __future__ import annotations
 import bisect
 import ipaddress
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from netpol.labels import Labels, LabelSelector
 from netpol.model import (
     INACTIVE_PHASES,
+    TIERS,
+    Action,
+    ClusterNetworkPolicy,
+    ClusterPeer,
+    ClusterProtocol,
     ClusterState,
     ContainerPort,
+    DestinationNamedPort,
     Direction,
     IPBlock,
+    NamespacedPods,
     NetworkPolicy,
     Pod,
     Rule,
+    Tier,
 )
 from netpol.semantics.probes import Probe
 
@@ -96,13 +109,26 @@ class _BlockIndex:
 
 
 def _distinct_blocks(state: ClusterState) -> dict[int, list[IPBlock]]:
+    """Every ipBlock, every `networks` CIDR and every address a `nodes` peer can mean (as a
+    block of one address), per family: which of them hold a pod's address is part of its class."""
     seen: dict[IPBlock, None] = {}
     for policy in state.policies:
         for rule in (*policy.ingress, *policy.egress):
             for peer in rule.peers:
                 if peer.ip_block is not None:
                     seen.setdefault(peer.ip_block)
+    for cluster_policy in state.cluster_policies:
+        for cluster_peer in (p for r in (*cluster_policy.ingress, *cluster_policy.egress) for p in r.peers):
+            seen.update(dict.fromkeys(_cluster_peer_blocks(state, cluster_peer)))
     return {f: [b for b in seen if b.cidr.version == f] for f in FAMILIES}
+
+
+def _cluster_peer_blocks(state: ClusterState, peer: ClusterPeer) -> list[IPBlock]:
+    """The blocks a `networks` or `nodes` peer matches: its CIDRs; the matching Nodes' addresses."""
+    if peer.nodes is not None:
+        return [IPBlock(ipaddress.ip_network(ip)) for node in state.nodes if peer.nodes.matches(node.labels)
+                for ip in node.addresses]
+    return [IPBlock(network) for network in peer.networks]
 
 
 class _ClassIndex:
@@ -170,6 +196,41 @@ class _ClassIndex:
 
     def policy_targets(self, policy: NetworkPolicy) -> int:
         return self.by_namespace.get(policy.namespace, 0) & self.select(policy.pod_selector)
+
+    def select_pods(self, pods: NamespacedPods) -> int:
+        """A `pods` subject or peer: its namespace selector honoured, then its pod selector."""
+        return self.select_namespaces(pods.namespace_selector) & self.select(pods.pod_selector)
+
+    def cluster_targets(self, policy: ClusterNetworkPolicy) -> int:
+        """§2b subject, as a bitset of classes."""
+        subject = policy.subject
+        if subject.namespaces is not None:
+            return self.select_namespaces(subject.namespaces)
+        return self.select_pods(subject.pods) if subject.pods is not None else 0
+
+    def cluster_peers(self, peer: ClusterPeer, family: int) -> int:
+        """§2b peers, as a bitset of classes reachable over `family` (none for a peer we do not
+        recognise: see `ClusterRule.fails_closed`)."""
+        if peer.namespaces is not None:
+            return self.select_namespaces(peer.namespaces) & self.family_mask[family]
+        if peer.pods is not None:
+            return self.select_pods(peer.pods) & self.family_mask[family]
+        bits = 0
+        for block in _cluster_peer_blocks(self.state, peer):
+            block_id = self.block_ids[family].get(block)
+            if block_id is not None:
+                bits |= self._block_members(family, block_id)
+        return bits
+
+    def declaring(self) -> dict[tuple[str, str, int], int]:
+        """(name, protocol, number) → the classes with such a container port (a CNP's
+        `destinationNamedPort` matches any of a pod's ports of that name, by number and protocol)."""
+        found: dict[tuple[str, str, int], int] = {}
+        for i, cls in enumerate(self.classes):
+            for p in cls.ports:
+                if p.name is not None:
+                    found[(p.name, p.protocol, p.port)] = found.get((p.name, p.protocol, p.port), 0) | 1 << i
+        return found
 
     def rule_peers(self, policy: NetworkPolicy, rule: Rule, family: int) -> int:
         """§2 Peers, as a bitset of classes reachable over `family`."""
@@ -245,6 +306,44 @@ class _ProbeRules:
         return frozenset(self.ingress), frozenset(self.egress)
 
 
+@dataclass(frozen=True)
+class _TierRule:
+    """One rule of a ClusterNetworkPolicy, over one family: the classes it is about (`targets`:
+    its policy's subjects), the classes it matches (`peers`), what it does, its protocols."""
+
+    targets: int
+    peers: int
+    action: Action
+    protocols: tuple[ClusterProtocol, ...]  # empty: all traffic
+
+    def at(self, probe: Probe, direction: Direction, declaring: dict[tuple[str, str, int], int]
+           ) -> tuple[int, int, Action] | None:
+        """(targets, peers, action) of the rule for `probe`, None where its protocols miss it. A
+        named port matches where the destination declares it: in ingress the targets, in
+        egress the peers."""
+        if not self.protocols:
+            return self.targets, self.peers, self.action
+        if probe.port is None:
+            return None
+        where = 0
+        for entry in self.protocols:
+            if isinstance(entry, DestinationNamedPort):
+                where |= declaring.get((entry.name, probe.protocol, probe.port), 0)
+            elif entry.protocol == probe.protocol and entry.first <= probe.port <= entry.last:
+                return self.targets, self.peers, self.action
+        if not where:
+            return None
+        if direction == "ingress":
+            return self.targets & where, self.peers, self.action
+        return self.targets, self.peers & where, self.action
+
+
+_TierKey = tuple[Tier, Direction]
+TIER_KEYS: tuple[_TierKey, ...] = tuple((t, d) for t in TIERS for d in DIRECTIONS)
+_Matching = tuple[tuple[int, int, Action], ...]  # (targets, peers, action) of the rules matching a probe
+_AtProbe = tuple[_Matching, ...]  # per TIER_KEYS
+
+
 class _ProbeIndex:
     """The probes with a port, sorted per protocol: which of them lie in a range, by bisection."""
 
@@ -301,19 +400,48 @@ class _FamilyEngine:
                     for rule in policy.rules(direction)
                 ]
         self._bases: dict[str, _Base] = {}
+        self.tier_rules: dict[_TierKey, list[_TierRule]] = {key: [] for key in TIER_KEYS}
+        for cluster_policy in index.state.cluster_policies:  # in their order of evaluation
+            self._add_tier_rules(cluster_policy)
+        self.declaring = index.declaring() if index.state.cluster_policies else {}
+
+    def _add_tier_rules(self, policy: ClusterNetworkPolicy) -> None:
+        targets = self.index.cluster_targets(policy) & self.mask
+        if not targets:
+            return
+        for direction in DIRECTIONS:
+            for rule in policy.rules(direction):
+                if rule.fails_closed:  # a peer we do not recognise: the rule denies all
+                    tier_rule = _TierRule(targets, self.mask, "Deny", ())
+                else:
+                    peers = 0
+                    for peer in rule.peers:
+                        peers |= self.index.cluster_peers(peer, self.family)
+                    tier_rule = _TierRule(targets, peers, rule.action, rule.protocols)
+                self.tier_rules[(policy.tier, direction)].append(tier_rule)
 
     def allowed_rows(self, probes: Sequence[Probe]) -> list[tuple[int, ...]]:
         """Per probe: src class → bitset of dst classes, over this family."""
         named = self._rules_naming(probes)
         rows: list[tuple[int, ...]] = []
-        memo: dict[tuple[str, frozenset[_Contribution], frozenset[_Contribution]], tuple[int, ...]] = {}
+        memo: dict[tuple[object, ...], tuple[int, ...]] = {}
+        cluster = any(self.tier_rules.values())
         for probe, rules in zip(probes, named, strict=True):
-            key = (probe.protocol, *rules.signature())
+            tiers = self._tiers_at(probe) if cluster else ()
+            key = (probe.protocol, *rules.signature(), tiers)
             row = memo.get(key)
             if row is None:
-                row = memo[key] = self._evaluate(self._base(probe.protocol), rules)
+                base = self._base(probe.protocol)
+                row = self._evaluate_tiers(base, rules, tiers) if cluster else self._evaluate(base, rules)
+                memo[key] = row
             rows.append(row)
         return rows
+
+    def _tiers_at(self, probe: Probe) -> _AtProbe:
+        """Per tier and direction, the cluster-policy rules that match `probe`, in order."""
+        return tuple(tuple(at for rule in self.tier_rules[key]
+                           if (at := rule.at(probe, key[1], self.declaring)) is not None)
+                     for key in TIER_KEYS)
 
     # -- which rules name which probe ------------------------------------------------------------
 
@@ -377,21 +505,25 @@ class _FamilyEngine:
             self._bases[protocol] = base
         return base
 
+    @staticmethod
+    def _added(contributions: list[_Contribution]) -> dict[int, int]:
+        """Class → the peers the rules naming a probe's port add to it (for ingress: sources its
+        ingress now also admits; for egress: destinations its egress now also allows)."""
+        added: dict[int, int] = {}
+        for targets, peers in contributions:
+            for cls in iter_bits(targets):
+                added[cls] = added.get(cls, 0) | peers
+        return added
+
     def _evaluate(self, base: _Base, rules: _ProbeRules) -> tuple[int, ...]:
         """src class → dst classes for a probe whose port `rules` name: `base`, with the classes
         those rules add recomputed."""
-        extra_admitted: dict[int, int] = {}  # dst class → sources its ingress now also admits
-        for targets, peers in rules.ingress:
-            for d in iter_bits(targets):
-                extra_admitted[d] = extra_admitted.get(d, 0) | peers
+        extra_admitted = self._added(rules.ingress)  # dst class → sources its ingress now also admits
         extra_reachable: dict[int, int] = {}  # src class → destinations that now admit it
         for d, peers in extra_admitted.items():
             for s in iter_bits(peers & ~base.admitted[d]):
                 extra_reachable[s] = extra_reachable.get(s, 0) | 1 << d
-        extra_egress: dict[int, int] = {}  # src class → destinations its egress now also allows
-        for targets, peers in rules.egress:
-            for s in iter_bits(targets):
-                extra_egress[s] = extra_egress.get(s, 0) | peers
+        extra_egress = self._added(rules.egress)  # src class → destinations its egress now also allows
         return self._verdicts(base, {*extra_reachable, *extra_egress}, extra_reachable, extra_egress)
 
     def _verdicts(self, base: _Base, sources: Iterable[int], extra_reachable: dict[int, int],
@@ -406,6 +538,84 @@ class _FamilyEngine:
             else:
                 egress = self.mask
             result[s] = egress & (open_dsts | base.reachable[s] | extra_reachable.get(s, 0))
+        return tuple(result)
+
+
+    # -- with ClusterNetworkPolicies (§2b) -------------------------------------------------------
+
+    def _evaluate_tiers(self, base: _Base, rules: _ProbeRules, tiers: _AtProbe) -> tuple[int, ...]:
+        """src class → dst classes for one probe through the tiers: per side, Admin, then the
+        NetworkPolicy verdict for the classes it isolates (final), else Baseline, else allow; a
+        connection needs the source's egress and the destination's ingress."""
+        extra_egress, extra_admitted = self._added(rules.egress), self._added(rules.ingress)
+        at = dict(zip(TIER_KEYS, tiers, strict=True))
+        egress = self._side(at, "egress", lambda s: base.egress[s] | extra_egress.get(s, 0))
+        ingress = self._side(at, "ingress", lambda d: base.admitted[d] | extra_admitted.get(d, 0))
+        return self._join(egress, ingress)
+
+    def _side(self, at: dict[_TierKey, _Matching], direction: Direction,
+              policy_allows: Callable[[int], int]) -> list[int]:
+        """Per subject class, the peer classes its `direction` side allows."""
+        n, mask = len(self.index.classes), self.mask
+        verdicts = {tier: self._tier_verdicts(at[(tier, direction)], n) for tier in TIERS}
+        (admin_accepts, admin_denies), (_, baseline_denies) = verdicts["Admin"], verdicts["Baseline"]
+        isolated = self.isolated[direction]
+        allows = [0] * n
+        for c in iter_bits(mask):
+            undecided = mask & ~(admin_accepts[c] | admin_denies[c])
+            if isolated >> c & 1:  # the NetworkPolicy tier is final for a class it isolates
+                allows[c] = admin_accepts[c] | (undecided & policy_allows(c))
+            else:  # Baseline: only its Deny changes the default
+                allows[c] = mask & ~admin_denies[c] & ~(undecided & baseline_denies[c])
+        return allows
+
+    def _tier_verdicts(self, rules: _Matching, n: int) -> tuple[list[int], list[int]]:
+        """Per subject class, the peer classes one tier accepts and denies (first matching rule:
+        Accept and Deny decide, Pass moves on). Classes the same rules apply to are worked out
+        once: the classes are split by each rule's targets, in order."""
+        groups: list[tuple[int, tuple[int, ...]]] = [(self.mask, ())]  # (classes, rules that apply)
+        for i, (targets, _, _) in enumerate(rules):
+            split = []
+            for classes, applying in groups:
+                if inside := classes & targets:
+                    split.append((inside, (*applying, i)))
+                if outside := classes & ~targets:
+                    split.append((outside, applying))
+            groups = split
+        accepts, denies = [0] * n, [0] * n
+        for classes, applying in groups:
+            undecided, accepted, denied = self.mask, 0, 0
+            for i in applying:
+                _, peers, action = rules[i]
+                matched, undecided = peers & undecided, undecided & ~peers
+                if action == "Accept":
+                    accepted |= matched
+                elif action == "Deny":
+                    denied |= matched
+            for c in iter_bits(classes):
+                accepts[c], denies[c] = accepted, denied
+        return accepts, denies
+
+    def _join(self, egress: list[int], ingress: list[int]) -> tuple[int, ...]:
+        """src → dst classes with both sides' consent. Ingress is per destination; each is turned
+        round by whichever is fewer: the sources it admits or the ones it refuses."""
+        n, mask = len(self.index.classes), self.mask
+        free, admitted_by, refused_by = 0, [0] * n, [0] * n
+        for d in iter_bits(mask):
+            admits = ingress[d] & mask
+            refuses = mask & ~admits
+            if not refuses:
+                free |= 1 << d
+            elif admits.bit_count() <= refuses.bit_count():
+                for s in iter_bits(admits):
+                    admitted_by[s] |= 1 << d
+            else:
+                free |= 1 << d
+                for s in iter_bits(refuses):
+                    refused_by[s] |= 1 << d
+        result = [0] * n
+        for s in iter_bits(mask):
+            result[s] = egress[s] & mask & ((free & ~refused_by[s]) | admitted_by[s])
         return tuple(result)
 
 

@@ -1,14 +1,41 @@
-"""The reference evaluator of DESIGN §2: is a connection allowed, and why.
+"""The reference evaluator of DESIGN §2 and §2b: is a connection allowed, and why.
 
 Spec-literal and slow on purpose: it scans every policy for every question. Everything faster
 (reach, the IR, the rulesets) is tested against it. Each clause quotes DESIGN §2.
+
+Per side (the source's egress, the destination's ingress), for a pod that takes part: the Admin
+tier (ClusterNetworkPolicies by priority, then name; rules in written order; the first that
+matches decides: Accept and Deny are final, Pass goes on), then the NetworkPolicy tier (final
+for a pod it isolates in that direction: isolated and not admitted is denied, never passed on),
+then the Baseline tier (Pass: on to the default), then the default: allow. Traffic between a
+pod and its own node is exempt in the NetworkPolicy tier only: an Admin verdict comes first,
+and a Baseline one applies when no NetworkPolicy isolates the pod (node → pod traffic, such as
+kubelet probes, is never matched by a cluster policy: ingress peers are pods only).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netpol.model import ClusterState, Direction, IPAddress, NetworkPolicy, Peer, Pod, PolicyPort
+from netpol.labels import LabelSelector
+from netpol.model import (
+    TIERS,
+    Action,
+    ClusterNetworkPolicy,
+    ClusterPeer,
+    ClusterProtocol,
+    ClusterRule,
+    ClusterState,
+    DestinationNamedPort,
+    Direction,
+    IPAddress,
+    NamespacedPods,
+    NetworkPolicy,
+    Peer,
+    Pod,
+    PolicyPort,
+    Tier,
+)
 
 
 @dataclass(frozen=True)
@@ -65,18 +92,50 @@ class RuleCheck:
 
 
 @dataclass(frozen=True)
+class ClusterRuleRef:
+    """The first rule of a tier that matched a connection: which policy, priority, rule, action."""
+
+    policy: str  # its ref: `ClusterNetworkPolicy name` (or the v1alpha1 kind it was read as)
+    tier: Tier
+    priority: int
+    direction: Direction
+    index: int
+    name: str
+    action: Action
+    fails_closed: bool = False  # a peer with no field we recognise made this rule deny all
+
+    def __str__(self) -> str:
+        named = f" ({self.name})" if self.name else ""
+        closed = " (fails closed: a peer with no field netpol recognises)" if self.fails_closed else ""
+        return (f"{self.tier} tier: {self.policy} (priority {self.priority}) "
+                f"spec.{self.direction}[{self.index}]{named}: {self.action}{closed}")
+
+
+@dataclass(frozen=True)
 class SideVerdict:
-    """What one side's policies (source egress or destination ingress) say."""
+    """What one side's policies (source egress or destination ingress) say. `tier` is the tier
+    that decided: "Admin", "NetworkPolicy", "Baseline", or "default" when none did (allow); ""
+    for an exemption, a side without a pod, and in a state without cluster policies (there are
+    no tiers to name). `tier_rules`: the first matching cluster-policy rule of each tier
+    consulted, in order (Pass rules, then the one that decided, if a cluster policy did)."""
 
     direction: Direction
     allowed: bool
     reason: str
     isolated_by: tuple[str, ...] = ()
     checks: tuple[RuleCheck, ...] = ()
+    tier: str = ""
+    tier_rules: tuple[ClusterRuleRef, ...] = ()
 
     @property
     def admitted_by(self) -> tuple[RuleRef, ...]:
         return tuple(c.rule for c in self.checks if c.peer_matches and c.port_matches)
+
+    @property
+    def decided_by(self) -> ClusterRuleRef | None:
+        """The cluster-policy rule that decided this side, if one did (Accept or Deny)."""
+        last = self.tier_rules[-1] if self.tier_rules else None
+        return last if last is not None and last.action != "Pass" else None
 
 
 @dataclass(frozen=True)
@@ -139,23 +198,151 @@ def check_rule(state: ClusterState, policy: NetworkPolicy, index: int, direction
 
 
 def judge_side(state: ClusterState, direction: Direction, conn: Connection) -> SideVerdict:
-    """§2: a pod is isolated for a direction iff a policy in its namespace selects it with that
-    policy type; then allowed iff some rule of some selecting policy matches peer and port."""
+    """§2b: the Admin tier, the NetworkPolicy tier, the Baseline tier, the default (allow)."""
     pod = (conn.src if direction == "egress" else conn.dst).pod
     if pod is None or not pod.takes_part:
         return SideVerdict(direction, True, "not a pod that policies select")
+    passed: list[ClusterRuleRef] = []
+    admin = judge_tier(state, "Admin", direction, conn, pod)
+    if admin is not None:
+        passed.append(admin)
+        if admin.action != "Pass":
+            return _tier_verdict(direction, admin, tuple(passed))
     isolating = [p for p in state.policies if p.isolates(direction) and selects(p, pod)]
-    if not isolating:
+    if isolating:
+        return _policy_tier(state, direction, conn, isolating, tuple(passed))
+    baseline = judge_tier(state, "Baseline", direction, conn, pod)
+    if baseline is not None:
+        passed.append(baseline)
+        if baseline.action != "Pass":
+            return _tier_verdict(direction, baseline, tuple(passed))
+    if not state.cluster_policies:
         return SideVerdict(direction, True, f"no policy isolates {pod.key} for {direction}")
+    reason = f"no tier decided: default allow (no NetworkPolicy isolates {pod.key} for {direction})"
+    return SideVerdict(direction, True, reason, tier="default", tier_rules=tuple(passed))
+
+
+def _tier_verdict(direction: Direction, rule: ClusterRuleRef,
+                  passed: tuple[ClusterRuleRef, ...]) -> SideVerdict:
+    allowed_ = rule.action == "Accept"
+    return SideVerdict(direction, allowed_, f"{'accepted' if allowed_ else 'denied'} by {rule}",
+                       tier=rule.tier, tier_rules=passed)
+
+
+def _policy_tier(state: ClusterState, direction: Direction, conn: Connection, isolating: list[NetworkPolicy],
+                 passed: tuple[ClusterRuleRef, ...]) -> SideVerdict:
+    """§2: isolated ⇒ allowed iff some rule of some selecting policy matches peer and port; final
+    either way (an isolated pod that no rule admits is denied here, not passed to Baseline). Its
+    own node is exempt here, in this tier only."""
+    names = tuple(p.key for p in isolating)
+    tier = "NetworkPolicy" if state.cluster_policies else ""  # without cluster policies, no tiers to name
+    if own_node_traffic(state, conn):
+        return SideVerdict(direction, True, OWN_NODE_EXEMPT, names, (), tier, passed)
     checks = tuple(
         check_rule(state, p, i, direction, conn) for p in isolating for i in range(len(p.rules(direction)))
     )
-    names = tuple(p.key for p in isolating)
     admitted = [str(c.rule) for c in checks if c.peer_matches and c.port_matches]
     if admitted:
-        return SideVerdict(direction, True, f"admitted by {', '.join(admitted)}", names, checks)
+        return SideVerdict(direction, True, f"admitted by {', '.join(admitted)}", names, checks, tier, passed)
     return SideVerdict(direction, False, f"isolated by {', '.join(names)} and no rule admits it",
-                       names, checks)
+                       names, checks, tier, passed)
+
+
+# -- ClusterNetworkPolicy (§2b) ---------------------------------------------------------------------
+
+def _namespaced_pods_match(state: ClusterState, pods: NamespacedPods, pod: Pod) -> bool:
+    return (pods.namespace_selector.matches(state.namespace(pod.namespace).labels)
+            and pods.pod_selector.matches(pod.labels))
+
+
+def cluster_selects(state: ClusterState, policy: ClusterNetworkPolicy, pod: Pod) -> bool:
+    """§2b subject: `namespaces` = every pod of the matching namespaces; `pods` = pods matching
+    the pod selector in namespaces matching the namespace selector. Never a hostNetwork pod."""
+    if not pod.takes_part:
+        return False
+    subject = policy.subject
+    if subject.namespaces is not None:
+        return subject.namespaces.matches(state.namespace(pod.namespace).labels)
+    return subject.pods is not None and _namespaced_pods_match(state, subject.pods, pod)
+
+
+def _node_selected(state: ClusterState, selector: LabelSelector, ip: IPAddress) -> bool:
+    """`nodes`: the address is one of a matching Node's `status.addresses` (never "the node the
+    subject runs on")."""
+    return any(ip in node.addresses and selector.matches(node.labels) for node in state.nodes)
+
+
+def cluster_peer_matches(state: ClusterState, peer: ClusterPeer, other: Endpoint) -> bool:
+    """§2b peers: `namespaces`/`pods` match pods that take part (never hostNetwork ones),
+    `networks` any address in the CIDRs (pod IPs too), `nodes` the matching Nodes' addresses. A
+    peer with no field we recognise matches nothing here (see `ClusterRule.fails_closed`)."""
+    if peer.networks:
+        return any(other.ip in network for network in peer.networks)
+    if peer.nodes is not None:
+        return _node_selected(state, peer.nodes, other.ip)
+    pod = other.pod
+    if pod is None or not pod.takes_part:
+        return False
+    if peer.namespaces is not None:
+        return peer.namespaces.matches(state.namespace(pod.namespace).labels)
+    return peer.pods is not None and _namespaced_pods_match(state, peer.pods, pod)
+
+
+def protocol_matches(entry: ClusterProtocol, dst: Endpoint, port: int | None, protocol: str) -> bool:
+    """§2b protocols: a port range of the same protocol, or a named port: a container port of the
+    destination pod with that name, *and* the connection's number and protocol."""
+    if isinstance(entry, DestinationNamedPort):
+        return dst.pod is not None and port is not None and dst.pod.declares_port(entry.name, port, protocol)
+    return entry.protocol == protocol and port is not None and entry.first <= port <= entry.last
+
+
+def cluster_rule_matches(state: ClusterState, rule: ClusterRule, direction: Direction,
+                         conn: Connection) -> bool:
+    """Peers and protocols both (absent `protocols`: all traffic). A rule that fails closed matches
+    everything (it denies all)."""
+    if rule.fails_closed:
+        return True
+    peer = conn.src if direction == "ingress" else conn.dst
+    if rule.protocols and not any(protocol_matches(e, conn.dst, conn.port, conn.protocol)
+                                  for e in rule.protocols):
+        return False
+    return any(cluster_peer_matches(state, p, peer) for p in rule.peers)
+
+
+def judge_tier(state: ClusterState, tier: Tier, direction: Direction, conn: Connection,
+               pod: Pod) -> ClusterRuleRef | None:
+    """The first rule, in evaluation order, of the tier's policies selecting `pod` that matches
+    the connection; None when none does (a policy without rules in `direction` has no say)."""
+    for policy in state.tier_policies(tier):
+        rules = policy.rules(direction)
+        if not rules or not cluster_selects(state, policy, pod):
+            continue
+        for index, rule in enumerate(rules):
+            if cluster_rule_matches(state, rule, direction, conn):
+                action: Action = "Deny" if rule.fails_closed else rule.action
+                return ClusterRuleRef(policy.ref, tier, policy.priority, direction, index, rule.name, action,
+                                      rule.fails_closed)
+    return None
+
+
+def priority_ties(state: ClusterState) -> list[str]:
+    """One sentence per group of cluster policies that share a tier and a priority: the API leaves
+    their order undefined; netpol evaluates them by name (`ClusterNetworkPolicy.order_key`)."""
+    groups: dict[tuple[Tier, int], list[ClusterNetworkPolicy]] = {}
+    for policy in state.cluster_policies:
+        groups.setdefault((policy.tier, policy.priority), []).append(policy)
+    sentences = []
+    for (tier, priority), policies in sorted(groups.items(), key=lambda g: (TIERS.index(g[0][0]), g[0][1])):
+        if len(policies) < 2:
+            continue
+        shared = sum(1 for pod in state.active_pods
+                     if sum(cluster_selects(state, p, pod) for p in policies) > 1)
+        sentences.append(
+            f"{tier} tier, priority {priority}: {', '.join(p.ref for p in policies)} share a priority; "
+            f"the API leaves their order undefined, netpol evaluates them by name in this order "
+            f"({shared} pod{'s' if shared != 1 else ''} of the input {'are' if shared != 1 else 'is'} "
+            f"subject to more than one of them)")
+    return sentences
 
 
 def _node_of(state: ClusterState, pod: Pod | None) -> frozenset[IPAddress]:
@@ -171,14 +358,22 @@ def endpoint(state: ClusterState, ip: IPAddress) -> Endpoint:
     return Endpoint(ip, owner, None if owner else node)
 
 
+OWN_NODE_EXEMPT = "traffic between a pod and its own node is always allowed"
+
+
+def own_node_traffic(state: ClusterState, conn: Connection) -> bool:
+    """§2: traffic between a pod and its own node (kubelet probes): exempt from NetworkPolicy."""
+    return conn.src.ip in _node_of(state, conn.dst.pod) or conn.dst.ip in _node_of(state, conn.src.pod)
+
+
 def allowed(state: ClusterState, src: Endpoint, dst: Endpoint, port: int | None, protocol: str) -> Verdict:
     """§2: S→D is allowed iff S's egress allows it and D's ingress allows it."""
     conn = Connection(src, dst, port, protocol)
     exempt = None
     if src.pod is not None and src.pod == dst.pod:
         exempt = "a pod can always reach itself"
-    elif src.ip in _node_of(state, dst.pod) or dst.ip in _node_of(state, src.pod):
-        exempt = "traffic between a pod and its own node is always allowed"
+    elif not state.cluster_policies and own_node_traffic(state, conn):
+        exempt = OWN_NODE_EXEMPT  # with cluster policies, judged per side: NetworkPolicy tier only
     if exempt:
         side_e = SideVerdict("egress", True, exempt)
         side_i = SideVerdict("ingress", True, exempt)

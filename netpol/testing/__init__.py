@@ -4,8 +4,10 @@ network-policy objects and whole clusters, an oracle that checks any implementat
 in-process Kubernetes API server.
 
 Modules:
-    strategies  Hypothesis strategies: selectors, namespaces, pods, policies (as manifests, every
-                spelling), whole clusters, invalid manifests with the field their error names
+    strategies  Hypothesis strategies: selectors, namespaces, pods, policies and
+                ClusterNetworkPolicies (as manifests, every spelling), whole clusters (with
+                `mixed_clusters`, both tiers among the NetworkPolicies), invalid manifests with the
+                field their error names
     oracle      assert_agrees / find_disagreements / assert_matrix_agrees, cell by cell
     trace       a packet through compiled node programs (the IR)
     nft_trace   a packet through the emitted libnftables JSON, as the kernel walks the table
@@ -44,14 +46,19 @@ from netpol.testing.oracle import (
     find_disagreements,
 )
 from netpol.testing.strategies import (
+    cluster_policies,
+    cluster_policy_manifests,
     clusters,
     container_ports,
+    decode_cluster_policy_manifest,
     decode_policy_manifest,
+    invalid_cluster_policy_manifests,
     invalid_manifests,
     invalid_policy_manifests,
     ip_block_manifests,
     label_selector_manifests,
     labels,
+    mixed_clusters,
     namespaces,
     nodes,
     peer_manifests,
@@ -67,15 +74,20 @@ __all__ = [
     "Implementation",
     "assert_agrees",
     "assert_matrix_agrees",
+    "cluster_policies",
+    "cluster_policy_manifests",
     "clusters",
     "container_ports",
+    "decode_cluster_policy_manifest",
     "decode_policy_manifest",
     "find_disagreements",
+    "invalid_cluster_policy_manifests",
     "invalid_manifests",
     "invalid_policy_manifests",
     "ip_block_manifests",
     "label_selector_manifests",
     "labels",
+    "mixed_clusters",
     "namespaces",
     "nodes",
     "peer_manifests",

@@ -3,21 +3,29 @@
 Policies are generated as manifests (dicts) first, so every spelling the API allows appears:
 `policyTypes` present or absent, `ingress: []` vs absent vs `[{}]`, each peer kind, ipBlock with
 except, numeric and named ports, endPort, all three protocols. `policies()` decodes those.
+ClusterNetworkPolicies likewise (`cluster_policy_manifests`): both tiers, a few priorities (so
+that ties happen), every action, each peer kind (`namespaces`, `pods` with and without a
+namespace selector, `networks` of both families, `nodes`), protocols absent, numbers, ranges and
+named ports; `mixed_clusters()` puts them beside NetworkPolicies.
 Label keys, values and port names come from small pools so that selectors actually select.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from hypothesis import strategies as st
 
 from netpol.labels import OPERATORS, Labels
-from netpol.load.decode import Reader, decode_network_policy
+from netpol.load.decode import Reader, decode_cluster_policy, decode_network_policy
 from netpol.load.encode import encode_namespace, encode_node, encode_pod
 from netpol.model import (
+    ACTIONS,
     PROTOCOLS,
+    TIERS,
+    ClusterNetworkPolicy,
     ClusterState,
     ContainerPort,
     IPAddress,
@@ -193,12 +201,20 @@ def policy_manifests(draw: st.DrawFn, namespace_names: tuple[str, ...] = NAMESPA
     }
 
 
-def decode_policy_manifest(manifest: dict[str, Any]) -> NetworkPolicy:
-    reader = Reader("<generated>", "NetworkPolicy")
-    policy = decode_network_policy(reader, manifest)
+Decoded = TypeVar("Decoded")
+
+
+def _decode_generated(decode: Callable[[Reader, dict[str, Any]], Decoded],
+                      manifest: dict[str, Any]) -> Decoded:
+    reader = Reader("<generated>", manifest["kind"])
+    decoded = decode(reader, manifest)
     if reader.problems:  # a bug in the strategy, not in the code under test
         raise AssertionError("\n".join(map(str, reader.problems)))
-    return policy
+    return decoded
+
+
+def decode_policy_manifest(manifest: dict[str, Any]) -> NetworkPolicy:
+    return _decode_generated(decode_network_policy, manifest)
 
 
 def policies(namespace_names: tuple[str, ...] = NAMESPACE_NAMES, name: str | None = None
@@ -206,17 +222,112 @@ def policies(namespace_names: tuple[str, ...] = NAMESPACE_NAMES, name: str | Non
     return policy_manifests(namespace_names, name).map(decode_policy_manifest)
 
 
+CLUSTER_PRIORITIES = (0, 10, 10, 500, 1000)  # repeated: ties between policies happen
+
+
+def node_selector_manifests() -> st.SearchStrategy[dict[str, Any]]:
+    """Selectors over the nodes' labels: all of them, one by name, all but one."""
+    return st.sampled_from([{}, *({"matchLabels": {"kubernetes.io/hostname": n}} for n in NODE_NAMES),
+                            *({"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "NotIn",
+                                                     "values": [n]}]} for n in NODE_NAMES)])
+
+
+def namespaced_pods_manifests() -> st.SearchStrategy[dict[str, Any]]:
+    """`pods: {namespaceSelector, podSelector}`; the namespace selector sometimes absent (= all)."""
+    sel = label_selector_manifests()
+    return st.fixed_dictionaries({"podSelector": sel}, optional={"namespaceSelector": sel})
+
+
+def cluster_peer_manifests(direction: str) -> st.SearchStrategy[dict[str, Any]]:
+    """Each peer kind of a direction: ingress `namespaces`, `pods`; egress also `networks` (masked
+    CIDRs of both families, pod addresses among them) and `nodes`."""
+    kinds = [st.fixed_dictionaries({"namespaces": label_selector_manifests()}),
+             st.fixed_dictionaries({"pods": namespaced_pods_manifests()})]
+    if direction == "egress":
+        cidrs = st.lists(st.sampled_from(V4_CIDRS + V6_CIDRS), min_size=1, max_size=2, unique=True)
+        kinds += [cidrs.map(_networks_peer), st.fixed_dictionaries({"nodes": node_selector_manifests()})]
+    return st.one_of(kinds)
+
+
+def _networks_peer(cidrs: list[str]) -> dict[str, Any]:
+    return {"networks": cidrs}
+
+
+@st.composite
+def cluster_protocol_manifests(draw: st.DrawFn, named: bool = True) -> dict[str, Any]:
+    """A `protocols` entry: a number or a range of one protocol, or (`named`) a named port."""
+    kind = draw(st.sampled_from(("number", "range", "name") if named else ("number", "range")))
+    if kind == "name":
+        return {"destinationNamedPort": draw(st.sampled_from(PORT_NAMES))}
+    start = draw(st.sampled_from(PORT_NUMBERS))
+    port: dict[str, Any] = {"number": start}
+    if kind == "range":
+        port = {"range": {"start": start, "end": start + draw(st.sampled_from((1, 100, 9000)))}}
+    return {draw(st.sampled_from(PROTOCOLS)).lower(): {"destinationPort": port}}
+
+
+@st.composite
+def cluster_rule_manifests(draw: st.DrawFn, direction: str) -> dict[str, Any]:
+    peers = draw(st.lists(cluster_peer_manifests(direction), min_size=1, max_size=2))
+    rule: dict[str, Any] = {"action": draw(st.sampled_from(ACTIONS)),
+                            "from" if direction == "ingress" else "to": peers}
+    if draw(st.booleans()):
+        rule["name"] = draw(st.sampled_from(("guard", "allow-dns", "deny-all")))
+    if draw(st.booleans()):  # named ports are a pod's: not with networks or nodes peers (the CRD's CEL)
+        named = not any("networks" in p or "nodes" in p for p in peers)
+        rule["protocols"] = draw(st.lists(cluster_protocol_manifests(named), min_size=1, max_size=2))
+    return rule
+
+
+@st.composite
+def cluster_policy_manifests(draw: st.DrawFn, name: str | None = None) -> dict[str, Any]:
+    """A valid ClusterNetworkPolicy (v1beta1 or v1alpha2); `ingress`/`egress` absent, `[]` or rules."""
+    subject = draw(st.one_of(st.fixed_dictionaries({"namespaces": label_selector_manifests()}),
+                             st.fixed_dictionaries({"pods": namespaced_pods_manifests()})))
+    spec: dict[str, Any] = {"tier": draw(st.sampled_from(TIERS)),
+                            "priority": draw(st.sampled_from(CLUSTER_PRIORITIES)), "subject": subject}
+    for direction in ("ingress", "egress"):
+        shape = draw(st.sampled_from(("absent", "empty", "rules", "rules")))
+        if shape == "empty":
+            spec[direction] = []
+        elif shape == "rules":
+            spec[direction] = draw(st.lists(cluster_rule_manifests(direction), min_size=1, max_size=3))
+    return {"apiVersion": draw(st.sampled_from(("policy.networking.k8s.io/v1beta1",
+                                                "policy.networking.k8s.io/v1alpha2"))),
+            "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": name or draw(st.sampled_from(("guard", "baseline", "a", "b")))},
+            "spec": spec}
+
+
+def decode_cluster_policy_manifest(manifest: dict[str, Any]) -> ClusterNetworkPolicy:
+    return _decode_generated(decode_cluster_policy, manifest)
+
+
+def cluster_policies(name: str | None = None) -> st.SearchStrategy[ClusterNetworkPolicy]:
+    return cluster_policy_manifests(name).map(decode_cluster_policy_manifest)
+
+
 @st.composite
 def clusters(draw: st.DrawFn, max_pods: int = 8, max_policies: int = 4,
-             namespace_names: tuple[str, ...] = NAMESPACE_NAMES) -> ClusterState:
-    """A whole, valid cluster: namespaces, two nodes, pods with unique addresses, policies."""
+             namespace_names: tuple[str, ...] = NAMESPACE_NAMES,
+             max_cluster_policies: int = 0) -> ClusterState:
+    """A whole, valid cluster: namespaces, two nodes, pods with unique addresses, policies (and,
+    with `max_cluster_policies`, ClusterNetworkPolicies)."""
     ns = draw(st.lists(namespaces(namespace_names), min_size=1, max_size=len(namespace_names),
                        unique_by=lambda n: n.name))
     names = tuple(n.name for n in ns)
     slots = draw(st.lists(st.integers(0, ADDRESS_SLOTS - 1), max_size=max_pods, unique=True))
     pod_list = [draw(pods(names, f"pod-{i}", slot)) for i, slot in enumerate(slots)]
     policy_list = [draw(policies(names, f"policy-{i}")) for i in range(draw(st.integers(0, max_policies)))]
-    return ClusterState.build(ns, pod_list, draw(nodes()), policy_list)
+    cluster_list = [draw(cluster_policies(f"cnp-{i}"))
+                    for i in range(draw(st.integers(0, max_cluster_policies)))]
+    return ClusterState.build(ns, pod_list, draw(nodes()), policy_list, cluster_list)
+
+
+def mixed_clusters(max_pods: int = 8, max_policies: int = 3, max_cluster_policies: int = 4
+                   ) -> st.SearchStrategy[ClusterState]:
+    """Clusters with ClusterNetworkPolicies (both tiers) among their NetworkPolicies."""
+    return clusters(max_pods, max_policies, max_cluster_policies=max_cluster_policies)
 
 
 # (a defect to plant, the field path the error must name) for invalid_policy_manifests()
@@ -286,6 +397,85 @@ _NODE_DEFECTS: tuple[tuple[str, Any, str], ...] = (
 )
 
 
+def _cluster_rules(direction: str, **rule: Any) -> list[dict[str, Any]]:
+    """One rule of `direction`: `rule`'s fields over a Deny of every namespace's pods."""
+    peers = "from" if direction == "ingress" else "to"
+    return [{"action": "Deny", peers: [{"namespaces": {}}], **rule}]
+
+
+def _egress_protocols(*entries: Any, **rule: Any) -> list[dict[str, Any]]:
+    return _cluster_rules("egress", protocols=list(entries), **rule)
+
+
+_PORT, _NETS, _FROM = "spec.egress[0].protocols[0]", "spec.egress[0].to[0].networks", "spec.ingress[0].from"
+# (a defect to plant, the field path the error must name) for invalid_cluster_policy_manifests()
+_CLUSTER_POLICY_DEFECTS: tuple[tuple[str, Any, str], ...] = (
+    ("metadata.name", "Bad_Name", "metadata.name"),
+    ("spec.tier", "Admn", "spec.tier"),
+    ("spec.tier", None, "spec.tier"),
+    ("spec.priority", 1001, "spec.priority"),
+    ("spec.priority", -1, "spec.priority"),
+    ("spec.priority", "10", "spec.priority"),
+    ("spec.subject", {}, "spec.subject"),
+    ("spec.subject", {"namespaces": {}, "pods": {"podSelector": {}}}, "spec.subject"),
+    ("spec.subject", {"pods": {"namespaceSelector": {}}}, "spec.subject.pods.podSelector"),
+    ("spec.subject", {"namespaces": {"matchExpressions": [{"key": "a", "operator": "Like", "values": []}]}},
+     "spec.subject.namespaces.matchExpressions[0].operator"),
+    ("spec.subject", {"namespaces": {"matchExpressions": [{"key": "app", "operator": "In"}]}},
+     "spec.subject.namespaces.matchExpressions[0].values"),
+    ("spec.subject", {"pods": {"podSelector": {"matchLabels": {"app": "-x-"}}}},
+     "spec.subject.pods.podSelector.matchLabels.app"),
+    ("spec.ingres", [], "spec.ingres"),
+    ("spec.ingress", _cluster_rules("ingress", action="Allow"), "spec.ingress[0].action"),
+    ("spec.ingress", [{"action": "Deny"}], _FROM),
+    ("spec.ingress", _cluster_rules("ingress", **{"from": []}), _FROM),
+    ("spec.ingress", _cluster_rules("ingress", **{"from": [{}]}), f"{_FROM}[0]"),
+    ("spec.ingress", _cluster_rules("ingress", **{"from": [None]}), f"{_FROM}[0]"),
+    ("spec.ingress", _cluster_rules("ingress", **{"from": [{"namespaces": None}]}), f"{_FROM}[0]"),
+    ("spec.ingress", _cluster_rules("ingress", **{"from": [{"networks": ["10.0.0.0/8"]}]}),
+     f"{_FROM}[0].networks"),
+    ("spec.ingress", _cluster_rules("ingress", **{"from": [{"namespaces": {}, "pods": {"podSelector": {}}}]}),
+     f"{_FROM}[0]"),
+    ("spec.ingress", _cluster_rules("ingress") * 26, "spec.ingress"),
+    ("spec.ingress", _cluster_rules("ingress", **{"from": [{"namespaces": {}}] * 26}), _FROM),
+    ("spec.ingress", _cluster_rules("ingress", name="x" * 101), "spec.ingress[0].name"),
+    ("spec.egress", _cluster_rules("egress", to=[{"networks": ["10.0.0.1/24"]}]), f"{_NETS}[0]"),
+    ("spec.egress", _cluster_rules("egress", to=[{"networks": ["fd00::1/64"]}]), f"{_NETS}[0]"),
+    ("spec.egress", _cluster_rules("egress", to=[{"networks": ["10.0.0.0/33"]}]), f"{_NETS}[0]"),
+    ("spec.egress", _cluster_rules("egress", to=[{"networks": []}]), _NETS),
+    ("spec.egress", _cluster_rules("egress", to=[{"networks": [f"10.{i}.0.0/16" for i in range(26)]}]),
+     _NETS),
+    ("spec.egress", _cluster_rules("egress", to=[{"networks": ["10.0.0.0/8", "10.0.0.0/8"]}]), f"{_NETS}[1]"),
+    ("spec.egress", _cluster_rules("egress", to=[{"domainNames": ["example.com"]}]),
+     "spec.egress[0].to[0].domainNames"),
+    ("spec.egress", _cluster_rules("egress", to=[{"nodes": {"matchLabels": {"bad key!": "a"}}}]),
+     "spec.egress[0].to[0].nodes.matchLabels.bad key!"),
+    ("spec.egress", _egress_protocols({"destinationNamedPort": "http"}, to=[{"networks": ["10.0.0.0/8"]}]),
+     _PORT),
+    ("spec.egress", _egress_protocols({"destinationNamedPort": "http"},
+                                      to=[{"pods": {"podSelector": {}}}, {"nodes": {}}]), _PORT),
+    ("spec.egress", _egress_protocols(), "spec.egress[0].protocols"),
+    ("spec.egress", _egress_protocols({"tcp": {}}), f"{_PORT}.tcp.destinationPort"),
+    ("spec.egress", _egress_protocols({"tcp": {"destinationPort": {}}}), f"{_PORT}.tcp.destinationPort"),
+    ("spec.egress", _egress_protocols({"tcp": {"destinationPort": {"number": 0}}}),
+     f"{_PORT}.tcp.destinationPort.number"),
+    ("spec.egress", _egress_protocols({"udp": {"destinationPort": {"number": 80, "range": {"start": 1,
+                                                                                           "end": 2}}}}),
+     f"{_PORT}.udp.destinationPort"),
+    ("spec.egress", _egress_protocols({"udp": {"destinationPort": {"range": {"start": 90, "end": 80}}}}),
+     f"{_PORT}.udp.destinationPort.range"),
+    ("spec.egress", _egress_protocols({"sctp": {"destinationPort": {"range": {"start": 80, "end": 80}}}}),
+     f"{_PORT}.sctp.destinationPort.range"),
+    ("spec.egress", _egress_protocols({"sctp": {"destinationPort": {"range": {"start": 80}}}}),
+     f"{_PORT}.sctp.destinationPort.range.end"),
+    ("spec.egress", _egress_protocols({"tcp": {"destinationPort": {"number": 80}},
+                                       "udp": {"destinationPort": {"number": 80}}}), _PORT),
+    ("spec.egress", _egress_protocols({"icmp": {}}), f"{_PORT}.icmp"),
+    ("spec.egress", _egress_protocols({"destinationNamedPort": "Not_A_Name"}),
+     f"{_PORT}.destinationNamedPort"),
+)
+
+
 def _plant(manifest: dict[str, Any], field: str, value: Any) -> dict[str, Any]:
     *parents, key = field.split(".")
     target = manifest
@@ -303,12 +493,22 @@ def invalid_policy_manifests(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
 
 
 @st.composite
+def invalid_cluster_policy_manifests(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
+    """A valid ClusterNetworkPolicy with one defect planted (the CRD's schema and CEL rules, the
+    selectors' rules, `domainNames`, which netpol refuses), and the field path an error must name."""
+    field, value, expected_path = draw(st.sampled_from(_CLUSTER_POLICY_DEFECTS))
+    return _plant(draw(cluster_policy_manifests()), field, value), expected_path
+
+
+@st.composite
 def invalid_manifests(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
-    """A valid NetworkPolicy, Pod, Namespace or Node with one defect planted, and the field path
-    an error must name."""
-    kind = draw(st.sampled_from(("NetworkPolicy", "Pod", "Namespace", "Node")))
+    """A valid NetworkPolicy, ClusterNetworkPolicy, Pod, Namespace or Node with one defect
+    planted, and the field path an error must name."""
+    kind = draw(st.sampled_from(("NetworkPolicy", "ClusterNetworkPolicy", "Pod", "Namespace", "Node")))
     if kind == "NetworkPolicy":
         return draw(invalid_policy_manifests())
+    if kind == "ClusterNetworkPolicy":
+        return draw(invalid_cluster_policy_manifests())
     if kind == "Pod":
         base, defects = encode_pod(draw(pods())), _POD_DEFECTS
     elif kind == "Namespace":

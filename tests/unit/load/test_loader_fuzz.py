@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from netpol.cli import main
 from netpol.load.encode import encode_state
-from netpol.testing import clusters, policy_manifests
+from netpol.testing import cluster_policy_manifests, clusters, policy_manifests
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -28,7 +28,9 @@ json_values = st.recursive(
 KEYS = ("apiVersion", "kind", "metadata", "spec", "status", "name", "namespace", "labels", "podSelector",
         "ingress", "egress", "from", "to", "ports", "port", "endPort", "protocol", "ipBlock", "cidr", "except",
         "matchLabels", "matchExpressions", "operator", "values", "key", "policyTypes", "items", "podIP",
-        "podIPs", "containers", "containerPort", "hostNetwork", "phase", "namespaceSelector")
+        "podIPs", "containers", "containerPort", "hostNetwork", "phase", "namespaceSelector", "tier", "priority",
+        "subject", "namespaces", "pods", "networks", "nodes", "domainNames", "action", "protocols", "tcp",
+        "destinationPort", "number", "range", "start", "end", "destinationNamedPort")
 
 
 def run_validate(name: str, content: bytes) -> tuple[int, str]:
@@ -88,16 +90,26 @@ def test_mutated_policies_never_crash(doc):
     check_outcome(*run_validate("p.yaml", yaml.safe_dump(doc).encode()))
 
 
+@settings(max_examples=300)
+@given(mutated(cluster_policy_manifests()))
+def test_mutated_cluster_policies_never_crash(doc):
+    check_outcome(*run_validate("c.json", json.dumps(doc).encode()))
+
+
 @settings(max_examples=100)
-@given(mutated(clusters(max_pods=4, max_policies=2).map(encode_state)))
+@given(mutated(clusters(max_pods=4, max_policies=2, max_cluster_policies=2).map(encode_state)))
 def test_mutated_clusters_never_crash(doc):
     check_outcome(*run_validate("c.json", json.dumps(doc).encode()))
 
 
 @settings(max_examples=200)
 @given(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=6)
-       | st.fixed_dictionaries({"kind": st.sampled_from(("Pod", "Namespace", "Node", "NetworkPolicy", "List")),
-                                "apiVersion": st.sampled_from(("v1", "networking.k8s.io/v1"))},
+       | st.fixed_dictionaries({"kind": st.sampled_from(("Pod", "Namespace", "Node", "NetworkPolicy", "List",
+                                                         "ClusterNetworkPolicy", "AdminNetworkPolicy",
+                                                         "BaselineAdminNetworkPolicy")),
+                                "apiVersion": st.sampled_from(("v1", "networking.k8s.io/v1",
+                                                               "policy.networking.k8s.io/v1beta1",
+                                                               "policy.networking.k8s.io/v1alpha1"))},
                                optional={k: json_values for k in ("metadata", "spec", "status", "items")}))
 def test_random_json_trees_never_crash(doc):
     check_outcome(*run_validate("t.json", json.dumps(doc).encode()))

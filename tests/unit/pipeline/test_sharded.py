@@ -91,7 +91,7 @@ def test_the_shard_plan_keeps_no_string_of_the_parsed_documents(tmp_path):
     end, must hold strings of its own, or it pins the documents' memory once they are freed."""
     path = write_list(tmp_path / "cluster.json", load_state([str(EXAMPLES / "shop")]))
     document = orjson.loads(path.read_bytes())
-    weights, pods, policies = parallel._raw_counts([("cluster.json", document)])
+    weights, pods, policies, _ = parallel._raw_counts([("cluster.json", document)])
     raw = {id(item["metadata"]["namespace"]) for item in document["items"]
            if "namespace" in item["metadata"]}
     assert weights and pods and policies and not raw & {id(ns) for ns in weights}

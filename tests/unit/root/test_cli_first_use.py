@@ -58,7 +58,7 @@ def test_reach_on_workloads_only_says_which_kinds_were_skipped(tmp_path):
 def test_validate_lists_skipped_kinds_and_explain_names_them_for_an_unknown_pod(tmp_path):
     folder = write(tmp_path, "app.yaml", WORKLOADS)
     code, out, err = run_cli("validate", "-f", folder)
-    assert code == 0 and out == "ok: 1 namespaces, 0 pods, 0 nodes, 1 network policies\n"
+    assert code == 0 and out == "ok: 1 namespaces, 0 pods, 0 nodes, 1 network policies, 0 cluster network policies\n"
     assert err.splitlines() == [SKIPPED]
     code, out, err = run_cli("explain", "-f", folder, "--from", "default/web", "--to", "10.0.0.1", "--port", "80")
     assert code == 2 and out == ""
