@@ -654,7 +654,7 @@ ABSENCE_REASONS = {
                  "finished pods no longer run, so no policy applies to them"),
     "hostNetwork": ("hostNetwork pod",
                     "hostNetwork pods share their node's address; traffic between a pod and its own "
-                    "node is always allowed"),
+                    "node is allowed unless a ClusterNetworkPolicy denies it"),
     "no IP": ("pod without an IP address",
               "pods without status.podIP have no address (not running yet, or manifests rather than "
               "running pods: `kubectl get pods -A -o yaml` gives them with their addresses)"),

@@ -40,7 +40,8 @@ SKIPPED = ("netpol: note: skipped 3 Deployment, 1 StatefulSet: netpol needs Pods
 FOREIGN = ("not a Kubernetes object (no kind/apiVersion); pass the manifest files themselves to -f, "
            "or add --skip-unknown to skip such files")
 HOST_NETWORK_NOTE = ("netpol: note: 2 hostNetwork pods are not in the matrix: hostNetwork pods share their "
-                     "node's address; traffic between a pod and its own node is always allowed")
+                     "node's address; traffic between a pod and its own node is allowed unless a "
+                     "ClusterNetworkPolicy denies it")
 
 
 def write(folder: Path, name: str, text: str) -> str:
