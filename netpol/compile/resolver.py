@@ -39,6 +39,9 @@ CLUSTER_POLICIES_UNSUPPORTED = ("not enforced by `netpol compile`/`verify`/`agen
                                 "it out would be wrong without a word, so the input is refused (`netpol "
                                 "validate`, `reach` and `explain` evaluate it)")
 
+DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
+NodeId = tuple[str, ...]
+
 
 def refuse_cluster_policies(state: ClusterState) -> None:
     """The compiler has no tiers yet (issue 17 brings them): rather than compile rulesets that
@@ -46,8 +49,6 @@ def refuse_cluster_policies(state: ClusterState) -> None:
     if state.cluster_policies:
         raise InputError([Problem("", policy.ref, "", CLUSTER_POLICIES_UNSUPPORTED)
                           for policy in state.cluster_policies])
-DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
-NodeId = tuple[str, ...]
 
 
 @dataclass(frozen=True)
