@@ -2,9 +2,17 @@
 and every node, ruleset sizes, incremental event → new ruleset latency, and the kernel's load time.
 
     python benchmarks/compile_scale.py [--sizes 1k,10k] [--targets] [--events 200] [--out results.json] [--no-kernel]
+    python benchmarks/compile_scale.py --sizes 10k/10k/40 --cluster-policies 100 [--cnp-only] [--cnp-rounds 5]
 
 A size is PODS[/POLICIES[/NODES]] with `k` for thousands (`10k`, `10k/10k/40`); policies default to
-pods/10, nodes to pods/250. `--targets` adds the issue's 10k/10k/40 and 100k/10k/400. Every
+pods/10, nodes to pods/250. `--targets` adds the issue's 10k/10k/40 and 100k/10k/400, and 100
+cluster policies. `--cluster-policies N` measures every size again with N ClusterNetworkPolicies
+(`kube_burner.cluster_policies`: Admin and Baseline guardrails): the all-nodes compile with and
+without them, alternately in the same run with the same processes, and their ratio (target
+≤ 1.25); cluster-policy adds, changes and deletes on the busiest node's agent, each → its new
+ruleset (target p99 ≤ 50 ms); the pod and policy events again with them; the kernel's load of
+the largest ruleset with them. `--cnp-only` skips the other stages but the pod and policy
+events the ones with cluster policies compare to. Every
 measurement runs in a fresh child process, so its peak RSS is that measurement's own (see
 run_process for why that is VmHWM, not plain wait4); one JSON object per measurement on stdout,
 summary tables on stderr. Clusters are cached in
@@ -48,7 +56,7 @@ from netpol.gc import PacedCollector, without_cyclic_gc
 from netpol.labels import Labels
 from netpol.load.decode import KubeObject, decode_document
 from netpol.load.manifests import build_state, check_consistency, load_state, parse_documents, read_text
-from netpol.model import ClusterState, NetworkPolicy, Pod
+from netpol.model import ClusterNetworkPolicy, ClusterState, NetworkPolicy, Pod
 from netpol.pipeline.phases import render_paths
 
 HERE = Path(__file__).parent
@@ -62,7 +70,7 @@ Row = dict[str, Any]
 # == shared helpers ==========================================================================
 
 
-def parse_size(text: str, seed: int = 1) -> kube_burner.Shape:
+def parse_size(text: str, seed: int = 1, cluster_policies: int = 0) -> kube_burner.Shape:
     """`10k` → 10,000 pods; `10k/10k/40` → pods/policies/nodes."""
     def number(part: str) -> int:
         part = part.strip().lower()
@@ -72,7 +80,7 @@ def parse_size(text: str, seed: int = 1) -> kube_burner.Shape:
     if not 1 <= len(parts) <= 3:
         raise argparse.ArgumentTypeError(f"{text!r}: expected PODS[/POLICIES[/NODES]]")
     pods, policies, nodes = [*parts, None, None][:3]
-    return kube_burner.Shape.of(pods or 0, policies, nodes, seed)
+    return kube_burner.Shape.of(pods or 0, policies, nodes, seed, cluster_policies)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -118,7 +126,7 @@ def ruleset_stats(text: str) -> dict[str, int]:
 
 
 def stage_generate(args: argparse.Namespace) -> Row:
-    shape = parse_size(args.size, args.seed)
+    shape = parse_size(args.size, args.seed, args.cluster_policies or 0)
     items = kube_burner.generate(shape)
     out: Row = {"objects": kube_burner.summary(items)}
     with timed(out, "json_write_s"):
@@ -196,6 +204,7 @@ def stage_compile_all(args: argparse.Namespace) -> Row:
     not this stage's statistics of them; the largest is kept for the kernel stage."""
     out: Row = {"jobs": args.jobs or "auto"}
     largest, largest_text, total_bytes, rulesets, spent = "", "", 0, 0, 0.0
+    cpu_before = _cpu_s()
     produced = render_paths([str(args.cluster)], args.jobs, lambda n: out.update(processes=n))
     while True:
         start = time.perf_counter()
@@ -208,13 +217,21 @@ def stage_compile_all(args: argparse.Namespace) -> Row:
         total_bytes += len(text)
         if len(text) > len(largest_text):
             largest, largest_text = name, text
+    cpu = _cpu_s() - cpu_before  # every process's: this one and the workers it reaped
     if args.out_nft:
         args.out_nft.write_text(largest_text)
     out["end_to_end_s"] = round(spent, 4)
+    out["cpu_s"] = round(cpu, 4)
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     out["workers_peak_rss_mb"] = round(workers, 1) if out["processes"] > 1 else 0.0
     out.update(rulesets=rulesets, total_bytes=total_bytes, largest_node=largest, largest=ruleset_stats(largest_text))
     return out
+
+
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process and of its children it has waited for."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 # -- incremental events ----------------------------------------------------------------------
@@ -291,7 +308,8 @@ class Churn:
 
 def full_state(resolver: Resolver) -> ClusterState:
     return ClusterState.build(resolver.namespaces.values(), resolver.pods.values(),
-                              resolver.nodes.values(), resolver.policies.values())
+                              resolver.nodes.values(), resolver.policies.values(),
+                              resolver.cluster_policies.values())
 
 
 def apply_event(compiler: IncrementalCompiler, event: EventType, obj: KubeObject) -> tuple[Row, dict[str, str]]:
@@ -326,7 +344,7 @@ def check_against_rebuild(compiler: IncrementalCompiler, nodes: list[str]) -> Ro
     return {"checked_nodes": nodes, "differing_nodes": differ}
 
 
-def summarize_events(samples: list[Row]) -> Row:
+def summarize_events(samples: list[Row], kinds: tuple[str, ...] = EVENT_KINDS) -> Row:
     def stats(rows: list[Row]) -> Row:
         total = [r["total_ms"] for r in rows]
         one = [r["one_node_ms"] for r in rows]
@@ -342,7 +360,7 @@ def summarize_events(samples: list[Row]) -> Row:
                 "bytes_p50": round(percentile([r["bytes"] for r in rows], 50))}
 
     out: Row = stats(samples) if samples else {"count": 0}
-    out["by_kind"] = {k: stats(rows) for k in EVENT_KINDS if (rows := [s for s in samples if s["kind"] == k])}
+    out["by_kind"] = {k: stats(rows) for k in kinds if (rows := [s for s in samples if s["kind"] == k])}
     return out
 
 
@@ -359,6 +377,8 @@ def stage_events(args: argparse.Namespace) -> Row:
         out["agent_node"] = next(iter(scope))
     with timed(out, "build_s"), without_cyclic_gc():
         compiler = IncrementalCompiler(state, nodes=scope)
+        for node in scope or ():
+            render(compiler.program(node))  # the agent's first sync: its whole table, before any event
     del state
     # A long-lived process holding millions of objects: move them out of the cyclic collector's
     # sight and collect between events, as the agent does between syncs (netpol.gc.
@@ -394,9 +414,102 @@ def stage_events(args: argparse.Namespace) -> Row:
     return out
 
 
+# -- cluster policy events -------------------------------------------------------------------
+
+CNP_EVENT_KINDS = ("add-cnp", "modify-cnp", "delete-cnp")
+
+
+@dataclasses.dataclass
+class ClusterChurn:
+    """Random ClusterNetworkPolicy events: a new policy of a random kind of the generator's mix
+    (`kube_burner.CLUSTER_MIX`), one changed (another subject, peers and ports of its kind, or a
+    new priority: it moves in its tier), one deleted. Decoded before the clock starts."""
+
+    resolver: Resolver
+    rng: random.Random
+    context: kube_burner.ClusterContext
+    kinds: dict[str, str]  # policy name → its kind in the mix
+    counter: int = 0
+
+    @classmethod
+    def of(cls, resolver: Resolver, rng: random.Random, seed: int) -> ClusterChurn:
+        context = kube_burner.ClusterContext.of(
+            [(n.name, dict(n.labels)) for n in resolver.namespaces.values()], seed)
+        kinds = {p.name: p.name.rsplit("-", 1)[0] for p in resolver.cluster_policies.values()}
+        return cls(resolver, rng, context, {n: k for n, k in kinds.items() if k in kube_burner.CLUSTER_MAKERS})
+
+    def next(self) -> tuple[str, EventType, ClusterNetworkPolicy]:
+        self.counter += 1
+        kind = self.rng.choice(CNP_EVENT_KINDS) if len(self.kinds) > 1 else "add-cnp"
+        if kind == "add-cnp":
+            mix = kube_burner.CLUSTER_MIX
+            made = self.rng.choices([k for k, _, _ in mix], [w for _, _, w in mix])[0]
+            name = f"churn-{self.counter}-{made}"
+            self.kinds[name] = made
+            return kind, "ADDED", self._decode(kube_burner.cluster_policy(
+                self.context, made, self.rng.randint(0, 40), name))
+        name = self.rng.choice(sorted(self.kinds))
+        current = self.resolver.cluster_policies[f"ClusterNetworkPolicy {name}"]
+        if kind == "delete-cnp":
+            del self.kinds[name]
+            return kind, "DELETED", current
+        if self.rng.random() < 0.5:  # reordered in its tier
+            return kind, "MODIFIED", dataclasses.replace(current, priority=self.rng.randint(0, 999))
+        return kind, "MODIFIED", self._decode(kube_burner.cluster_policy(
+            self.context, self.kinds[name], self.rng.randint(0, 40), name))
+
+    @staticmethod
+    def _decode(doc: kube_burner.Manifest) -> ClusterNetworkPolicy:
+        objects, problems = decode_document(doc, "event")
+        if problems or not isinstance(objects[0], ClusterNetworkPolicy):
+            raise ValueError(f"generated cluster policy does not decode: {problems}")
+        return objects[0]
+
+
+def stage_cnp_events(args: argparse.Namespace) -> Row:
+    """One node's agent (`IncrementalCompiler(state, nodes={busiest})`, as `netpol agent` runs it)
+    under `--events` ClusterNetworkPolicy adds, changes and deletes: each event → that node's
+    new ruleset (`render_update`, or `render` when the table is replaced). The busiest node is
+    Prometheus's (`--agent-node`); cluster policies select pods on every node, so nearly every
+    event changes its ruleset."""
+    started = time.perf_counter()
+    out: Row = {}
+    with timed(out, "load_s"), without_cyclic_gc():
+        state = load_state([str(args.cluster)])
+    node = typical_and_worst_nodes(state).get(args.agent_node or "prometheus") or state.nodes[-1].name
+    out.update(agent_node=node, cluster_policies=len(state.cluster_policies))
+    with timed(out, "build_s"), without_cyclic_gc():
+        compiler = IncrementalCompiler(state, nodes={node})
+        render(compiler.program(node))  # the agent's first sync: its whole table, before any event
+    del state
+    collector = PacedCollector()
+    collector.start()
+    churn = ClusterChurn.of(compiler.resolver, random.Random(args.seed), args.seed)
+    samples: list[Row] = []
+    check_cost = 0.0 if args.no_check else 2.0 * (out["load_s"] + out["build_s"])
+    deadline = min(time.perf_counter() + args.event_budget, started + 0.9 * args.stage_timeout - check_cost)
+    while len(samples) < args.events and time.perf_counter() < deadline:
+        kind, event, obj = churn.next()
+        sample, _ = apply_event(compiler, event, obj)
+        samples.append({"kind": kind, **sample})
+        collector.collect_if_due()
+    collector.stop()
+    events = summarize_events(samples, CNP_EVENT_KINDS)
+    events["changed_node"] = sum(1 for s in samples if s["nodes"])
+    out["events"] = events
+    out["target_p99_ms"] = CNP_EVENT_TARGET_MS
+    out["met"] = bool(samples) and events["one_node_p99_ms"] <= CNP_EVENT_TARGET_MS
+    out["stopped_early"] = len(samples) < args.events
+    if samples and not args.no_check and time.perf_counter() + check_cost < started + 0.95 * args.stage_timeout:
+        with timed(out, "check_s"):
+            out["check"] = check_against_rebuild(compiler, [node])
+    return out
+
+
 STAGES: dict[str, Callable[[argparse.Namespace], Row]] = {
     "generate": stage_generate, "import": stage_import, "load": stage_load,
     "compile-node": stage_compile_node, "compile-all": stage_compile_all, "events": stage_events,
+    "cnp-events": stage_cnp_events,
 }
 
 
@@ -419,7 +532,7 @@ def child_main(args: argparse.Namespace) -> int:
         limit = int(args.memory_limit_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        if args.child == "events":  # builds under without_cyclic_gc, then settles: see stage_events
+        if args.child in ("events", "cnp-events"):  # builds under without_cyclic_gc, then settles: see stage_events
             result = STAGES[args.child](args)
         else:
             with without_cyclic_gc():  # what the `netpol` command line does (netpol.gc)
@@ -514,7 +627,7 @@ def ensure_cluster(shape: kube_burner.Shape, label: str, yaml_too: bool, opts: a
     if not missing:
         return json_path, yaml_path, None
     CACHE.mkdir(parents=True, exist_ok=True)
-    extra = ["--size", label, "--seed", str(shape.seed)]
+    extra = ["--size", label, "--seed", str(shape.seed), "--cluster-policies", str(shape.cluster_policies)]
     if yaml_path is not None:
         extra += ["--yaml-path", str(yaml_path)]
     row = run_stage("generate", json_path, opts, work, *extra)
@@ -572,6 +685,8 @@ def measure_size(shape: kube_burner.Shape, label: str, opts: argparse.Namespace,
         ("events", "events", json_path, events_args),
         ("agent-events", "events", json_path, [*events_args, "--agent-node", "prometheus"]),
     ]
+    if opts.cnp_only:  # the events without cluster policies stay: the ones with them compare to them
+        stages = [stage for stage in stages if stage[1] == "events"]
     resolver_failed = ""
     for name, stage, path, extra in stages:
         if resolver_failed and stage in RESOLVER_STAGES:  # each would build the same resolver first
@@ -584,6 +699,80 @@ def measure_size(shape: kube_burner.Shape, label: str, opts: argparse.Namespace,
     if not opts.no_kernel and largest.exists():
         emit({**base, "stage": "kernel-load", "file_bytes": largest.stat().st_size,
               **nft_load(largest, opts.timeout, work)})
+    if opts.cluster_policies and not resolver_failed:
+        measure_cluster_policies(shape, label, opts, emit, json_path)
+
+
+CNP_COMPILE_TARGET = 1.25  # all nodes with the cluster policies ÷ without, at most
+CNP_EVENT_TARGET_MS = 50.0  # one cluster-policy event → the busiest node's new ruleset, p99
+
+
+def measure_cluster_policies(shape: kube_burner.Shape, label: str, opts: argparse.Namespace,
+                             emit: Callable[[Row], None], without: Path) -> None:
+    """The same cluster plus `--cluster-policies` ClusterNetworkPolicies: every node's ruleset
+    with and without them, alternately (`--cnp-rounds` each, with the same processes), their
+    ratio against the target; cluster-policy events on the busiest node's agent; and the pod
+    and policy events again, with the cluster policies present."""
+    with_shape = dataclasses.replace(shape, cluster_policies=opts.cluster_policies)
+    work = CACHE / "runs" / with_shape.name
+    work.mkdir(parents=True, exist_ok=True)
+    base: Row = {"benchmark": "compile_scale", "size": label, "pods": shape.pods, "policies": shape.policies,
+                 "nodes": shape.nodes, "cluster_policies": with_shape.cluster_policies}
+    with_path, _, generated = ensure_cluster(with_shape, label, False, opts, work)
+    if generated is not None:
+        emit({**base, "stage": "generate-cnp", **generated})
+    largest = work / "largest.nft"
+    largest.unlink(missing_ok=True)
+    jobs = ["--jobs", str(opts.jobs)] if opts.jobs else []
+    runs: dict[int, list[Row]] = {0: [], with_shape.cluster_policies: []}
+    for turn in range(opts.cnp_rounds):  # alternately, the first of each pair swapping: drift hits both
+        order = [(0, without), (with_shape.cluster_policies, with_path)]
+        for count, path in order if turn % 2 == 0 else order[::-1]:
+            extra = ["--out-nft", str(largest)] if count and turn == 0 else []
+            row = run_stage("compile-all", path, opts, work, *extra, *jobs)
+            row.update(round=turn)
+            emit({**base, "stage": "compile-all-pair", "cluster_policies": count, **row})
+            runs[count].append(row)
+    emit({**base, "stage": "cnp-compile-ratio", **compile_ratio(runs[0], runs[with_shape.cluster_policies])})
+    events_args = ["--event-budget", str(opts.event_budget), "--seed", str(opts.seed),
+                   "--stage-timeout", str(opts.timeout)]
+    stages: list[tuple[str, str, list[str]]] = [
+        ("cnp-events", "cnp-events", ["--events", str(opts.cnp_events), "--agent-node", "prometheus", *events_args]),
+        ("events-cnp", "events", ["--events", str(opts.events), *events_args]),
+        ("agent-events-cnp", "events", ["--events", str(opts.events), "--agent-node", "prometheus", *events_args]),
+    ]
+    for name, stage, extra in stages:
+        emit({**base, "stage": name, **run_stage(stage, with_path, opts, work, *extra)})
+    if not opts.no_kernel and largest.exists():
+        emit({**base, "stage": "kernel-load-cnp", "file_bytes": largest.stat().st_size,
+              **nft_load(largest, opts.timeout, work)})
+
+
+def compile_ratio(without: list[Row], with_: list[Row]) -> Row:
+    """Medians of the all-nodes compile without and with the cluster policies, and their ratio
+    (wall time, which the target is about; CPU time of every process, which a busy machine
+    disturbs less)."""
+    def column(rows: list[Row], key: str) -> list[float]:
+        return [r[key] for r in rows if r["status"] == "ok" and key in r]
+
+    out: Row = {"rounds": len(with_), "target_ratio": CNP_COMPILE_TARGET}
+    for key, name in (("end_to_end_s", "s"), ("cpu_s", "cpu_s")):
+        a, b = column(without, key), column(with_, key)
+        out[f"without_{name}"], out[f"with_{name}"] = a, b
+        if a and b:
+            out[f"without_median_{name}"] = round(statistics.median(a), 3)
+            out[f"with_median_{name}"] = round(statistics.median(b), 3)
+            out["ratio" if name == "s" else "cpu_ratio"] = round(statistics.median(b) / statistics.median(a), 3)
+    out["status"] = "ok" if "ratio" in out else "failed"
+    out["met"] = out.get("ratio", float("inf")) <= CNP_COMPILE_TARGET
+    for which, rows in (("without", without), ("with", with_)):
+        ok = [r for r in rows if r["status"] == "ok"]
+        if ok:
+            out[f"processes_{which}"] = ok[0].get("processes")
+            out[f"peak_rss_mb_{which}"] = max(r.get("peak_rss_mb") or 0 for r in ok)
+            out[f"largest_{which}"] = ok[0].get("largest")
+            out[f"total_bytes_{which}"] = ok[0].get("total_bytes")
+    return out
 
 
 def source_digest() -> Row:
@@ -659,6 +848,29 @@ def print_tables(rows: list[Row]) -> None:
               f"{_get(ev, 'events', 'one_node_p99_ms'):>10} {_ok(agent) or _get(agent, 'events', 'p99_ms'):>9} "
               f"{_get(ev, 'peak_rss_mb'):>6} | {_ok(k) or _get(k, 'first_load', 'wall_s'):>8} "
               f"{_get(k, 'replace', 'wall_s'):>9} {_get(k, 'first_load', 'peak_rss_mb'):>6}", file=out)
+    cnp_sizes = [size for size in sizes if (size, "cnp-compile-ratio") in by or (size, "cnp-events") in by]
+    if not cnp_sizes:
+        return
+    print(f"\n{'size':>14} {'CNPs':>5} | {'all nodes s':>11} {'with CNPs':>9} {'ratio':>6} {'CPU':>6} {'≤ 1.25':>6} | "
+          f"{'CNP events':>10} {'p50 ms':>7} {'p99 ms':>7} {'≤ 50':>5} | {'agent p99':>9} {'with':>6} | "
+          f"{'all p99':>8} {'with':>6} | {'largest KB':>10} {'with':>6}", file=out)
+    for size in cnp_sizes:
+        ratio, cnp, agent, agent_cnp, ev, ev_cnp = (by.get((size, s)) for s in (
+            "cnp-compile-ratio", "cnp-events", "agent-events", "agent-events-cnp", "events", "events-cnp"))
+        sizes_kb = [round(b["bytes"] / 1024) if isinstance(b := _get(ratio, f"largest_{w}"), dict) else "-"
+                    for w in ("without", "with")]
+        print(f"{size:>14} {_get(ratio or cnp, 'cluster_policies'):>5} | "
+              f"{_ok(ratio) or _get(ratio, 'without_median_s'):>11} {_get(ratio, 'with_median_s'):>9} "
+              f"{_get(ratio, 'ratio'):>6} {_get(ratio, 'cpu_ratio'):>6} {_yes(_get(ratio, 'met')):>6} | "
+              f"{_get(cnp, 'events', 'count'):>10} {_ok(cnp) or _get(cnp, 'events', 'one_node_p50_ms'):>7} "
+              f"{_get(cnp, 'events', 'one_node_p99_ms'):>7} {_yes(_get(cnp, 'met')):>5} | "
+              f"{_ok(agent) or _get(agent, 'events', 'p99_ms'):>9} {_ok(agent_cnp) or _get(agent_cnp, 'events', 'p99_ms'):>6} | "
+              f"{_ok(ev) or _get(ev, 'events', 'p99_ms'):>8} {_ok(ev_cnp) or _get(ev_cnp, 'events', 'p99_ms'):>6} | "
+              f"{sizes_kb[0]:>10} {sizes_kb[1]:>6}", file=out)
+
+
+def _yes(value: Any) -> str:
+    return "met" if value is True else "NOT" if value is False else "-"
 
 
 # -- command line ----------------------------------------------------------------------------
@@ -677,6 +889,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, help="compile-all's processes (default: as `netpol compile "
                                                  "--all-nodes` decides); compile-all-1-job is always measured too")
+    parser.add_argument("--cluster-policies", type=int,
+                        help="also measure every size plus this many ClusterNetworkPolicies (default: 100 "
+                             "with --targets, else none): all nodes with and without them, cluster-policy "
+                             "events, pod and policy events with them")
+    parser.add_argument("--cnp-rounds", type=int, default=5,
+                        help="all-nodes compiles with and without the cluster policies, each (default %(default)s)")
+    parser.add_argument("--cnp-events", type=int, default=150, help="cluster-policy events (default %(default)s)")
+    parser.add_argument("--cnp-only", action="store_true",
+                        help="only the cluster-policy measurements (and the pod/policy events they compare to)")
     parser.add_argument("--memory-limit-gb", type=float, default=12.0,
                         help="address-space limit of each measurement (0: none); over it, it fails cleanly")
     child = parser.add_argument_group("one stage in this process (used by the parent; for profiling)")
@@ -698,6 +919,8 @@ def main() -> int:
     if args.child:
         return child_main(args)
     labels = [s for s in args.sizes.split(",") if s] + (list(TARGETS) if args.targets else [])
+    if args.cluster_policies is None:
+        args.cluster_policies = 100 if args.targets else 0
     shapes = [(label, parse_size(label, args.seed)) for label in labels]
     rows: list[Row] = []
     meta = environment()

@@ -5,9 +5,11 @@ whose number differs per deployment), pods round-robin over nodes with one podCI
 kube-system/kube-dns and monitoring/prometheus, and per namespace: default-deny, DNS egress, then
 a rotation of same-namespace, monitoring-on-named-port, ipBlock-with-except, matchExpressions,
 kube-burner's cross-namespace ingress/egress (`kubernetes.io/metadata.name In`, `num In`, port
-ranges, ipBlock rules) and cross-namespace team allows, until the requested policy count.
+ranges, ipBlock rules) and cross-namespace team allows, until the requested policy count. With
+`--cluster-policies N`, also N ClusterNetworkPolicies: an operator's Admin and Baseline guardrails
+over tenant groups of namespaces (the mix: "cluster network policies" below).
 
-    python benchmarks/kube_burner.py --pods 10000 [--policies 1000] [--nodes 40] -o cluster.json [--yaml cluster.yaml]
+    python benchmarks/kube_burner.py --pods 10000 [--policies 1000] [--nodes 40] [--cluster-policies 100] -o cluster.json [--yaml cluster.yaml]
 
 Writes one `kubectl get -o json`-style `v1/List`; `--yaml` also writes multi-document YAML.
 """
@@ -54,16 +56,19 @@ class Shape:
     policies: int
     nodes: int
     seed: int = 1
+    cluster_policies: int = 0  # ClusterNetworkPolicies (`cluster_policies`), none by default
 
     @classmethod
-    def of(cls, pods: int, policies: int | None = None, nodes: int | None = None, seed: int = 1) -> Shape:
+    def of(cls, pods: int, policies: int | None = None, nodes: int | None = None, seed: int = 1,
+           cluster_policies: int = 0) -> Shape:
         """Defaults: a tenth as many policies as pods, 250 pods per node (the issue's targets)."""
         return cls(pods, pods // 10 if policies is None else policies,
-                   max(1, math.ceil(pods / 250)) if nodes is None else nodes, seed)
+                   max(1, math.ceil(pods / 250)) if nodes is None else nodes, seed, cluster_policies)
 
     @property
     def name(self) -> str:
-        return f"kube-burner-{self.pods}p-{self.policies}q-{self.nodes}n-s{self.seed}"
+        extra = f"-{self.cluster_policies}c" if self.cluster_policies else ""
+        return f"kube-burner-{self.pods}p-{self.policies}q-{self.nodes}n{extra}-s{self.seed}"
 
 
 @dataclass
@@ -392,11 +397,280 @@ def all_policies(shape: Shape, plans: list[NamespacePlan], addresses: Addresses)
     return out
 
 
+# -- cluster network policies (policy.networking.k8s.io/v1beta1) ----------------------------
+#
+# A cluster operator's guardrails for a cluster of tenants. Subjects are groups of namespaces
+# by their labels — an env, a team, a tenant group (a team in an env: 12 at 10k pods) — and,
+# once a kind has one policy per group, single namespaces (exceptions and sensitive ones), so
+# that no two policies of a kind say the same thing to the same pods. Per 100 policies
+# (`CLUSTER_MIX`, interleaved by smooth weighted round-robin, so any count keeps the mix):
+#
+#   Admin (76)
+#     tenant-guard     14  a tenant group, then single namespaces; ingress: Pass from the group
+#                          (the namespace) and from monitoring — their NetworkPolicies decide —
+#                          Deny from every other workload namespace
+#     allow-monitoring 12  a team, then single namespaces; ingress: Accept from Prometheus on
+#                          the `metrics` destinationNamedPort (a namespace's: from the blackbox
+#                          prober on `http`); a team's priority ties with a namespace's
+#     deny-sensitive   10  a team's dev or staging namespaces, then single namespaces; egress:
+#                          Deny to another team's sensitive pods (tier=db in prod)
+#     namespace-pass   10  one namespace; ingress and egress: Pass within it (to its
+#                          NetworkPolicies)
+#     deny-networks     8  an env, then a tenant group; egress: Deny the metadata services
+#                          (`networks` /32s) and, on ssh/rdp, a corporate /24 and a /28
+#                          (a group: only its own ranges on ssh/rdp)
+#     protect-db        8  `pods`: a team's tier=db pods, then one namespace's; ingress: Pass from
+#                          the team's api/worker pods and monitoring, Deny from every namespace;
+#                          egress: Pass to pods, Deny 0.0.0.0/0
+#     env-separation    8  an env, then a tenant group; ingress and egress: Deny the other envs'
+#                          workload namespaces (a group: its env's other teams)
+#     deny-nodes        6  every workload namespace: Deny the control-plane `nodes`; then a
+#                          team: Deny the worker `nodes`' kubelet ports
+#   Baseline (24)
+#     baseline-isolation 12  a tenant group; ingress: Accept the team and monitoring, Deny
+#                            every namespace
+#     baseline-egress    12  a tenant group; egress: Accept DNS to kube-dns, Accept the same env,
+#                            Deny 0.0.0.0/0; priorities tie in threes
+#
+# At 100, a workload pod is subject to 7–11 of them (median 9; a tier=db pod up to 17), with
+# some six ingress and seven egress tier rules in its chains (10k/10k/40, seed 1):
+# every workload namespace is isolated both ways by its default-deny NetworkPolicy, so the
+# Baseline tier has a say only on the system namespaces' pods (kube-system, monitoring).
+# Deterministic: which env, team, group or namespace each one takes follows `seed`.
+
+CLUSTER_GROUP = "policy.networking.k8s.io/v1beta1"
+SENSITIVE = {"matchLabels": {"tier": "db"}}
+WORKLOAD_NAMESPACES = {"matchExpressions": [{"key": "kube-burner-job", "operator": "Exists"}]}
+MONITORING = {"matchLabels": {"purpose": "monitoring"}}
+BLACKBOX = {"matchLabels": {"app.kubernetes.io/name": "blackbox-exporter"}}
+KUBE_DNS: Manifest = {"pods": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                               "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}}
+NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+@dataclass(frozen=True)
+class ClusterContext:
+    """What cluster policies are written against: the workload namespaces' labels, shuffled by
+    `seed` so that which env, team, group or namespace the k-th policy of a kind takes is too."""
+
+    envs: tuple[str, ...]
+    teams: tuple[str, ...]
+    groups: tuple[tuple[str, str], ...]  # (team, env)
+    namespaces: tuple[tuple[str, str, str], ...]  # (name, team, env)
+
+    @classmethod
+    def of(cls, namespaces: list[tuple[str, dict[str, str]]], seed: int) -> ClusterContext:
+        """From (name, labels) of the cluster's namespaces (those without team/env are not
+        workload namespaces)."""
+        rng = random.Random(f"cluster-policies-{seed}")
+        workload = sorted((n, labels["team"], labels["env"]) for n, labels in namespaces
+                          if "team" in labels and "env" in labels) or [("default", "payments", "prod")]
+        groups = sorted({(team, env) for _, team, env in workload})
+        teams = sorted({team for team, _ in groups})
+        envs = sorted({env for _, env in groups})
+        for found in (envs, teams, groups, workload):
+            rng.shuffle(found)
+        return cls(tuple(envs), tuple(teams), tuple(groups), tuple(workload))
+
+    def pick(self, k: int, *pools: str) -> tuple[str, Manifest]:
+        """The k-th of the listed pools' members, in turn: (the pool, its namespace selector)."""
+        for pool in pools:
+            members: tuple[Any, ...] = getattr(self, pool)
+            if k < len(members) or pool == pools[-1]:
+                return pool, self.selector(pool, members[k % len(members)])
+            k -= len(members)
+        raise ValueError("no pool")
+
+    @staticmethod
+    def selector(pool: str, member: Any) -> Manifest:
+        if pool == "envs":
+            return _labels(env=member)
+        if pool == "teams":
+            return _labels(team=member)
+        if pool == "groups":
+            return _labels(team=member[0], env=member[1])
+        return _labels(**{NAME_LABEL: member[0]})
+
+
+def cluster_policy_manifest(name: str, tier: str, priority: int, subject: Manifest,
+                            ingress: list[Manifest] | None = None, egress: list[Manifest] | None = None) -> Manifest:
+    spec: Manifest = {"tier": tier, "priority": priority, "subject": subject}
+    if ingress:
+        spec["ingress"] = ingress
+    if egress:
+        spec["egress"] = egress
+    return {"apiVersion": CLUSTER_GROUP, "kind": "ClusterNetworkPolicy", "metadata": {"name": name}, "spec": spec}
+
+
+def _labels(**labels: str) -> Manifest:
+    return {"matchLabels": labels}
+
+
+def _tcp(*numbers: int) -> list[Manifest]:
+    return [{"tcp": {"destinationPort": {"number": n}}} for n in numbers]
+
+
+def _others(key: str, value: str, **more: str) -> Manifest:
+    """Workload namespaces whose `key` is not `value` (and that have the `more` labels)."""
+    return {"matchLabels": more} | {"matchExpressions": [
+        {"key": key, "operator": "NotIn", "values": [value]}, {"key": "kube-burner-job", "operator": "Exists"}]}
+
+
+ClusterMaker = Callable[[ClusterContext, int, str], Manifest]
+
+
+def tenant_guard(ctx: ClusterContext, k: int, name: str) -> Manifest:
+    _, subject = ctx.pick(k, "groups", "namespaces")
+    return cluster_policy_manifest(name, "Admin", 100 + k, {"namespaces": subject}, ingress=[
+        {"name": "own-tenant-to-namespace-policies", "action": "Pass", "from": [{"namespaces": subject}]},
+        {"name": "monitoring-to-namespace-policies", "action": "Pass", "from": [{"namespaces": MONITORING}]},
+        {"name": "other-tenants", "action": "Deny", "from": [{"namespaces": WORKLOAD_NAMESPACES}]}])
+
+
+def allow_monitoring(ctx: ClusterContext, k: int, name: str) -> Manifest:
+    pool, subject = ctx.pick(k, "teams", "namespaces")
+    source, port = (PROMETHEUS, "metrics") if pool == "teams" else (BLACKBOX, "http")
+    return cluster_policy_manifest(name, "Admin", 20 + k % len(ctx.teams), {"namespaces": subject}, ingress=[
+        {"name": "scrapes", "action": "Accept",
+         "from": [{"pods": {"namespaceSelector": MONITORING, "podSelector": source}}],
+         "protocols": [{"destinationNamedPort": port}]}])
+
+
+def deny_sensitive(ctx: ClusterContext, k: int, name: str) -> Manifest:
+    non_prod = [(team, env) for team, env in ctx.groups if env != "prod"]
+    if k < len(non_prod):
+        team, env = non_prod[k]
+        subject = _labels(team=team, env=env)
+    else:
+        _, team, _ = ctx.namespaces[(k - len(non_prod)) % len(ctx.namespaces)]
+        subject = ctx.pick(k - len(non_prod), "namespaces")[1]
+    other = ctx.teams[(ctx.teams.index(team) + 1 + k // len(ctx.teams)) % len(ctx.teams)]
+    return cluster_policy_manifest(name, "Admin", 30 + k, {"namespaces": subject}, egress=[
+        {"name": f"no-{other}-prod-databases", "action": "Deny",
+         "to": [{"pods": {"namespaceSelector": _labels(team=other, env="prod"), "podSelector": SENSITIVE}}]}])
+
+
+def namespace_pass(ctx: ClusterContext, k: int, name: str) -> Manifest:
+    _, namespace = ctx.pick(k, "namespaces")
+    return cluster_policy_manifest(name, "Admin", 200 + k, {"namespaces": namespace},
+                                   ingress=[{"name": "own-namespace", "action": "Pass", "from": [{"namespaces": namespace}]}],
+                                   egress=[{"name": "own-namespace", "action": "Pass", "to": [{"namespaces": namespace}]}])
+
+
+def deny_networks(ctx: ClusterContext, k: int, name: str) -> Manifest:
+    pool, subject = ctx.pick(k, "envs", "groups", "namespaces")
+    remote_admin = {"name": "no-remote-admin", "action": "Deny",
+                    "to": [{"networks": [f"192.168.{k % 256}.0/24", f"198.51.100.{(k * 16) % 256}/28"]}],
+                    "protocols": _tcp(22, 3389)}
+    metadata = {"name": "no-metadata-service", "action": "Deny",
+                "to": [{"networks": ["169.254.169.254/32", "100.100.100.200/32", "169.254.170.2/32"]}]}
+    return cluster_policy_manifest(name, "Admin", 10 + k, {"namespaces": subject},
+                                   egress=[metadata, remote_admin] if pool == "envs" else [remote_admin])
+
+
+def protect_db(ctx: ClusterContext, k: int, name: str) -> Manifest:
+    pool, namespaces = ctx.pick(k, "teams", "namespaces")
+    team = namespaces["matchLabels"]["team"] if pool == "teams" else ctx.namespaces[(k - len(ctx.teams)) % len(ctx.namespaces)][1]
+    clients = {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["api", "worker"]}]}
+    return cluster_policy_manifest(name, "Admin", 50 + k, {"pods": {"namespaceSelector": namespaces, "podSelector": SENSITIVE}}, ingress=[
+        {"name": "team-clients", "action": "Pass",
+         "from": [{"pods": {"namespaceSelector": _labels(team=team), "podSelector": clients}}]},
+        {"name": "monitoring", "action": "Pass", "from": [{"namespaces": MONITORING}]},
+        {"name": "everyone-else", "action": "Deny", "from": [{"namespaces": {}}]}], egress=[
+        {"name": "pods-to-namespace-policies", "action": "Pass", "to": [{"namespaces": {}}]},
+        {"name": "no-internet", "action": "Deny", "to": [{"networks": ["0.0.0.0/0"]}]}])
+
+
+def env_separation(ctx: ClusterContext, k: int, name: str) -> Manifest:
+    pool, subject = ctx.pick(k, "envs", "groups", "namespaces")
+    labels = subject["matchLabels"]
+    if pool == "envs":
+        others = _others("env", labels["env"])
+    elif pool == "groups":
+        others = _others("team", labels["team"], env=labels["env"])
+    else:
+        others = _others(NAME_LABEL, labels[NAME_LABEL])
+    return cluster_policy_manifest(name, "Admin", 60 + k, {"namespaces": subject},
+                                   ingress=[{"name": "others", "action": "Deny", "from": [{"namespaces": others}]}],
+                                   egress=[{"name": "others", "action": "Deny", "to": [{"namespaces": others}]}])
+
+
+def deny_nodes(ctx: ClusterContext, k: int, name: str) -> Manifest:
+    role = "node-role.kubernetes.io/"
+    if k == 0:
+        return cluster_policy_manifest(name, "Admin", 40, {"namespaces": WORKLOAD_NAMESPACES}, egress=[
+            {"name": "no-control-plane", "action": "Deny",
+             "to": [{"nodes": {"matchExpressions": [{"key": f"{role}control-plane", "operator": "Exists"}]}}]}])
+    _, subject = ctx.pick(k - 1, "teams", "namespaces")
+    return cluster_policy_manifest(name, "Admin", 40 + k, {"namespaces": subject}, egress=[
+        {"name": "no-kubelet", "action": "Deny",
+         "to": [{"nodes": {"matchExpressions": [{"key": f"{role}worker", "operator": "Exists"}]}}],
+         "protocols": _tcp(10250, 10255)}])
+
+
+def baseline_isolation(ctx: ClusterContext, k: int, name: str) -> Manifest:
+    pool, subject = ctx.pick(k, "groups", "namespaces")
+    team = subject["matchLabels"]["team"] if pool == "groups" else ctx.namespaces[(k - len(ctx.groups)) % len(ctx.namespaces)][1]
+    return cluster_policy_manifest(name, "Baseline", 100 + k, {"namespaces": subject}, ingress=[
+        {"name": "same-team", "action": "Accept", "from": [{"namespaces": _labels(team=team)}]},
+        {"name": "monitoring", "action": "Accept", "from": [{"namespaces": MONITORING}]},
+        {"name": "other-namespaces", "action": "Deny", "from": [{"namespaces": {}}]}])
+
+
+def baseline_egress(ctx: ClusterContext, k: int, name: str) -> Manifest:
+    pool, subject = ctx.pick(k, "groups", "namespaces")
+    env = subject["matchLabels"]["env"] if pool == "groups" else ctx.namespaces[(k - len(ctx.groups)) % len(ctx.namespaces)][2]
+    dns = [{"udp": {"destinationPort": {"number": 53}}}, {"tcp": {"destinationPort": {"number": 53}}}]
+    return cluster_policy_manifest(name, "Baseline", 500 + k // 3, {"namespaces": subject}, egress=[
+        {"name": "dns", "action": "Accept", "to": [KUBE_DNS], "protocols": dns},
+        {"name": "same-env", "action": "Accept", "to": [{"namespaces": _labels(env=env)}]},
+        {"name": "nothing-else", "action": "Deny", "to": [{"networks": ["0.0.0.0/0"]}]}])
+
+
+CLUSTER_MIX: tuple[tuple[str, ClusterMaker, int], ...] = (  # kind, maker, policies per 100
+    ("tenant-guard", tenant_guard, 14), ("allow-monitoring", allow_monitoring, 12),
+    ("deny-sensitive", deny_sensitive, 10), ("namespace-pass", namespace_pass, 10),
+    ("deny-networks", deny_networks, 8), ("protect-db", protect_db, 8),
+    ("env-separation", env_separation, 8), ("deny-nodes", deny_nodes, 6),
+    ("baseline-isolation", baseline_isolation, 12), ("baseline-egress", baseline_egress, 12))
+CLUSTER_MAKERS: dict[str, ClusterMaker] = {kind: maker for kind, maker, _ in CLUSTER_MIX}
+
+
+def cluster_policy_kinds(count: int) -> list[str]:
+    """`count` kinds in `CLUSTER_MIX`'s proportions, interleaved (smooth weighted round-robin)."""
+    credit = dict.fromkeys(CLUSTER_MAKERS, 0)
+    total = sum(weight for _, _, weight in CLUSTER_MIX)
+    out = []
+    for _ in range(count):
+        for kind, _, weight in CLUSTER_MIX:
+            credit[kind] += weight
+        chosen = max(CLUSTER_MAKERS, key=lambda kind: credit[kind])
+        credit[chosen] -= total
+        out.append(chosen)
+    return out
+
+
+def cluster_policy(ctx: ClusterContext, kind: str, k: int, name: str | None = None) -> Manifest:
+    """The `k`-th cluster policy of `kind` (its name: `KIND-K`, unless given)."""
+    return CLUSTER_MAKERS[kind](ctx, k, name or f"{kind}-{k}")
+
+
+def cluster_policies(ctx: ClusterContext, count: int) -> list[Manifest]:
+    """`count` cluster policies in `CLUSTER_MIX`'s proportions."""
+    seen: dict[str, int] = {}
+    out = []
+    for kind in cluster_policy_kinds(count):
+        k = seen[kind] = seen.get(kind, -1) + 1
+        out.append(cluster_policy(ctx, kind, k))
+    return out
+
+
 # -- the cluster -----------------------------------------------------------------------------
 
 
 def generate(shape: Shape) -> list[Manifest]:
-    """Every object of the cluster: Namespaces, Nodes, Pods, NetworkPolicies."""
+    """Every object of the cluster: Namespaces, Nodes, Pods, NetworkPolicies, and
+    `shape.cluster_policies` ClusterNetworkPolicies (the same cluster without them otherwise)."""
     rng = random.Random(shape.seed)
     workload = shape.pods - len(system_pods(shape))
     plans = plan_namespaces(rng, workload)
@@ -406,7 +680,11 @@ def generate(shape: Shape) -> list[Manifest]:
     namespaces += [namespace_manifest(p.name, {"team": p.team, "env": p.env, **JOB_LABELS}) for p in plans]
     nodes = [node_manifest(addresses, n) for n in range(shape.nodes)]
     pods = all_pods(shape, plans, addresses)
-    return namespaces + nodes + pods + all_policies(shape, plans, addresses)
+    cluster: list[Manifest] = []
+    if shape.cluster_policies:
+        ctx = ClusterContext.of([(n["metadata"]["name"], n["metadata"]["labels"]) for n in namespaces], shape.seed)
+        cluster = cluster_policies(ctx, shape.cluster_policies)
+    return namespaces + nodes + pods + all_policies(shape, plans, addresses) + cluster
 
 
 def as_list(items: list[Manifest]) -> Manifest:
@@ -443,12 +721,14 @@ def main() -> int:
     parser.add_argument("--pods", type=int, required=True, help="pods in total, system pods included")
     parser.add_argument("--policies", type=int, help="NetworkPolicies in total (default pods/10)")
     parser.add_argument("--nodes", type=int, help="nodes (default pods/250, rounded up)")
+    parser.add_argument("--cluster-policies", type=int, default=0,
+                        help="ClusterNetworkPolicies (Admin and Baseline guardrails; default none)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("-o", "--out", type=Path, required=True, help="the JSON v1/List to write")
     parser.add_argument("--yaml", type=Path, help="also write multi-document YAML here")
     parser.add_argument("--compact", action="store_true", help="JSON without indentation")
     args = parser.parse_args()
-    shape = Shape.of(args.pods, args.policies, args.nodes, args.seed)
+    shape = Shape.of(args.pods, args.policies, args.nodes, args.seed, args.cluster_policies)
     items = generate(shape)
     write_json(items, args.out, None if args.compact else 4)
     if args.yaml:

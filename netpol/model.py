@@ -282,6 +282,12 @@ class ClusterNetworkPolicy:
         return f"{self.kind} {self.name}"
 
     @property
+    def key(self) -> str:
+        """What the compiler and the agent know it by: its ref (an AdminNetworkPolicy and a
+        ClusterNetworkPolicy may share a name; a NetworkPolicy's `ns/name` has no space)."""
+        return self.ref
+
+    @property
     def order_key(self) -> tuple[int, int, str, str]:
         """Where it is evaluated: its tier, then priority, then name (then kind)."""
         return TIERS.index(self.tier), self.priority, self.name, self.kind

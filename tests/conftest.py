@@ -16,13 +16,13 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import netpol
-from netpol.agent.intake import fail_closed_policy
+from netpol.agent.stand_ins import fail_closed_cluster_policy, fail_closed_policy
 from netpol.cli import main
 from netpol.compile.compiler import compile_node
 from netpol.compile.ir import NodeProgram
 from netpol.load.decode import decode_document
 from netpol.load.manifests import build_state, load_text
-from netpol.model import ClusterState
+from netpol.model import CLUSTER_POLICY_KINDS, ClusterState
 from netpol.semantics.reference import pods_connect
 
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -115,15 +115,33 @@ def policy_object(name: str, namespace: str = "shop", **spec: Any) -> dict[str, 
             "spec": {"podSelector": {}, "policyTypes": ["Ingress"], **spec}}
 
 
-def agent_program(objects: list[dict[str, Any]], node: str = "node-a") -> NodeProgram:
+def cluster_policy_object(name: str, tier: str = "Admin", priority: int = 10, kind: str = "ClusterNetworkPolicy",
+                          subject: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    """A cluster policy (v1beta1; `kind` AdminNetworkPolicy or BaselineAdminNetworkPolicy: v1alpha1,
+    without the fields its kind has not); by default its subject is every pod and it has no rules."""
+    head: dict[str, Any] = {"tier": tier, "priority": priority}
+    version = "v1beta1"
+    if kind != "ClusterNetworkPolicy":
+        head, version = ({"priority": priority} if kind == "AdminNetworkPolicy" else {}), "v1alpha1"
+    return {"kind": kind, "apiVersion": f"policy.networking.k8s.io/{version}", "metadata": {"name": name},
+            "spec": {**head, "subject": subject or {"namespaces": {}}, **spec}}
+
+
+def agent_program(objects: list[Any], node: str = "node-a") -> NodeProgram:
     """A compile from scratch of these API objects as the agent treats them: an invalid object
-    is skipped, an invalid policy fails closed."""
+    is skipped, an invalid policy (cluster policies too) fails closed. Items that are not dicts
+    are taken as decoded already (a stand-in no manifest can spell)."""
     decoded = []
     for raw in objects:
+        if not isinstance(raw, dict):
+            decoded.append(raw)
+            continue
         found, problems = decode_document(raw, "expected")
         if problems and raw.get("kind") == "NetworkPolicy":
             found = [fail_closed_policy(raw)]
-        decoded += [] if problems and raw.get("kind") != "NetworkPolicy" else found
+        elif problems and raw.get("kind") in CLUSTER_POLICY_KINDS:
+            found = [fail_closed_cluster_policy(raw)]
+        decoded += found  # (an invalid object of another kind decodes to nothing)
     return compile_node(build_state(decoded), node)
 
 

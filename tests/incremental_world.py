@@ -15,12 +15,13 @@ from netpol.compile.compiler import compile_cluster
 from netpol.compile.incremental import IncrementalCompiler, KubeObject, Update
 from netpol.compile.resolver import EventType
 from netpol.labels import Labels
-from netpol.model import ClusterState, Namespace, NetworkPolicy, Node, Pod
-from netpol.testing.strategies import labels, pods, policies
+from netpol.model import ClusterNetworkPolicy, ClusterState, Namespace, NetworkPolicy, Node, Pod
+from netpol.testing.strategies import cluster_policies, labels, pods, policies
 
 POD_SLOTS = 8
 SCOPED_NODE = "node-a"
 POLICY_NAMES = tuple(f"policy-{i}" for i in range(4))
+CLUSTER_POLICY_NAMES = tuple(f"cnp-{i}" for i in range(3))
 
 
 class World:
@@ -31,17 +32,18 @@ class World:
         self.pods = {p.key: p for p in start.pods}
         self.nodes = {n.name: n for n in start.nodes}
         self.policies = {p.key: p for p in start.policies}
+        self.cluster_policies = {p.key: p for p in start.cluster_policies}
         self.compiler = IncrementalCompiler(start)
         self.agent = IncrementalCompiler(start, nodes={SCOPED_NODE})  # what one node's agent keeps
 
     def state(self) -> ClusterState:
         return ClusterState.build(self.namespaces.values(), self.pods.values(), self.nodes.values(),
-                                  self.policies.values())
+                                  self.policies.values(), self.cluster_policies.values())
 
     def send(self, event: EventType, obj: KubeObject) -> Update:
         store: dict = {Pod: self.pods, Namespace: self.namespaces, Node: self.nodes,
-                       NetworkPolicy: self.policies}[type(obj)]
-        key = obj.key if isinstance(obj, Pod | NetworkPolicy) else obj.name
+                       NetworkPolicy: self.policies, ClusterNetworkPolicy: self.cluster_policies}[type(obj)]
+        key = obj.key if isinstance(obj, Pod | NetworkPolicy | ClusterNetworkPolicy) else obj.name
         if event == "DELETED":
             store.pop(key, None)
         else:
@@ -81,11 +83,17 @@ class World:
 
 @st.composite
 def events(draw: st.DrawFn, world_namespaces: tuple[str, ...],
-           unique_addresses: bool = False) -> tuple[EventType, KubeObject]:
+           unique_addresses: bool = False, cluster: bool = False) -> tuple[EventType, KubeObject]:
     """A watch event; with `unique_addresses`, a pod slot always lives in the same namespace, so
-    no two pods share an address (a kernel refuses a dispatch map with a key twice)."""
-    kind = draw(st.sampled_from(("pod", "pod", "pod", "relabel", "policy", "namespace", "delete-pod",
-                                 "delete-policy", "node")))
+    no two pods share an address (a kernel refuses a dispatch map with a key twice); with
+    `cluster`, ClusterNetworkPolicy events too."""
+    kinds = ["pod", "pod", "pod", "relabel", "policy", "namespace", "delete-pod", "delete-policy", "node"]
+    if cluster:
+        kinds += ["cluster-policy", "cluster-policy", "delete-cluster-policy"]
+    kind = draw(st.sampled_from(kinds))
+    if kind in ("cluster-policy", "delete-cluster-policy"):
+        policy = draw(cluster_policies(draw(st.sampled_from(CLUSTER_POLICY_NAMES))))
+        return ("DELETED" if kind == "delete-cluster-policy" else "ADDED"), policy
     if kind in ("pod", "relabel", "delete-pod"):
         slot = draw(st.integers(0, POD_SLOTS - 1))
         where = (world_namespaces[slot % len(world_namespaces)],) if unique_addresses else world_namespaces
@@ -100,4 +108,5 @@ def events(draw: st.DrawFn, world_namespaces: tuple[str, ...],
         return "ADDED", Namespace(draw(st.sampled_from(world_namespaces)), draw(labels()))
     name = draw(st.sampled_from(("node-a", "node-b")))
     address = ipaddress.ip_address(draw(st.sampled_from(("192.168.1.10", "192.168.1.11", "fd01::10"))))
-    return draw(st.sampled_from(("ADDED", "DELETED"))), Node(name, Labels(), (address,))
+    node_labels = draw(st.sampled_from((Labels(), Labels({"kubernetes.io/hostname": name}))))
+    return draw(st.sampled_from(("ADDED", "DELETED"))), Node(name, node_labels, (address,))

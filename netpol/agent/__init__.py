@@ -6,8 +6,11 @@ Modules:
               endpoints; signals; Health (a dead thread: /healthz 503, exit 70); exit codes
     loop      Agent: the sync loop (intake → coalesce → render → apply), readiness, drift
               repair, routes, GC
-    intake    source events → decoded objects (invalid ones counted; policies, namespaces and
-              conflicting copies fail closed) → the node's IncrementalCompiler
+    intake    source events → decoded objects (invalid ones counted; policies, cluster
+              policies, namespaces and conflicting copies fail closed) → the node's
+              IncrementalCompiler
+    stand_ins what an invalid object leaves in force: the deny-all stand-ins intake compiles
+              in its place
     coalesce  when to sync: min / max interval, backoff after a failed apply (SyncTiming)
     http      /healthz, /readyz, /metrics
     metrics   the Prometheus metrics

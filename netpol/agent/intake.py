@@ -3,7 +3,8 @@ decoded, and fed to the node's `IncrementalCompiler`, which starts once every ki
 listed (nothing is compiled, so nothing is written, from a partial view of the cluster).
 
 Nothing an object holds can stop the agent, and nothing invalid opens a path. An invalid
-object is logged with object and field and counted (`netpol_invalid_objects_total`), then:
+object is logged with object and field and counted (`netpol_invalid_objects_total{kind}`), then
+stands in the compiler as what `netpol.agent.stand_ins` makes of it:
 
 * a **NetworkPolicy** becomes a deny-all, both directions, for the pods it would select (its
   podSelector if valid, else its whole namespace; a policy without a namespace is in
@@ -11,37 +12,45 @@ object is logged with object and field and counted (`netpol_invalid_objects_tota
   gets a made-up valid one that says where it came from: `deny_All` → `deny-all.invalid-name-
   <6 hex>`. Only a policy whose namespace is unusable selects nothing anyone could name, and
   is only reported;
+* a **ClusterNetworkPolicy** (AdminNetworkPolicy, BaselineAdminNetworkPolicy) becomes a policy
+  of its tier, at its priority, denying everything both ways for its subject (else for every
+  pod), named as a NetworkPolicy's stand-in is — a policy that uses `domainNames`, which netpol
+  cannot enforce, is one;
 * a **Namespace** (an invalid label, say) fails closed for what it touches: selectors can no
   longer be evaluated against it (`tier NotIn [data]` would admit it for lacking the label),
-  so every pod in it is isolated both ways by a deny-all (`<ns>/invalid-namespace.netpol`)
-  and the namespace's own policies are set aside until it is valid again — its pods can then
-  neither send nor receive, whatever selectors elsewhere match;
+  so every pod in it is isolated both ways by a deny-all (`<ns>/invalid-namespace.netpol`),
+  the namespace's own policies are set aside until it is valid again, and the cluster
+  policies' Admin tier is passed over for its pods (by an Admin policy before every other) —
+  its pods can then neither send nor receive, whatever selectors elsewhere match;
 * a **Pod** or **Node** is skipped (on its own node, the podCIDR guard drops an unprogrammed
   pod's traffic).
 
 An object that a folder defines differently in two files (a conflict stand-in,
 `netpol.sources.events.conflict_stand_in`) is invalid in the same way, and each copy fails
-closed: a policy's copies each become a deny-all for what that copy selects (`<name>.conflict-
-<6 hex>`), a namespace is closed as above. `netpol_invalid_objects_current{kind}` says how many
-objects are invalid now. Every such stand-in is keyed by the object it stands for, so it goes
-when the object is fixed or deleted.
+closed: a policy's copies (cluster policies' too) each become a deny-all for what that copy
+selects (`<name>.conflict-<6 hex>`), a namespace is closed as above.
+`netpol_invalid_objects_current{kind}` says how many objects are invalid now. Every such
+stand-in is keyed by the object it stands for, so it goes when the object is fixed or deleted.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from netpol.agent.metrics import AgentMetrics
+from netpol.agent.stand_ins import (
+    CLOSED_NAMESPACE_POLICY,
+    closed_namespace_policies,
+    fail_closed_cluster_policy,
+    fail_closed_policy,
+)
 from netpol.compile.incremental import IncrementalCompiler, KubeObject
-from netpol.labels import LabelSelector
 from netpol.load.decode import decode_document, describe_object
 from netpol.load.manifests import build_state
-from netpol.load.validation import check_dns1123_label, check_dns1123_subdomain
-from netpol.model import ClusterNetworkPolicy, NetworkPolicy
+from netpol.load.validation import check_dns1123_label
+from netpol.model import CLUSTER_POLICY_KINDS, ClusterNetworkPolicy, NetworkPolicy
 from netpol.sources.events import (
     KIND_NAMES,
     Delta,
@@ -55,7 +64,6 @@ from netpol.sources.events import (
 
 log = logging.getLogger("netpol.agent")
 ALL_KINDS = frozenset(KIND_NAMES)
-CLOSED_NAMESPACE_POLICY = "invalid-namespace.netpol"  # the deny-all of a namespace that fails closed
 MirrorKey = tuple[str, str, str]  # (kind, namespace, name) as the source keys it
 ObjectId = tuple[str, str]  # (type, key) of a decoded object: what the compiler knows it by
 
@@ -78,51 +86,6 @@ class Produced:
     objects: tuple[KubeObject, ...] = ()
     closes: str | None = None
     fails_closed: bool = False
-
-
-def _digest(value: Any) -> str:
-    return hashlib.blake2b(repr(value).encode(), digest_size=3).hexdigest()
-
-
-def _readable_name(value: Any) -> str:
-    """A DNS-subdomain fragment from whatever the name was ('policy' if nothing is left)."""
-    text = re.sub(r"[^a-z0-9.-]+", "-", str(value).lower() if isinstance(value, str) else "")
-    text = re.sub(r"\.+", ".", text).strip(".-")[:200].strip(".-")
-    return re.sub(r"-*\.-*", ".", text) or "policy"
-
-
-def fail_closed_policy(doc: dict[str, Any], conflict: str = "") -> NetworkPolicy | None:
-    """For an invalid NetworkPolicy: a policy isolating, in both directions and admitting
-    nothing, the pods it would select (its own podSelector if that is valid, else every pod of
-    its namespace). A name that is not a valid DNS subdomain is replaced by one that says
-    where it came from (`<readable>.invalid-name-<hex>`), and a copy of a conflicting
-    definition (`conflict`: what tells it from the other copies) is named
-    `<name>.conflict-<hex>`. None only when its namespace cannot be read."""
-    raw_meta = doc.get("metadata") if isinstance(doc, dict) else None
-    meta = raw_meta if isinstance(raw_meta, dict) else {}
-    namespace, name = meta.get("namespace"), meta.get("name")
-    namespace = "default" if namespace is None or namespace == "" else namespace
-    if not isinstance(namespace, str) or check_dns1123_label(namespace):
-        return None
-    if not isinstance(name, str) or check_dns1123_subdomain(name):
-        name = f"{_readable_name(name)}.invalid-name-{_digest(name if isinstance(name, str) else raw_meta)}"
-    if conflict:
-        name = f"{_readable_name(name)}.conflict-{_digest(conflict)}"
-    spec = doc.get("spec")
-    selectors: tuple[Any, ...] = ((spec.get("podSelector"),) if isinstance(spec, dict) else ()) + ({},)
-    for selector in selectors:
-        candidate = {"kind": "NetworkPolicy", "apiVersion": "networking.k8s.io/v1",
-                     "metadata": {"name": name, "namespace": namespace},
-                     "spec": {"podSelector": selector, "policyTypes": ["Ingress", "Egress"]}}
-        objects, problems = decode_document(candidate, "fail-closed")
-        if objects and not problems and isinstance(objects[0], NetworkPolicy):
-            return objects[0]
-    return None
-
-
-def closed_namespace_policy(namespace: str) -> NetworkPolicy:
-    """The deny-all that isolates, both ways, every pod of a namespace that fails closed."""
-    return NetworkPolicy(namespace, CLOSED_NAMESPACE_POLICY, LabelSelector(), (), (), ("Ingress", "Egress"))
 
 
 def object_id(obj: KubeObject) -> ObjectId:
@@ -279,11 +242,8 @@ class Intake:
         except Exception as exc:  # a decoder bug must not stop the node: the object is invalid
             objects = []
             problem_lines = [(_describe(raw), "", f"cannot be decoded ({type(exc).__name__}: {exc})")]
-        enforced = tuple(o for o in objects if not isinstance(o, ClusterNetworkPolicy))
-        if len(enforced) < len(objects):  # no source follows them yet (issue 17); never dropped silently
-            problem_lines.append((_describe(raw), "kind", "the agent does not enforce cluster policies yet"))
         if not problem_lines:
-            return Produced(enforced)
+            return Produced(tuple(objects))
         self.metrics.invalid_objects.labels(kind).inc()
         for obj, path, message in problem_lines:
             log.warning("invalid object", extra={"object": obj, "field": path, "problem": message})
@@ -294,15 +254,23 @@ class Intake:
         log.warning("invalid object", extra={"object": _describe(raw), "field": "metadata.name",
                                              "problem": "defined differently in " +
                                                         ", ".join(file for file, _ in copies)})
-        if kind != "NetworkPolicy":
+        if kind in CLUSTER_POLICY_KINDS:
+            stand_ins: list[NetworkPolicy | ClusterNetworkPolicy] = [
+                fail_closed_cluster_policy(copy, f"{file}\n{copy!r}") for file, copy in copies]
+        elif kind == "NetworkPolicy":
+            stand_ins = [p for file, copy in copies if (p := fail_closed_policy(copy, f"{file}\n{copy!r}"))]
+        else:
             return self._fail_closed(kind, raw, "conflict")
-        stand_ins = [p for file, copy in copies if (p := fail_closed_policy(copy, f"{file}\n{copy!r}"))]
         for policy in stand_ins:
             _log_stand_in(raw, policy)
         return Produced(tuple(stand_ins), fails_closed=True)
 
     def _fail_closed(self, kind: str, raw: Any, conflict: str) -> Produced:
         """What an invalid object of `kind` leaves in force: see the module."""
+        if kind in CLUSTER_POLICY_KINDS:
+            stand_in = fail_closed_cluster_policy(raw, conflict)
+            _log_stand_in(raw, stand_in)
+            return Produced((stand_in,), fails_closed=True)
         if kind == "NetworkPolicy":
             policy = fail_closed_policy(raw, conflict)
             if policy is None:
@@ -315,15 +283,15 @@ class Intake:
             name = object_key(raw)[1]
             if check_dns1123_label(name):
                 return Produced(fails_closed=True)  # no pod can be in a namespace so named
+            stand_ins = closed_namespace_policies(name)
             log.warning("namespace fails closed: its pods are isolated both ways, its policies set aside",
-                        extra={"object": f"Namespace {name}",
-                               "as": f"NetworkPolicy {name}/{CLOSED_NAMESPACE_POLICY}"})
-            return Produced((closed_namespace_policy(name),), closes=name, fails_closed=True)
+                        extra={"object": f"Namespace {name}", "as": [p.ref for p in stand_ins]})
+            return Produced(stand_ins, closes=name, fails_closed=True)
         return Produced(fails_closed=True)
 
 
-def _log_stand_in(raw: Any, policy: NetworkPolicy) -> None:
-    log.warning("policy fails closed", extra={"object": _describe(raw), "as": f"NetworkPolicy {policy.key}"})
+def _log_stand_in(raw: Any, policy: NetworkPolicy | ClusterNetworkPolicy) -> None:
+    log.warning("policy fails closed", extra={"object": _describe(raw), "as": policy.ref})
 
 
 def _describe(raw: Any) -> str:

@@ -35,7 +35,7 @@ class AgentMetrics:
         self.ready = Gauge("netpol_ready", "1 when the last sync succeeded", registry=r)
         self.pods = Gauge("netpol_ruleset_pods", "Pods programmed on this node", registry=r)
         self.chains = Gauge("netpol_ruleset_chains", "Per-pod chains in the ruleset", registry=r)
-        self.rules = Gauge("netpol_ruleset_rules", "Allow rules in the per-pod chains", registry=r)
+        self.rules = Gauge("netpol_ruleset_rules", "Allow and tier rules in the per-pod chains", registry=r)
         self.sets = Gauge("netpol_ruleset_sets", "Named peer and port sets", registry=r)
         self.elements = Gauge("netpol_ruleset_set_elements", "Elements in the named sets", registry=r)
 
@@ -45,9 +45,9 @@ class AgentMetrics:
         self.last_sync.set(time.time())
         self.ready.set(1)
         self.pods.set(len(program.pods))
-        sides = [side for pod in program.pods for side in (pod.ingress, pod.egress) if side.isolated]
+        sides = [side for pod in program.pods for side in (pod.ingress, pod.egress) if side.enforced]
         self.chains.set(len(sides))
-        self.rules.set(sum(len(side.allows) for side in sides))
+        self.rules.set(sum(len(side.allows) + len(side.admin) + len(side.baseline) for side in sides))
         self.sets.set(len(program.peer_sets) + len(program.port_sets))
         self.elements.set(sum(len(s.v4) + len(s.v6) for s in program.peer_sets)
                           + sum(len(s.elements) for s in program.port_sets))

@@ -11,15 +11,27 @@ the distinct sides and sets, not with pods × rules (benchmarks/amplification.py
 
 An address several of the node's pods claim (NodeProgram: shared addresses) is dispatched to a
 chain that passes a packet only if every claimant's side allows it (`_shared_dispatch`).
+
+ClusterNetworkPolicy tiers (DESIGN §2b). A side with tier rules is one chain: the Admin rules in
+order (Accept: the side's allow verdict, Deny: drop), then the NetworkPolicy tier (isolated:
+its allows, then drop), else the Baseline rules (Accept and Pass allow, Deny drops), then allow.
+When an Admin rule passes, the part after the Admin tier is a chain of its own that Pass rules
+`goto` (`…/after-admin`). Still one map lookup, then only the rules of the policies selecting
+that pod. Traffic between a pod and its own node is delivered locally (input/output hooks),
+never forwarded: when the node's programs have tier rules, `input` and `output` chains
+dispatch it (`own-egress-v4` by source, `own-ingress-v4` by destination) to the side's
+own-node variant, whose NetworkPolicy tier allows (the exemption) while the cluster tiers
+still decide. Without tier rules the table has neither hook, exactly as before.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from netpol.backends.common import (
     GUARD_CIDRS,
@@ -55,6 +67,7 @@ from netpol.backends.nft_document import (
     map_element_command,
     map_text,
     object_command,
+    quote,
     rules_text,
     script,
     script_head,
@@ -69,6 +82,7 @@ from netpol.compile.ir import (
     PeerSet,
     PodProgram,
     PortSet,
+    TierRule,
     ports_by_protocol,
 )
 from netpol.intervals import Interval, merge_intervals
@@ -81,6 +95,8 @@ DISPATCH_ORDER: tuple[Direction, ...] = ("egress", "ingress")  # the source's eg
 ND_TYPES = ("nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-solicit", "nd-router-advert")
 VERDICTS = {"egress": Verdict("return"), "ingress": Verdict("accept")}  # egress passes on to ingress
 OUR_TABLE = Table("inet", TABLE, "")  # what single commands (`add element …`) name
+DROP = Verdict("drop")
+_NAME_UNSAFE = re.compile(r"[^a-z0-9.-]")  # cluster policy names in chain labels (DNS subdomains)
 
 
 def _hash(text: str) -> str:
@@ -90,12 +106,25 @@ def _hash(text: str) -> str:
 CHAIN_NAME_MAX = 200  # of nft's 255 characters; the hash keeps cut names unique
 
 
-@dataclass(frozen=True)
 class _Printed:
-    """A chain, and its lines inside the table block (printed once: the name needs the text)."""
+    """A chain, and its lines inside the table block, joined (printed once: the name needs the
+    text; joined once, not in every node's script). The chain object itself (its rules: what
+    updates add and the JSON form holds) is made when first asked for: printing every node's
+    table needs its name and text only. (A plain class: made once per printed chain.)"""
 
-    chain: Chain
-    lines: tuple[str, ...]
+    def __init__(self, name: str, text: str, comment: str,
+                 rules: tuple[Rule, ...] | Callable[[], tuple[Rule, ...]]) -> None:
+        self.name, self.text, self.comment, self.rules = name, text, comment, rules
+
+    @functools.cached_property
+    def chain(self) -> Chain:
+        return Chain(self.name, self.rules if isinstance(self.rules, tuple) else self.rules(), self.comment)
+
+    @classmethod
+    def of(cls, chain: Chain, text: str) -> _Printed:
+        made = cls(chain.name, text, chain.comment or "", chain.rules)
+        made.__dict__["chain"] = chain  # its cached_property
+        return made
 
 
 def _named_chain(kind: str, label: str, rules: tuple[Rule, ...], comment: str) -> _Printed:
@@ -105,7 +134,7 @@ def _named_chain(kind: str, label: str, rules: tuple[Rule, ...], comment: str) -
     text = rules_text(rules)
     digest = _hash(comment + "\n" + text)
     chain = Chain(f"{kind}-{digest}-{label}"[:CHAIN_NAME_MAX], rules, comment)
-    return _Printed(chain, tuple(chain_lines(chain, text)))
+    return _Printed.of(chain, "\n".join(chain_lines(chain, text)))
 
 
 def _side_label(isolated_by: tuple[str, ...]) -> str:
@@ -122,20 +151,175 @@ def _side_chain(side: DirectionProgram, direction: Direction) -> Chain:
     return _printed_side(side, direction).chain
 
 
-@weak_identity_cache()  # pods selected alike share the side object
 def _printed_side(side: DirectionProgram, direction: Direction) -> _Printed:
-    rules = _side_rules(side.isolated_by, side.allows, direction)
-    comment = f"{direction} of the pods isolated by {', '.join(side.isolated_by)}"
-    return _named_chain(direction, _side_label(side.isolated_by), rules, comment)
+    """The chain a side's map element jumps to (the last of its group)."""
+    return _side_group(side, direction, "forward")[-1]
 
 
-@weak_identity_cache()
-def _claimant_chain(side: DirectionProgram) -> Chain:
-    """An ingress side's rules with `return` for `accept`: one claimant's say on an address
-    several pods claim (`_shared_dispatch`). Egress sides return on allow already."""
-    rules = _side_rules(side.isolated_by, side.allows, "ingress", VERDICTS["egress"])
-    comment = f"ingress of the pods isolated by {', '.join(side.isolated_by)}, as one claimant of an address"
-    return _named_chain("ingress", _side_label(side.isolated_by) + "/claimant", rules, comment).chain
+Variant = Literal["forward", "claimant", "own", "own-claimant"]
+# Per variant: where it is used (label suffix), and its verdict on allow (None: the direction's)
+VARIANTS: dict[str, tuple[str, Verdict | None]] = {
+    "forward": ("", None),
+    "claimant": ("/claimant", Verdict("return")),  # one claimant's say on a shared address
+    "own": ("/own-node", Verdict("accept")),  # traffic with the pod's own node (input/output hooks)
+    "own-claimant": ("/own-node/claimant", Verdict("return")),
+}
+
+
+def _side_group(side: DirectionProgram, direction: Direction, variant: Variant) -> tuple[_Printed, ...]:
+    """The chains of one side in one variant, those it jumps to first, the one to jump to last.
+    A side without tier rules is one chain, exactly as before cluster policies existed. The
+    dispatched variants are kept with the side's `_side_dispatch`, the others on their own."""
+    if variant in {"forward", "own"}:
+        found = _side_dispatch(side, direction)[variant == "own"]
+        if found is not None:
+            return found[2]
+    return _kept_side_group(side, direction, variant)
+
+
+def _side_groups_kept() -> int:
+    """How many sides' groups are kept (`_side_group.cache_len`): with their dispatch, or alone."""
+    return int(_side_dispatch.cache_len() + _kept_side_group.cache_len())  # type: ignore[attr-defined]
+
+
+_side_group.cache_len = _side_groups_kept  # type: ignore[attr-defined]
+
+
+@weak_identity_cache()  # pods selected alike share the side object
+def _kept_side_group(side: DirectionProgram, direction: Direction, variant: Variant) -> tuple[_Printed, ...]:
+    return _made_side_group(side, direction, variant)
+
+
+def _made_side_group(side: DirectionProgram, direction: Direction, variant: Variant) -> tuple[_Printed, ...]:
+    """`_side_group`, made."""
+    suffix, verdict = VARIANTS[variant]
+    allowed = verdict or VERDICTS[direction]
+    if not side.tiered:
+        rules = _side_rules(side.isolated_by, side.allows, direction, allowed)
+        comment = f"{direction} of the pods isolated by {', '.join(side.isolated_by)}"
+        if variant == "claimant":
+            comment += ", as one claimant of an address"
+        return (_named_chain(direction, _side_label(side.isolated_by) + suffix, rules, comment),)
+    return _tiered_group(side, direction, variant, allowed)
+
+
+def _tiered_group(side: DirectionProgram, direction: Direction, variant: Variant,
+                  allowed: Verdict) -> tuple[_Printed, ...]:
+    """Admin rules, then the NetworkPolicy tier (its own-node exemption in the `own` variants),
+    else the Baseline rules, then allow (see the module). Printed from blocks kept per content
+    (`_tier_block`, `_policy_block`): sides differ in their NetworkPolicies or in their cluster
+    policies, rarely in both, and a cluster-policy event makes new sides of every pod it
+    selects (the node's whole table, for a policy of every namespace)."""
+    own = variant.startswith("own")
+    tiers = _tiers_named(side.cluster_policies, direction, variant)
+    isolated = _isolated_named(side.isolated_by) if side.isolated else ("", "")
+    label, comment = tiers[0] + isolated[0] + tiers[1], tiers[2] + isolated[1] + tiers[3]
+    if side.isolated and own:
+        after = _exempt_block(allowed)
+    elif side.isolated:
+        after = _policy_block(side.isolated_by, side.allows, direction, allowed)
+    else:
+        after = _baseline_block(side.baseline, direction, allowed)
+    admin_rules, admin_text, passing = _tier_block(side.admin, direction, allowed)
+    if not passing:
+        after_rules = after[0]
+        return (_named_chain_text(direction, label, lambda: (*admin_rules, *after_rules), comment,
+                                  admin_text, after[1]),)
+    tail = _named_chain_text(direction, label + "/after-admin", after[0], comment + ": after the Admin tier",
+                             after[1])
+    onward = Verdict("goto", tail.name)
+    going = onward.text()
+
+    def head() -> tuple[Rule, ...]:
+        rules = list(admin_rules)
+        for at in passing:
+            rules[at] = Rule((*rules[at].statements[:-1], onward), rules[at].comment)
+        return (*rules, Rule((onward,), _NO_ADMIN_DECIDED))
+
+    passed = admin_text.replace(_PASS_MARK_TEXT, f" {going}")
+    return tail, _named_chain_text(direction, label, head, comment, passed,
+                                   _LAST_TEXT.replace(PASS_MARK.text(), going, 1))
+
+
+Block = tuple[tuple[Rule, ...], str]  # rules, and their `rules_text`
+PASS_MARK = Verdict("goto", "\x00pass\x00")  # where a Pass rule's `goto` goes, until it is known
+_PASS_MARK_TEXT = f" {PASS_MARK.text()}"  # no name or comment holds a NUL
+_NO_ADMIN_DECIDED = "no Admin tier rule decided"  # the last rule of an Admin tier with Pass rules
+_LAST_TEXT = f"\t\t{Rule((PASS_MARK,), _NO_ADMIN_DECIDED).text}"
+
+
+def _named_chain_text(kind: str, label: str, rules: tuple[Rule, ...] | Callable[[], tuple[Rule, ...]],
+                      comment: str, *texts: str) -> _Printed:
+    """`_named_chain`, given `rules_text(rules)` in consecutive parts (a part may be empty: a
+    block that prints no rule), and the rules or what makes them (`_Printed`)."""
+    parts = [text for text in texts if text]
+    hashed = "\n".join([comment, *parts]) if parts else comment + "\n"  # comment + "\n" + rules_text
+    name = f"{kind}-{_hash(hashed)}-{label}"[:CHAIN_NAME_MAX]
+    lines = [f"\tchain {name} {{", f"\t\tcomment {quote(comment)}", *parts, "\t}"]  # chain_lines
+    return _Printed(name, "\n".join(lines), comment, rules)
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _tier_block(rules: tuple[TierRule, ...], direction: Direction,
+                allowed: Verdict) -> tuple[tuple[Rule, ...], str, tuple[int, ...]]:
+    """A tier's rules (`_tier_rules`) and their text, kept per content (pods whose cluster
+    policies are alike have equal tiers, whatever their NetworkPolicies); Pass rules go to
+    PASS_MARK, at the positions listed last (none: the tier has no Pass rule)."""
+    passes = any(r.action == "Pass" for r in rules)
+    made = tuple(_tier_rules(rules, direction, allowed, PASS_MARK if passes else allowed))
+    passing = tuple(i for i, rule in enumerate(made) if rule.statements[-1] == PASS_MARK) if passes else ()
+    return made, rules_text(made), passing
+
+
+@functools.lru_cache(maxsize=1 << 10)  # about one node's sides (in a batch compile, each is new)
+def _policy_block(isolated_by: tuple[str, ...], allows: tuple[Allow, ...], direction: Direction,
+                  allowed: Verdict) -> Block:
+    """The NetworkPolicy tier of an isolated side (`_side_rules`) and its text, kept per content:
+    a cluster-policy event gives the pods it selects new sides with the same NetworkPolicies."""
+    made = _side_rules(isolated_by, allows, direction, allowed)
+    return made, rules_text(made)
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _baseline_block(rules: tuple[TierRule, ...], direction: Direction, allowed: Verdict) -> Block:
+    """The Baseline tier of a side no NetworkPolicy isolates, then the default: allow."""
+    made = (*_tier_rules(rules, direction, allowed, allowed),
+            Rule((allowed,), "no tier decided: default allow"))
+    return made, rules_text(made)
+
+
+@functools.lru_cache(maxsize=8)
+def _exempt_block(allowed: Verdict) -> Block:
+    made = (Rule((allowed,), "their own node: exempt in the NetworkPolicy tier"),)
+    return made, rules_text(made)
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _tiers_named(cluster_policies: tuple[str, ...], direction: Direction,
+                 variant: Variant) -> tuple[str, ...]:
+    """A tiered side's chain label is `cnp/NAME/NAME` (the cluster policies with rules on the
+    side, in characters nft takes in a name unquoted), then `/ns/policy…` if NetworkPolicies
+    isolate it (`_isolated_named`), then the variant's suffix; its comment is built alike.
+    Here: the label's start and end, the comment's start and end."""
+    names = "/".join(_NAME_UNSAFE.sub("-", name) for name in cluster_policies)
+    own = " (with their own node)" if variant.startswith("own") else ""
+    claimant = ", as one claimant of an address" if "claimant" in variant else ""
+    return (f"cnp/{names}", VARIANTS[variant][0],
+            f"{direction} of the pods subject to {', '.join(cluster_policies)}", own + claimant)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _isolated_named(isolated_by: tuple[str, ...]) -> tuple[str, str]:
+    """The middle of a tiered side's label and comment when NetworkPolicies isolate it."""
+    return f"/{_side_label(isolated_by)}", f", isolated by {', '.join(isolated_by)}"
+
+
+def _tier_rules(rules: tuple[TierRule, ...], direction: Direction, allowed: Verdict,
+                passed: Verdict) -> list[Rule]:
+    """A tier's rules in order: Accept gives `allowed`, Deny drops, Pass gives `passed`."""
+    return [rule for tier_rule in rules for rule in _allow_rules(
+        tier_rule.match, direction,
+        allowed if tier_rule.action == "Accept" else DROP if tier_rule.action == "Deny" else passed)]
 
 
 def _text(ip: IPAddress) -> str:
@@ -220,12 +404,15 @@ def _build_allow_rules(allow: Allow, direction: Direction, verdict: Verdict) -> 
     return tuple(rules)
 
 
-def _side_chains(pod: PodProgram) -> Iterator[tuple[Direction, Chain]]:
-    """The chains of the pod's isolated sides, egress first."""
+def _side_chains(pod: PodProgram) -> Iterator[Chain]:
+    """The chains of the pod's enforced sides, egress first: each side's forward group, then
+    its own-node group when it has tier rules; each group's chains before the one that jumps
+    to them."""
     for direction in DISPATCH_ORDER:
-        side = pod.side(direction)
-        if side.isolated_by:
-            yield direction, _side_chain(side, direction)
+        for found in _side_dispatch(pod.side(direction), direction):
+            if found is not None:
+                for printed in found[2]:
+                    yield printed.chain
 
 
 def _side_rules(isolated_by: tuple[str, ...], allows: tuple[Allow, ...], direction: Direction,
@@ -236,64 +423,96 @@ def _side_rules(isolated_by: tuple[str, ...], allows: tuple[Allow, ...], directi
     return tuple(rules)
 
 
-Dispatch = dict[Direction, tuple[Chain, tuple[Chain, ...]]]  # the chain jumped to, chains it needs
+Dispatch = dict[str, tuple[Chain, tuple[Chain, ...]]]  # map kind → the chain jumped to, chains it needs
+# The dispatch maps: kind (the map is `KIND-v4`/`-v6`), the side's direction, the variant jumped to
+DISPATCHES: tuple[tuple[str, Direction, Variant], ...] = (
+    ("egress", "egress", "forward"), ("ingress", "ingress", "forward"),
+    ("own-egress", "egress", "own"), ("own-ingress", "ingress", "own"))
+CLAIMANT_VARIANT: dict[Variant, Variant] = {"forward": "claimant", "own": "own-claimant"}
+
+
+def _dispatched(side: DirectionProgram, variant: Variant) -> bool:
+    """Does the side get a map element: forward, when anything can deny on it; own-node,
+    when cluster tiers can (else the exemption allows everything)."""
+    return side.enforced if variant == "forward" else side.tiered
 
 
 def _address_dispatch(ip: IPAddress, claimants: Sequence[PodProgram]) -> Dispatch:
-    """Per direction: the chain an address's map element jumps to, and the chains that one
+    """Per map kind: the chain an address's map element jumps to, and the chains that one
     jumps to beyond the pods' side chains. One claimant, or claimants with one distinct
-    isolated side: that side's chain. Several: `_shared_dispatch` (fail closed)."""
+    side: that side's chain. Several: `_shared_dispatch` (fail closed)."""
     found: Dispatch = {}
-    for direction in DISPATCH_ORDER:
+    for kind, direction, variant in DISPATCHES:
         sides: dict[str, tuple[DirectionProgram, list[str]]] = {}
         chain = None
         for pod in claimants:
             side = pod.side(direction)
-            if side.isolated_by:
-                chain = _side_chain(side, direction)
+            if _dispatched(side, variant):
+                chain = _side_group(side, direction, variant)[-1].chain
                 sides.setdefault(chain.name, (side, []))[1].append(pod.pod)
         if chain is not None:
-            found[direction] = (chain, ()) if len(sides) == 1 else \
-                _shared_dispatch(ip, direction, list(sides.values()))
+            found[kind] = (chain, ()) if len(sides) == 1 else \
+                _shared_dispatch(ip, kind, direction, variant, list(sides.values()))
     return found
 
 
-def _shared_dispatch(ip: IPAddress, direction: Direction,
+def _shared_dispatch(ip: IPAddress, kind: str, direction: Direction, variant: Variant,
                      sides: list[tuple[DirectionProgram, list[str]]]) -> tuple[Chain, tuple[Chain, ...]]:
     """The chain of an address several pods claim with different sides: it passes a packet
-    only if every claimant's side allows it (NodeProgram: shared addresses fail closed). An
-    egress side returns on allow and drops otherwise, so jumping into each in turn is an AND;
-    an ingress side accepts, so each is jumped through its `_claimant_chain` (return on
+    only if every claimant's side allows it (NodeProgram: shared addresses fail closed). A
+    forward egress side returns on allow and drops otherwise, so jumping into each in turn is
+    an AND; the others accept, so each is jumped through its claimant variant (return on
     allow), and the packet accepted after the last."""
-    needed = tuple(_claimant_chain(side) for side, _ in sides) if direction == "ingress" else ()
-    targets = needed or tuple(_side_chain(side, direction) for side, _ in sides)
+    final = kind != "egress"
+    groups = [_side_group(side, direction, CLAIMANT_VARIANT[variant]) for side, _ in sides] if final else []
+    needed = tuple(printed.chain for group in groups for printed in group)
+    targets = [group[-1].chain for group in groups] or [_side_chain(side, direction) for side, _ in sides]
     rules = [Rule((Verdict("jump", target.name),), f"{direction} of {', '.join(pods)}")
              for target, (_, pods) in zip(targets, sides, strict=True)]
-    if direction == "ingress":
+    if final:
         rules.append(Rule((Verdict("accept"),), "every claimant's policies admit it"))
     text = _text(ip)
     claimed = ", ".join(pod for _, pods in sides for pod in pods)
-    comment = f"{direction} of {text}, claimed by {claimed}: all must allow it"
-    return _named_chain(direction, "shared/" + text.replace(":", "."), tuple(rules), comment).chain, needed
+    own = " (with its own node)" if variant == "own" else ""
+    comment = f"{direction} of {text}{own}, claimed by {claimed}: all must allow it"
+    label = ("own-node/" if variant == "own" else "") + "shared/" + text.replace(":", ".")
+    return _named_chain(direction, label, tuple(rules), comment).chain, needed
 
 
 def _table_chains(program: NodeProgram) -> dict[str, Chain]:
-    """Every chain of the node's table but `forward`, by name, each after the chains it jumps
+    """Every chain of the node's table but the hooks, by name, each after the chains it jumps
     to: the pods' side chains in pod order, then those of shared addresses."""
     chains: dict[str, Chain] = {}
-    seen: dict[Direction, set[int]] = {direction: set() for direction in DISPATCH_ORDER}
-    for pod in program.pods:  # in pod order, egress first, as `pods_text` prints them
-        for direction in DISPATCH_ORDER:
+    seen: set[tuple[str, int]] = set()
+    for pod in program.pods:  # in pod order and map order, as `pods_text` prints them
+        for kind, direction, variant in DISPATCHES:
             side = pod.side(direction)
-            if side.isolated_by and id(side) not in seen[direction]:  # pods selected alike share sides
-                seen[direction].add(id(side))
-                chain = _side_chain(side, direction)
-                chains.setdefault(chain.name, chain)
+            if _dispatched(side, variant) and (kind, id(side)) not in seen:  # pods selected alike share sides
+                seen.add((kind, id(side)))
+                for printed in _side_group(side, direction, variant):
+                    chains.setdefault(printed.name, printed.chain)
     for ip, claimants in program.shared_addresses.items():
         for target, needed in _address_dispatch(ip, claimants).values():
             for chain in (*needed, target):
                 chains.setdefault(chain.name, chain)
     return chains
+
+
+def tiered(program: NodeProgram) -> bool:
+    """Do the node's programs have cluster-policy tier rules (then the table has the
+    input/output hooks and the own-node maps)?"""
+    found = program.pods_memo.get(TIERED)
+    if found is None:
+        found = any(pod.ingress.tiered or pod.egress.tiered for pod in program.pods)
+        program.pods_memo[TIERED] = found
+    return bool(found)
+
+
+TIERED = "nftables.tiered"  # in NodeProgram.pods_memo
+
+
+def _map_kinds(has_tiers: bool) -> tuple[str, ...]:
+    return tuple(kind for kind, _, variant in DISPATCHES if variant == "forward" or has_tiers)
 
 
 ChainUses = dict[str, tuple[Chain, int]]  # chain name → the chain, and how many pod sides use it
@@ -309,7 +528,7 @@ def _chain_uses(program: NodeProgram) -> ChainUses:
     if uses is None:
         uses = {name: (chain, 0) for name, chain in _table_chains(program).items()}
         for pod in program.pods:
-            for _, chain in _side_chains(pod):
+            for chain in _side_chains(pod):
                 uses[chain.name] = (chain, uses[chain.name][1] + 1)
         program.pods_memo[CHAIN_USES] = uses
     return uses
@@ -324,7 +543,7 @@ def _next_chain_uses(old: NodeProgram, new: NodeProgram, leaving: list[PodProgra
     uses = dict(_chain_uses(old))
     for pods, step in ((leaving, -1), (arriving, 1)):
         for pod in pods:
-            for _, chain in _side_chains(pod):
+            for chain in _side_chains(pod):
                 count = uses.get(chain.name, (chain, 0))[1] + step
                 if count:
                     uses[chain.name] = (chain, count)
@@ -336,8 +555,13 @@ def _next_chain_uses(old: NodeProgram, new: NodeProgram, leaving: list[PodProgra
 
 def _dispatch_targets(program: NodeProgram, ip: IPAddress) -> dict[str, str]:
     """Map name → the chain the address's element jumps to, in `program`."""
-    return {f"{direction}-v{ip.version}": chain.name
-            for direction, (chain, _) in _address_dispatch(ip, program.by_address.get(ip, ())).items()}
+    claimants = program.by_address.get(ip, ())
+    if len(claimants) == 1:  # the usual: that pod's sides (`_address_dispatch` of one claimant)
+        pod = claimants[0]
+        found = (*_side_dispatch(pod.egress, "egress"), *_side_dispatch(pod.ingress, "ingress"))
+        return {f"{entry[0]}-v{ip.version}": entry[1] for entry in found if entry is not None}
+    return {f"{kind}-v{ip.version}": chain.name
+            for kind, (chain, _) in _address_dispatch(ip, claimants).items()}
 
 
 def dispatch_chain(program: NodeProgram, ip: IPAddress, direction: Direction) -> str | None:
@@ -346,17 +570,34 @@ def dispatch_chain(program: NodeProgram, ip: IPAddress, direction: Direction) ->
 
 
 def _dispatch_maps(program: NodeProgram) -> list[VerdictMap]:
+    kinds = _map_kinds(tiered(program))
     entries: dict[str, list[tuple[str, Verdict]]] = {
-        f"{direction}-v{version}": [] for direction in DISPATCH_ORDER for version in FAMILIES}
+        f"{kind}-v{version}": [] for kind in kinds for version in FAMILIES}
     shared = program.shared_addresses
     for pod in program.pods:
         for ip in pod.ips:
             if ip in shared and shared[ip][0] is not pod:
                 continue  # the address's element comes with its first claimant
-            for direction, (chain, _) in _address_dispatch(ip, shared.get(ip, (pod,))).items():
-                entries[f"{direction}-v{ip.version}"].append((_text(ip), Verdict("jump", chain.name)))
-    return [VerdictMap(f"{direction}-v{version}", addr_type, tuple(entries[f"{direction}-v{version}"]))
-            for direction in DISPATCH_ORDER for version, (_, addr_type) in FAMILIES.items()]
+            for kind, (chain, _) in _address_dispatch(ip, shared.get(ip, (pod,))).items():
+                entries[f"{kind}-v{ip.version}"].append((_text(ip), Verdict("jump", chain.name)))
+    return [VerdictMap(f"{kind}-v{version}", addr_type, tuple(entries[f"{kind}-v{version}"]))
+            for kind in kinds for version, (_, addr_type) in FAMILIES.items()]
+
+
+@functools.lru_cache(maxsize=4)
+def _local_hook(hook: str) -> Chain:
+    """`input` (a local pod's traffic to its node: dispatched by source to the own-node
+    variant of its egress side) or `output` (the node's traffic to a local pod: by
+    destination, its ingress side). Only in tables with tier rules."""
+    kind, field = ("own-egress", "saddr") if hook == "input" else ("own-ingress", "daddr")
+    return Chain(hook, (
+        Rule((InFlags(Ct("state"), ("established", "related")), Verdict("accept")),
+             "replies of allowed connections"),
+        Rule((InValues(Payload("icmpv6", "type"), ND_TYPES), Verdict("accept")), "IPv6 neighbour discovery"),
+        *(Rule((VerdictMapLookup(Payload(proto_kw, field), f"{kind}-v{version}"),))
+          for version, (proto_kw, _) in FAMILIES.items()),
+    ), f"traffic between this node and its own pods: cluster policy tiers ({hook})",
+        BaseHook("filter", hook, "filter", "accept"))
 
 
 @functools.lru_cache(maxsize=16)
@@ -404,54 +645,74 @@ def build_table(program: NodeProgram) -> Table:
     """The node's table: sets, dispatch maps, the forward hook and one chain per distinct
     isolated program side (and, for addresses several pods claim, the chains that AND them)."""
     guard_sets = _guard_sets(program.node, program.pod_cidrs, lambda v: programmed_addresses(program, v))
+    hooks = (_local_hook("input"), _local_hook("output")) if tiered(program) else ()
     return Table("inet", TABLE, _table_comment(program.node),
                  sets=(*guard_sets,
                        *(s for ps in (*program.peer_sets, *program.port_sets) for _, s in _declared(ps))),
                  maps=tuple(_dispatch_maps(program)),
-                 chains=(_forward(guarded_families(program.pod_cidrs)), *_table_chains(program).values()))
+                 chains=(_forward(guarded_families(program.pod_cidrs)), *hooks,
+                         *_table_chains(program).values()))
 
 
 @dataclass(frozen=True)
 class PodsText:
     """Some pods' share of their node's `nft -f` script, printed: what `script_text` joins.
     Printing it needs only the pods' programs, so a node's pods can be printed in parts,
-    wherever their programs were compiled (netpol.pipeline.sharded), then joined in pod order.
-    Parts must not share a side chain: parts of different namespaces never do (a side is
-    isolated by policies of its pod's namespace)."""
+    wherever their programs were compiled (netpol.pipeline.sharded), then joined in pod order;
+    a chain two parts both print (a side of cluster policies alone spans namespaces) is
+    joined once, by name."""
 
     addresses: tuple[tuple[int, int], ...]  # (version, integer) of each pod: the node-pods guard set
     map_elements: dict[str, str]  # map name → its `ADDRESS : jump CHAIN` elements, joined by ", "
-    chains: tuple[str, ...]  # the pods' side chains, line by line (rule blocks shared, not copied)
+    chains: tuple[tuple[str, str], ...]  # the pods' side chains: name, lines joined (shared, not copied)
+    tiered: bool = False  # some side has cluster-policy tier rules
+
+
+Dispatched = tuple[str, str, tuple[_Printed, ...]]  # map kind, the chain jumped to, its group
+
+
+@weak_identity_cache()  # pods selected alike share the side object
+def _side_dispatch(side: DirectionProgram,
+                   direction: Direction) -> tuple[Dispatched | None, Dispatched | None]:
+    """What a side's pods put in the forward and the own-node dispatch maps (`DISPATCHES`;
+    None: no element), and the chains those jump through, printed."""
+    found: list[Dispatched | None] = []
+    for kind, way, variant in DISPATCHES:
+        if way == direction:
+            if _dispatched(side, variant):
+                group = _made_side_group(side, direction, variant)
+                found.append((kind, group[-1].name, group))
+            else:
+                found.append(None)
+    return found[0], found[1]
 
 
 def pods_text(pods: Iterable[PodProgram]) -> PodsText:
-    """The pods' dispatch-map elements and side chains (each distinct side once), printed
+    """The pods' dispatch-map elements and side chains (each distinct chain once), printed
     straight: an all-nodes compile prints every pod once. For pods with distinct addresses
     only: `render` takes the object route when a node's pods share one."""
     elements: dict[str, list[str]] = {}
-    lines: list[str] = []
+    chains: list[tuple[str, str]] = []
     addresses: list[tuple[int, int]] = []
     printed: set[str] = set()
+    has_tiers = False
     for pod in pods:
-        for direction in DISPATCH_ORDER:
-            side = pod.ingress if direction == "ingress" else pod.egress
-            if not side.isolated_by:
+        egress, ingress = _side_dispatch(pod.egress, "egress"), _side_dispatch(pod.ingress, "ingress")
+        ips = [(ip.version, _text(ip)) for ip in pod.ips]
+        for found in (egress[0], ingress[0], egress[1], ingress[1]):  # in DISPATCHES order
+            if found is None:
                 continue
-            name, block = _side_lines(side, direction)
-            for ip in pod.ips:
-                elements.setdefault(f"{direction}-v{ip.version}", []).append(f"{_text(ip)} : jump {name}")
-            if name not in printed:
-                printed.add(name)
-                lines += block
+            kind, name, group = found
+            for version, text in ips:
+                elements.setdefault(f"{kind}-v{version}", []).append(f"{text} : jump {name}")
+            for part in group:
+                if part.name not in printed:
+                    printed.add(part.name)
+                    chains.append((part.name, part.text))
+        has_tiers = has_tiers or egress[1] is not None or ingress[1] is not None  # own-node: tiered
         addresses += ((ip.version, int(ip)) for ip in pod.ips)
     return PodsText(tuple(addresses), {name: ", ".join(found) for name, found in elements.items()},
-                    tuple(lines))
-
-
-def _side_lines(side: DirectionProgram, direction: Direction) -> tuple[str, tuple[str, ...]]:
-    """The side chain's name, and the chain printed inside the table block."""
-    printed = _printed_side(side, direction)
-    return printed.chain.name, printed.lines
+                    tuple(chains), has_tiers)
 
 
 @weak_identity_cache()  # every node that uses the set prints it
@@ -469,18 +730,26 @@ def script_text(node: str, pod_cidrs: Sequence[IPNetwork], parts: Sequence[PodsT
     def programmed(version: int) -> tuple[str, ...]:
         return address_texts((a for part in parts for a in part.addresses), version)
 
+    has_tiers = any(part.tiered for part in parts)
+    chains: dict[str, str] = {}
+    for part in parts:
+        for name, chain in part.chains:
+            chains.setdefault(name, chain)
     lines = [
         *script_head(table, _script_header(node)),
         *(set_text(s) for s in _guard_sets(node, pod_cidrs, programmed)),
         *sets,
         *(map_text(name, addr_type, [e for part in parts if (e := part.map_elements.get(name, ""))])
-          for direction in DISPATCH_ORDER for version, (_, addr_type) in FAMILIES.items()
-          for name in (f"{direction}-v{version}",)),
+          for kind in _map_kinds(has_tiers) for version, (_, addr_type) in FAMILIES.items()
+          for name in (f"{kind}-v{version}",)),
         *chain_lines(_forward(guarded_families(pod_cidrs))),
-        *(line for part in parts for line in part.chains),
+        *(line for hook in (("input", "output") if has_tiers else ())
+          for line in chain_lines(_local_hook(hook))),
+        *chains.values(),
         "}",
+        "",  # the last newline: joined, not appended (a copy of megabytes)
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 def render(program: NodeProgram) -> str:
@@ -526,16 +795,19 @@ def sorted_changes(was: Sequence[Interval], now: Sequence[Interval]) -> tuple[li
     removed: list[Interval] = []
     added: list[Interval] = []
     i = j = 0
-    while i < len(was) and j < len(now):
+    n, m = len(was), len(now)
+    while i < n and j < m:
         if was[i:i + _SKIP_BLOCK] == now[j:j + _SKIP_BLOCK]:
             i += _SKIP_BLOCK
             j += _SKIP_BLOCK
             continue
-        a, b = was[i], now[j]
-        if a == b:
+        while i < n and j < m and was[i] == now[j]:  # to the difference, without a block per step
             i += 1
             j += 1
-        elif a < b:
+        if i == n or j == m:
+            break
+        a, b = was[i], now[j]
+        if a < b:
             removed.append(a)
             i += 1
         else:
@@ -594,8 +866,9 @@ def render_update(old: NodeProgram, new: NodeProgram) -> str:
     Order within the transaction: new sets; element changes; new chains; map elements moved
     to their new chains; chains nothing jumps to any more flushed, then dropped; finally sets
     nothing uses. When the node's podCIDRs changed, the forward hook itself differs: the update
-    is then the whole new table (still one transaction)."""
-    if old.pod_cidrs != new.pod_cidrs:
+    is then the whole new table (still one transaction), as it is when the first tier rule
+    arrives or the last one goes (the input/output hooks come and go with them)."""
+    if old.pod_cidrs != new.pod_cidrs or tiered(old) != tiered(new):
         return render(new)
     table = OUR_TABLE
     old_sets: list[PeerSet | PortSet] = [*old.peer_sets, *old.port_sets]

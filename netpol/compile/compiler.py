@@ -5,6 +5,13 @@ spelling, so that 10,000 policies repeating a selector share one set, and pods s
 share one program side; its `forget_*`/`refresh_members` drop what an event made stale (the
 incremental compiler calls them). `assemble` is the one place a `NodeProgram` is put together,
 for the batch path (`NodeCompiler`, `compile_cluster`) and the incremental one alike.
+
+ClusterNetworkPolicies compile the same way: each rule, for a pod it selects, becomes a
+`TierRule` over the same shared sets (`namespaces`/`pods` peers: `pods-…` sets of the resolver's
+peer groups; `networks`: `cidrs-…`, shared with ipBlocks spelled alike; `nodes`: `nodes-…`),
+cached per policy and direction (per declared ports where an ingress rule names a port). A
+Deny rule's pod set holds an address several pods share if any of them is a peer (fail closed
+for a deny), every other set only if all of them are.
 """
 
 from __future__ import annotations
@@ -26,13 +33,18 @@ from netpol.compile.ir import (
     PodProgram,
     PortMatch,
     PortSet,
+    TierRule,
 )
 from netpol.compile.resolver import DIRECTIONS, NodeId, Resolver
 from netpol.errors import UsageError
 from netpol.intervals import Interval, merge_intervals
+from netpol.labels import LabelSelector
 from netpol.model import (
+    ClusterNetworkPolicy,
     ClusterState,
     ContainerPort,
+    DestinationNamedPort,
+    DestinationPorts,
     Direction,
     IPAddress,
     IPBlock,
@@ -44,8 +56,14 @@ from netpol.model import (
 
 RuleKey = tuple[str, Direction, int]  # policy key, direction, index
 PerPortsKey = tuple[str, Direction, tuple[ContainerPort, ...]]  # policy, direction, a pod's ports
-# policies, direction, and the pod's ports where a policy's ingress names a port (else None)
-SideKey = tuple[tuple[str, ...], Direction, tuple[ContainerPort, ...] | None]
+# policies, cluster policies, direction, and the pod's ports where a policy's ingress names a
+# port (else None)
+SideKey = tuple[tuple[str, ...], tuple[str, ...], Direction, tuple[ContainerPort, ...] | None]
+# cluster policies, direction, the pod's ports where one names an ingress port, isolated
+TiersKey = tuple[tuple[str, ...], Direction, tuple[ContainerPort, ...] | None, bool]
+Tiers = tuple[tuple[TierRule, ...], tuple[TierRule, ...]]  # Admin rules, Baseline rules
+NODE_SET_PREFIX = "nodes-"
+ANY_HOLDER: NodeId = ("any holder",)  # marks the spelling of a Deny rule's pod set
 
 
 def _digest(text: str) -> str:
@@ -55,6 +73,20 @@ def _digest(text: str) -> str:
 def _origin(policy_key: str, direction: Direction, index: int) -> str:
     """What every rule, set and comment derived from `spec.DIRECTION[INDEX]` names as its source."""
     return f"NetworkPolicy {policy_key} spec.{direction}[{index}]"
+
+
+def _cluster_origin(policy: ClusterNetworkPolicy, direction: Direction, index: int) -> str:
+    """`Admin tier: ClusterNetworkPolicy name (priority 5) spec.ingress[0]: Deny` (the rule's
+    free-text `name` stays out of rulesets: explain shows it)."""
+    rule = policy.rules(direction)[index]
+    action = "Deny (fails closed: a peer netpol does not recognise)" if rule.fails_closed else rule.action
+    where = f"{policy.ref} (priority {policy.priority}) spec.{direction}[{index}]"
+    return f"{policy.tier} tier: {where}: {action}"
+
+
+def _selector_spelling(selector: LabelSelector) -> str:
+    requirements = sorted((r.key, r.operator, tuple(sorted(r.values))) for r in selector.match_expressions)
+    return repr((sorted(selector.match_labels.items()), requirements))
 
 
 def _named_ports(rule: Rule) -> list[tuple[str, str]]:
@@ -117,6 +149,12 @@ class ProgramCompiler:
     _per_ports_of: dict[str, set[PerPortsKey]] = field(default_factory=dict)  # policy → its keys above
     _sides: dict[SideKey, DirectionProgram] = field(default_factory=dict)
     _sides_of: dict[str, set[SideKey]] = field(default_factory=dict)  # policy → sides it is in
+    _tier_rules: dict[tuple[str, Direction], tuple[TierRule, ...]] = field(default_factory=dict)
+    _per_ports_tiers: dict[PerPortsKey, tuple[TierRule, ...]] = field(default_factory=dict)
+    _any_holder: set[str] = field(default_factory=set)  # pod sets of Deny rules (see the module)
+    _node_selectors: dict[str, tuple[LabelSelector, ...]] = field(default_factory=dict)  # nodes-… sets
+    _tier_sides: dict[TiersKey, Tiers] = field(default_factory=dict)  # a side's Admin and Baseline rules
+    _tier_sides_of: dict[str, set[TiersKey]] = field(default_factory=dict)  # cluster policy → keys above
 
     # -- sets ------------------------------------------------------------------------------
 
@@ -138,36 +176,93 @@ class ProgramCompiler:
         names = []
         groups = self.resolver.rule_peer_groups(policy.key, direction, index)
         if groups:
-            if groups not in self._spellings:
-                name = f"pods-{_digest(repr(groups))}"
-                self._spellings[groups], self._groups_of[name] = name, groups
-            names.append(self._spellings[groups])
-            if names[-1] not in self.peer_sets:
-                self.peer_sets[names[-1]] = self._pod_set(names[-1])
+            names.append(self._group_set(groups))
         blocks = [p.ip_block for p in rule.peers if p.ip_block is not None]
         if blocks:
-            spelled = "; ".join(sorted({_block_text(b) for b in blocks}))
-            name = f"cidrs-{_digest(spelled)}"
-            if name not in self.peer_sets:
-                found: dict[int, list[Interval]] = {4: [], 6: []}
-                for block in blocks:
-                    found[block.cidr.version] += block_intervals(block)
-                self.peer_sets[name] = PeerSet(name, tuple(merge_intervals(found[4])),
-                                               tuple(merge_intervals(found[6])), True, f"ipBlock {spelled}")
-            names.append(name)
+            names.append(self._block_set(blocks))
+        return tuple(names)
+
+    def _group_set(self, groups: tuple[NodeId, ...], any_holder: bool = False) -> str:
+        """The name of the pod set of these peer groups (made if new): each address of the pods
+        they admit; one several pods share only if every one is admitted, or — `any_holder`,
+        a Deny rule's set — if any is."""
+        spelling = (ANY_HOLDER, *groups) if any_holder else groups
+        if spelling not in self._spellings:
+            name = f"pods-{_digest(repr(spelling))}"
+            self._spellings[spelling], self._groups_of[name] = name, groups
+            if any_holder:
+                self._any_holder.add(name)
+        name = self._spellings[spelling]
+        if name not in self.peer_sets:
+            self.peer_sets[name] = self._pod_set(name)
+        return name
+
+    def _block_set(self, blocks: Sequence[IPBlock]) -> str:
+        """The name of the interval set of these ipBlocks (or `networks`), made if new."""
+        spelled = "; ".join(sorted({_block_text(b) for b in blocks}))
+        name = f"cidrs-{_digest(spelled)}"
+        if name not in self.peer_sets:
+            found: dict[int, list[Interval]] = {4: [], 6: []}
+            for block in blocks:
+                found[block.cidr.version] += block_intervals(block)
+            self.peer_sets[name] = PeerSet(name, tuple(merge_intervals(found[4])),
+                                           tuple(merge_intervals(found[6])), True, f"ipBlock {spelled}")
+        return name
+
+    def _node_set_name(self, selectors: Sequence[LabelSelector]) -> str:
+        """The name of the set of addresses of the Nodes these `nodes` selectors match."""
+        name = f"{NODE_SET_PREFIX}{_digest(repr(sorted(_selector_spelling(s) for s in selectors)))}"
+        if name not in self.peer_sets:
+            self._node_selectors[name] = tuple(selectors)
+            self.peer_sets[name] = self._node_set(name)
+        return name
+
+    def _node_set(self, name: str) -> PeerSet:
+        selectors = self._node_selectors[name]
+        found: dict[int, set[int]] = {4: set(), 6: set()}
+        for node in self.resolver.nodes.values():
+            if any(s.matches(node.labels) for s in selectors):
+                for ip in node.addresses:
+                    found[ip.version].add(int(ip))
+        v4, v6 = (tuple((a, a) for a in sorted(found[v])) for v in (4, 6))
+        described = "; ".join(f"nodes {s.describe()}" for s in selectors)
+        return PeerSet(name, v4, v6, False, f"addresses of {described}")
+
+    def cluster_rule_peer_sets(self, policy: ClusterNetworkPolicy, direction: Direction,
+                               index: int) -> tuple[str, ...]:
+        """Names of the sets a cluster policy rule's peers are in."""
+        key = (policy.key, direction, index)
+        if key not in self._rule_peers:
+            self._keys_of.setdefault(policy.key, set()).add(key)
+            names = self._rule_peers[key] = self._spell_cluster_peers(policy, direction, index)
+            for name in names:
+                self._users.setdefault(name, set()).add(key)
+        return self._rule_peers[key] or ()
+
+    def _spell_cluster_peers(self, policy: ClusterNetworkPolicy, direction: Direction,
+                             index: int) -> tuple[str, ...]:
+        rule = policy.rules(direction)[index]
+        names = []
+        groups = self.resolver.rule_peer_groups(policy.key, direction, index)
+        if groups:
+            names.append(self._group_set(groups, any_holder=rule.action == "Deny"))
+        networks = [IPBlock(n) for p in rule.peers for n in p.networks]
+        if networks:
+            names.append(self._block_set(networks))
+        selectors = [p.nodes for p in rule.peers if p.nodes is not None]
+        if selectors:
+            names.append(self._node_set_name(selectors))
         return tuple(names)
 
     def _pod_set(self, name: str) -> PeerSet:
         """The current addresses of the pods in a set's peer groups; an address several pods
         have, only if the groups admit every one of them (shared addresses fail closed)."""
-        found: dict[int, set[int]] = {4: set(), 6: set()}
         groups = self._groups_of[name]
         pods = self.resolver.pods
-        for group in groups:
-            for key in self.resolver.group_members(group):
-                for version, value in pods[key].address_values:
-                    found[version].add(value)
-        for ip, holders in self.resolver.shared_addresses.items():
+        pairs = {pair for group in groups for key in self.resolver.group_members(group)
+                 for pair in pods[key].address_values}  # (version, integer): a cluster policy's are 10,000
+        found: dict[int, set[int]] = {4: {a for v, a in pairs if v == 4}, 6: {a for v, a in pairs if v == 6}}
+        for ip, holders in self.resolver.shared_addresses.items() if name not in self._any_holder else ():
             if int(ip) in found[ip.version] and not all(
                     any(self.resolver.admits(g, key) for g in groups) for key in holders):
                 found[ip.version].discard(int(ip))
@@ -191,6 +286,33 @@ class ProgramCompiler:
         if name not in self.port_sets:
             describes = describes or self._spell_port_set(policy, index, names)[1]
             self.port_sets[name] = PortSet(name, self._named_elements(policy, index, names), describes)
+        return self.port_sets[name]
+
+    def _cluster_port_set(self, policy: ClusterNetworkPolicy, index: int) -> PortSet | None:
+        """The destinations of a cluster policy egress rule's `destinationNamedPort`s: (address,
+        protocol, number) of every container port so named, of every pod its peers admit (named
+        ports go with `namespaces`/`pods` peers only). None when it names no port."""
+        protocols = policy.egress[index].protocols
+        port_names = sorted({e.name for e in protocols if isinstance(e, DestinationNamedPort)})
+        if not port_names:
+            return None
+        key: RuleKey = (policy.key, "egress", index)
+        groups = self.resolver.rule_peer_groups(policy.key, "egress", index)
+        name = self._rule_port_sets.get(key)
+        if name is None:
+            name = f"{PORT_SET_PREFIX}{_digest(repr(('cluster', groups, port_names)))}"
+            self._rule_port_sets[key] = name
+            self._port_users.setdefault(name, set()).add(key)
+            self._port_keys_of.setdefault(policy.key, set()).add(key)
+        if name not in self.port_sets:
+            wanted = set(port_names)
+            pods = self.resolver.pods
+            elements = {(ip, port.protocol, port.port)
+                        for group in groups for member in self.resolver.group_members(group)
+                        for port in pods[member].ports if port.name in wanted for ip in pods[member].ips}
+            peers = "; ".join(self.resolver.describe_group(g) for g in groups)
+            self.port_sets[name] = PortSet(name, frozenset(elements),
+                                           f"named ports {', '.join(port_names)} (any protocol) of {peers}")
         return self.port_sets[name]
 
     def _spell_port_set(self, policy: NetworkPolicy, index: int,
@@ -302,23 +424,90 @@ class ProgramCompiler:
             self._rule_allows[(policy.key, direction)] = tuple(allows)
         return tuple(allows)
 
+    def _cluster_rules(self, policy: ClusterNetworkPolicy, direction: Direction,
+                       pod: Pod) -> tuple[TierRule, ...]:
+        """The policy's `direction` rules as TierRules for `pod` (shared by every pod, or by
+        pods declaring the same ports where an ingress rule names a port)."""
+        cached = self._tier_rules.get((policy.key, direction))
+        if cached is None:
+            cached = self._per_ports_tiers.get((policy.key, direction, pod.ports))
+        if cached is not None:
+            return cached
+        rules, per_pod = [], False
+        for index, rule in enumerate(policy.rules(direction)):
+            origin = _cluster_origin(policy, direction, index)
+            if rule.fails_closed:
+                rules.append(TierRule(policy.tier, policy.name, "Deny", Allow(origin, None, None)))
+                continue
+            names = self.cluster_rule_peer_sets(policy, direction, index)
+            peers = tuple(self.peer_sets[n].ref for n in names)
+            ports: tuple[PortMatch, ...] | None = None
+            named = None
+            if rule.protocols:
+                numeric = [PortMatch(e.protocol, e.first, e.last)
+                           for e in rule.protocols if isinstance(e, DestinationPorts)]
+                port_names = {e.name for e in rule.protocols if isinstance(e, DestinationNamedPort)}
+                if port_names and direction == "ingress":  # the destination is this pod
+                    per_pod = True
+                    numeric += [PortMatch(p.protocol, p.port, p.port)
+                                for p in pod.ports if p.name in port_names]
+                elif port_names and (port_set := self._cluster_port_set(policy, index)) is not None:
+                    named = port_set.ref
+                ports = tuple(numeric)
+            rules.append(TierRule(policy.tier, policy.name, rule.action, Allow(origin, peers, ports, named)))
+        if per_pod:
+            self._per_ports_tiers[(policy.key, direction, pod.ports)] = tuple(rules)
+            self._per_ports_of.setdefault(policy.key, set()).add((policy.key, direction, pod.ports))
+        else:
+            self._tier_rules[(policy.key, direction)] = tuple(rules)
+        return tuple(rules)
+
     def pod_program(self, pod: Pod) -> PodProgram:
         sides = []
         for direction in DIRECTIONS:
             keys = self.resolver.selecting_policies(pod.key, direction)
+            tiers = self.resolver.cluster_selecting(pod.key, direction)
             # Pods selected alike share one side (and alike declared ports, where a policy's
             # ingress names a port).
-            side = self._sides.get((keys, direction, None)) or self._sides.get((keys, direction, pod.ports))
+            side = self._sides.get((keys, tiers, direction, None)) or \
+                self._sides.get((keys, tiers, direction, pod.ports))
             if side is None:
-                side = DirectionProgram(keys, tuple(
-                    a for k in keys for a in self._allows(self.resolver.policies[k], direction, pod)))
-                per_pod = not all((k, direction) in self._rule_allows for k in keys)
-                cache_key: SideKey = (keys, direction, pod.ports if per_pod else None)
+                side = self._side(pod, direction, keys, tiers)
+                per_pod = not all((k, direction) in self._rule_allows for k in keys) or \
+                    not all((k, direction) in self._tier_rules for k in tiers)
+                cache_key: SideKey = (keys, tiers, direction, pod.ports if per_pod else None)
                 self._sides[cache_key] = side
-                for key in keys:
+                for key in (*keys, *tiers):
                     self._sides_of.setdefault(key, set()).add(cache_key)
             sides.append(side)
         return PodProgram(pod.key, pod.ips, sides[0], sides[1])
+
+    def _side(self, pod: Pod, direction: Direction, keys: tuple[str, ...],
+              tiers: tuple[str, ...]) -> DirectionProgram:
+        allows = tuple(a for k in keys for a in self._allows(self.resolver.policies[k], direction, pod))
+        if not tiers:
+            return DirectionProgram(keys, allows)
+        admin, baseline = self._tiers(pod, direction, tiers, bool(keys))
+        return DirectionProgram(keys, allows, admin, baseline)
+
+    def _tiers(self, pod: Pod, direction: Direction, tiers: tuple[str, ...], isolated: bool) -> Tiers:
+        """The Admin and Baseline rules of these cluster policies for `pod`, one tuple per
+        alike pods (the backends print a tier once per tuple): pods of other NetworkPolicies
+        but the same cluster policies share them."""
+        found = self._tier_sides.get((tiers, direction, None, isolated)) or \
+            self._tier_sides.get((tiers, direction, pod.ports, isolated))
+        if found is None:
+            cluster_policies = self.resolver.cluster_policies
+            rules = [r for k in tiers for r in self._cluster_rules(cluster_policies[k], direction, pod)]
+            # A side a NetworkPolicy isolates never reaches the Baseline tier: its rules are left out.
+            baseline = () if isolated else tuple(r for r in rules if r.tier == "Baseline")
+            found = (tuple(r for r in rules if r.tier == "Admin"), baseline)
+            per_pod = not all((k, direction) in self._tier_rules for k in tiers)
+            key: TiersKey = (tiers, direction, pod.ports if per_pod else None, isolated)
+            self._tier_sides[key] = found
+            for policy in tiers:
+                self._tier_sides_of.setdefault(policy, set()).add(key)
+        return found
 
     # -- forgetting what an event made stale ------------------------------------------------
 
@@ -331,9 +520,11 @@ class ProgramCompiler:
                 users.discard(key)
                 if not users:  # nobody spells it any more: its members would go stale
                     del self._users[name], self.peer_sets[name]
-                    groups = self._groups_of.pop(name, None)  # (ipBlock sets have none)
+                    groups = self._groups_of.pop(name, None)  # (ipBlock and node sets have none)
                     if groups is not None:
-                        del self._spellings[groups]
+                        del self._spellings[(ANY_HOLDER, *groups) if name in self._any_holder else groups]
+                        self._any_holder.discard(name)
+                    self._node_selectors.pop(name, None)
         for key in self._port_keys_of.pop(policy_key, set()):
             name = self._rule_port_sets.pop(key)
             users = self._port_users[name]
@@ -355,35 +546,46 @@ class ProgramCompiler:
                                      for pod in moved if pod is not None for ip in pod.ips):
             moved = None  # another pod has one of its addresses: recount the members instead
         for rule_node in rules:
-            policy = self.resolver.policies.get(rule_node[1])
-            if policy is None:
+            key = rule_node[1]
+            policy = self.resolver.policies.get(key)
+            cluster = self.resolver.cluster_policies.get(key)
+            if policy is None and cluster is None:
                 continue
             direction: Direction = "ingress" if rule_node[2] == "ingress" else "egress"
             index = int(rule_node[3])
-            names = list(self._rule_peers.get((policy.key, direction, index)) or ())
+            names = list(self._rule_peers.get((key, direction, index)) or ())
             for name in names:
-                if name.startswith("pods-") and name not in changed:
-                    old = self.peer_sets[name]
+                if name in changed or not name.startswith(("pods-", NODE_SET_PREFIX)):
+                    continue
+                old = self.peer_sets[name]
+                if name.startswith(NODE_SET_PREFIX):
+                    fresh = self._node_set(name)
+                else:
                     fresh = self._moved_pod_set(old, *moved) if moved else self._pod_set(name)
-                    if fresh != old:
-                        self.peer_sets[name] = fresh
-                        changed.add(name)
-                        if fresh.families != old.families:
-                            flipped.add(name)
-            named = self._rule_port_sets.get((policy.key, direction, index))
+                if fresh != old:
+                    self.peer_sets[name] = fresh
+                    changed.add(name)
+                    if fresh.families != old.families:
+                        flipped.add(name)
+            named = self._rule_port_sets.get((key, direction, index))
             if named is not None:
                 if named in self.port_sets and named not in changed:
                     old_ports = self.port_sets.pop(named)
-                    if moved:
-                        self.port_sets[named] = self._moved_named_elements(policy, index, old_ports, *moved)
-                    fresh_ports = self._port_set(policy, index)
+                    if cluster is not None:
+                        fresh_ports = self._cluster_port_set(cluster, index)
+                    else:
+                        assert policy is not None
+                        if moved:
+                            self.port_sets[named] = self._moved_named_elements(
+                                policy, index, old_ports, *moved)
+                        fresh_ports = self._port_set(policy, index)
                     if fresh_ports != old_ports:
                         changed.add(named)
                         if fresh_ports is None or fresh_ports.families != old_ports.families:
                             flipped.add(named)
                 names.append(named)
-            if flipped.intersection(names):
-                stale.add(policy.key)
+            if flipped and flipped.intersection(names):
+                stale.add(key)
         self._forget_allows(stale)
         return stale
 
@@ -391,10 +593,14 @@ class ProgramCompiler:
         for key in policy_keys:
             for direction in DIRECTIONS:
                 self._rule_allows.pop((key, direction), None)
+                self._tier_rules.pop((key, direction), None)
             for cached in self._per_ports_of.pop(key, set()):
                 self._per_ports_allows.pop(cached, None)
+                self._per_ports_tiers.pop(cached, None)
             for side in self._sides_of.pop(key, set()):
                 self._sides.pop(side, None)
+            for tiers in self._tier_sides_of.pop(key, set()):
+                self._tier_sides.pop(tiers, None)
 
 
 def _destinations(pod: Pod, selected: bool, blocks: list[IPBlock],
@@ -425,11 +631,18 @@ def used_sets(programs: Iterable[PodProgram]) -> tuple[list[str], list[str]]:
     return sorted(peers), sorted(ports)
 
 
+def program_sets(program: PodProgram) -> frozenset[str]:
+    """Names of the sets (peer and port) one pod program references, unordered."""
+    ingress, egress = _side_sets(program.ingress), _side_sets(program.egress)
+    return ingress[0] | ingress[1] | egress[0] | egress[1]
+
+
 @weak_identity_cache()
 def _side_sets(side: DirectionProgram) -> tuple[frozenset[str], frozenset[str]]:
-    """The peer-set and port-set names one side's allows reference."""
-    peers = {ref.name for allow in side.allows for ref in allow.peers or ()}
-    ports = {allow.named.name for allow in side.allows if allow.named is not None}
+    """The peer-set and port-set names one side's allows and tier rules reference."""
+    matches = (*side.allows, *(r.match for r in side.admin), *(r.match for r in side.baseline))
+    peers = {ref.name for allow in matches for ref in allow.peers or ()}
+    ports = {allow.named.name for allow in matches if allow.named is not None}
     return frozenset(peers), frozenset(ports)
 
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from netpol.compile.compiler import ProgramCompiler, assemble, sorted_addresses, used_sets
+from netpol.compile.compiler import ProgramCompiler, assemble, program_sets, sorted_addresses
 from netpol.compile.ir import NodeProgram, PeerSet, PodProgram, PortSet
 from netpol.compile.resolver import EventType, Resolver
 from netpol.errors import OutOfScope
-from netpol.model import ClusterState, IPAddress, Namespace, NetworkPolicy, Node, Pod
+from netpol.model import ClusterNetworkPolicy, ClusterState, IPAddress, Namespace, NetworkPolicy, Node, Pod
 
-KubeObject = Namespace | Pod | Node | NetworkPolicy
+KubeObject = Namespace | Pod | Node | NetworkPolicy | ClusterNetworkPolicy
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class IncrementalCompiler:
         """Apply one watch event; the nodes whose programs changed, with their new programs."""
         before_peers, before_ports = dict(self._compiler.peer_sets), dict(self._compiler.port_sets)
         old_pod = self.resolver.pods.get(obj.key) if isinstance(obj, Pod) else None
-        if isinstance(obj, NetworkPolicy):
+        if isinstance(obj, NetworkPolicy | ClusterNetworkPolicy):
             self._compiler.forget_policy(obj.key)
         change = self.resolver.apply(event, obj)
         moved = (old_pod, None if event == "DELETED" else obj) if isinstance(obj, Pod) else None
@@ -99,9 +99,8 @@ class IncrementalCompiler:
         structural = {node for node in change.nodes if self.in_scope(node)}
         if moved is not None:
             self._move(*moved)
-        for key in pods:
-            if key in self._pods or self._compiled_here(self.resolver.pods.get(key)):
-                structural |= self._recompile_pod(key)
+        for key in self._compiled_or_here(pods):
+            structural |= self._recompile_pod(key)
         changed_sets = _replaced(before_peers, self._compiler.peer_sets)
         changed_sets |= _replaced(before_ports, self._compiler.port_sets)
         by_elements = {node for name in changed_sets for node in self._set_users.get(name, ())}
@@ -114,6 +113,8 @@ class IncrementalCompiler:
                 self._forget_node(node)
                 continue
             self._rebuild(node)
+            if old is not None and self._programs[node] == old:
+                self._programs[node] = old  # the same: keep the one the backend has worked on (pods_memo)
             if old is None or self._programs[node] != old or node in by_elements:
                 programs[node] = self._programs[node]
         for node in sorted(by_elements - structural):
@@ -129,6 +130,15 @@ class IncrementalCompiler:
                 self._on_node.pop(old.node_name, None)
         if new is not None and new.node_name:
             self._on_node.setdefault(new.node_name, {})[new.key] = new
+
+    def _compiled_or_here(self, pods: set[str]) -> list[str]:
+        """The pods (keys) that have a program of this compiler, or get one as they are now. For
+        one node's agent, a cluster policy's event names thousands of pods of other nodes:
+        only those known here are looked up."""
+        if self.scope is not None:
+            local = self._pods.keys() | {key for node in self.scope for key in self._on_node.get(node, ())}
+            pods = {key for key in pods if key in local}
+        return [key for key in pods if key in self._pods or self._compiled_here(self.resolver.pods.get(key))]
 
     def _compiled_here(self, pod: Pod | None) -> bool:
         """Whether the pod, as it is now, gets a program from this compiler."""
@@ -156,8 +166,7 @@ class IncrementalCompiler:
     def _count(self, node: str, program: PodProgram, step: int) -> None:
         """How many of the node's pod programs reference each set: it declares those above 0."""
         counts = self._set_counts.setdefault(node, {})
-        peer_names, port_names = used_sets((program,))
-        for name in (*peer_names, *port_names):
+        for name in program_sets(program):
             counts[name] = counts.get(name, 0) + step
             if not counts[name]:
                 del counts[name]

@@ -17,6 +17,14 @@ instead of replacing chains, and a 10k-pod cluster's event touches bytes, not me
   rule share one set (they had 100 identical sets: 1.01M elements, 31 MB at 10k pods).
   Ingress named ports are resolved against the local pod into plain numbers.
 
+- `nodes-HASH`: the `status.addresses` of the Nodes a ClusterNetworkPolicy `nodes` peer's
+  selectors match (elements change with Node objects).
+
+ClusterNetworkPolicies (DESIGN §2b) add two ordered tiers to a side (`DirectionProgram.admin`,
+`.baseline`): `TierRule`s, the rules of the cluster policies selecting the pod in evaluation
+order, each an Allow-shaped match and an action. A side is evaluated Admin → NetworkPolicy →
+Baseline → allow; see `DirectionProgram`.
+
 Rules reference a set only for the address families it holds now (`SetRef.families`); a family
 appearing or vanishing is a change of structure, anything else is a change of elements.
 """
@@ -29,7 +37,7 @@ from functools import cached_property
 from typing import Any
 
 from netpol.intervals import Interval
-from netpol.model import Direction, IPAddress, IPNetwork
+from netpol.model import Action, Direction, IPAddress, IPNetwork, Tier
 
 NamedElement = tuple[IPAddress, str, int]  # destination address, protocol, port
 PORT_SET_PREFIX = "named-"  # port sets' names; peer sets are pods-… and cidrs-…
@@ -151,13 +159,59 @@ def ports_by_protocol(allow: Allow) -> dict[str, list[tuple[int, int]] | None]:
 
 
 @dataclass(frozen=True)
+class TierRule:
+    """One rule of a ClusterNetworkPolicy, applied to one pod: when `match` matches (peers and
+    ports or named-port set, exactly as an Allow's), `action` decides. `Accept` and `Deny` are
+    final; `Pass` skips the rest of the tier (Admin: on to the NetworkPolicy tier; Baseline: on
+    to the default, allow). A rule that fails closed is a `Deny` matching everything. `policy`:
+    the cluster policy's name (chain labels); `match.origin` says tier, policy, priority, rule."""
+
+    tier: Tier
+    policy: str
+    action: Action
+    match: Allow
+    # Hashed once: a side's tier rules are a cache key of the backends' printing.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.tier, self.policy, self.action, self.match)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+@dataclass(frozen=True)
 class DirectionProgram:
+    """One pod's decision for one direction. Without cluster policies, `isolated_by` (the
+    NetworkPolicies isolating the pod that way) and their `allows`: isolated ⇒ allowed iff an
+    allow matches. With them, in order: `admin` rules (first match decides, Pass skips the
+    tier), then the NetworkPolicy tier (final when isolated), then `baseline` rules, then allow.
+    Traffic between the pod and its own node skips the NetworkPolicy tier's rules (allowed if
+    isolated there) but not the cluster tiers (`own_node`)."""
+
     isolated_by: tuple[str, ...] = ()
     allows: tuple[Allow, ...] = ()
+    admin: tuple[TierRule, ...] = ()
+    baseline: tuple[TierRule, ...] = ()
 
     @property
     def isolated(self) -> bool:
         return bool(self.isolated_by)
+
+    @property
+    def tiered(self) -> bool:
+        """Cluster policies have a say on this side."""
+        return bool(self.admin or self.baseline)
+
+    @property
+    def enforced(self) -> bool:
+        """Something can deny traffic on this side: the backends dispatch it to a chain."""
+        return bool(self.isolated_by or self.admin or self.baseline)
+
+    @cached_property  # (the backends name a side's chains by them)
+    def cluster_policies(self) -> tuple[str, ...]:
+        """Names of the cluster policies with rules here, in evaluation order, each once."""
+        return tuple(dict.fromkeys(r.policy for r in (*self.admin, *self.baseline)))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,12 @@ its ends, so edges carry no data (at 10k policies, a dict per edge was 27 MB): `
 rule that spells the same peer, so the pods it admits are linked once however many policies
 repeat it. ipBlocks admit addresses: they are bisected over the sorted pod addresses on demand,
 not linked. Label indexes per namespace keep selector evaluation from scanning every pod.
+
+ClusterNetworkPolicies (keyed by `ref`, e.g. `ClusterNetworkPolicy name`) are `cpolicy` nodes with
+rule nodes like a NetworkPolicy's; their `namespaces` and `pods` peers are the same shared peer
+nodes (a namespace selector and a pod selector), so a pod joining them touches their rules the
+same way. Their subjects are worked out per pod (a hundred cluster policies at most, in
+practice): on a pod event, a namespace's label change, and the policy's own event.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from typing import Literal
 
 import networkx as nx
 
-from netpol.errors import InputError, Problem
 from netpol.labels import Labels, LabelSelector
 from netpol.model import (
+    ClusterNetworkPolicy,
+    ClusterPeer,
     ClusterState,
     Direction,
     IPAddress,
@@ -35,20 +42,9 @@ from netpol.model import (
 )
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
-CLUSTER_POLICIES_UNSUPPORTED = ("not enforced by `netpol compile`/`verify`/`agent` yet: rulesets that leave "
-                                "it out would be wrong without a word, so the input is refused (`netpol "
-                                "validate`, `reach` and `explain` evaluate it)")
 
 DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
 NodeId = tuple[str, ...]
-
-
-def refuse_cluster_policies(state: ClusterState) -> None:
-    """The compiler has no tiers yet (issue 17 brings them): rather than compile rulesets that
-    silently leave out every ClusterNetworkPolicy, refuse the state, naming each of them."""
-    if state.cluster_policies:
-        raise InputError([Problem("", policy.ref, "", CLUSTER_POLICIES_UNSUPPORTED)
-                          for policy in state.cluster_policies])
 
 
 @dataclass(frozen=True)
@@ -126,9 +122,9 @@ def _selector_text(selector: LabelSelector | None) -> str:
     return repr((sorted(selector.match_labels.items()), requirements))
 
 
-def _peer_node(policy: NetworkPolicy, peer: Peer) -> NodeId:
+def _peer_node(namespace: str, peer: Peer) -> NodeId:
     """Same scope and selectors → same node, whichever policy wrote them."""
-    scope = f"ns={policy.namespace}" if peer.namespace_selector is None else \
+    scope = f"ns={namespace}" if peer.namespace_selector is None else \
         f"nss={_selector_text(peer.namespace_selector)}"
     return ("peer", scope, _selector_text(peer.pod_selector))
 
@@ -165,12 +161,26 @@ class DataFreeGraph(nx.DiGraph):  # type: ignore[misc]
     def edge_attr_dict_factory(self) -> dict[str, object]:
         return _NO_DATA
 
+    def link_pods(self, node: NodeId, pods: Iterable[str]) -> None:
+        """Edges from `node` (in the graph) to these pods' nodes: `add_edges_from`, for pod
+        nodes the graph has (an active pod's always is), a dict entry at each end. The resolver
+        links 300,000 such edges at 10k policies; networkx's general path (a dict per edge made
+        and updated with nothing, endpoints checked) cost a microsecond or two each."""
+        succ, pred = self._succ[node], self._pred
+        for key in pods:
+            pod = ("pod", key)
+            into = pred.get(pod)
+            if into is None:  # not a node yet: the general path adds it
+                self.add_edge(node, pod)
+            else:
+                succ[pod] = into[node] = _NO_DATA
+
 
 @dataclass
 class Resolver:
     """Incremental resolver state; feed it events with `apply`, ask it with the query methods."""
 
-    graph: nx.DiGraph = field(default_factory=DataFreeGraph)
+    graph: DataFreeGraph = field(default_factory=DataFreeGraph)
     pods: dict[str, Pod] = field(default_factory=dict)
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     policies: dict[str, NetworkPolicy] = field(default_factory=dict)
@@ -190,6 +200,12 @@ class Resolver:
     _holders: dict[IPAddress, set[str]] = field(default_factory=dict)  # address → active pods with it
     _shared: dict[IPAddress, set[str]] = field(default_factory=dict)  # … those with more than one
     _admit_all_rules: set[NodeId] = field(default_factory=set)
+    cluster_policies: dict[str, ClusterNetworkPolicy] = field(default_factory=dict)  # by key
+    _cluster_selected_by: dict[str, set[str]] = field(default_factory=dict)  # pod → cluster policies
+    _cluster_subjects: dict[str, set[str]] = field(default_factory=dict)  # cluster policy → pods
+    _node_peer_rules: set[NodeId] = field(default_factory=set)  # cluster rules with `nodes` peers
+    # cluster_selecting's answers by the policies selecting a pod (pods of a namespace share them)
+    _cluster_order: dict[tuple[frozenset[str], Direction], tuple[str, ...]] = field(default_factory=dict)
     # Active pods' addresses as sorted (version, integer, pod key): ipBlocks bisect, never scan.
     _addresses: list[tuple[int, int, str]] | None = None
 
@@ -197,9 +213,8 @@ class Resolver:
     def from_state(cls, state: ClusterState, policy_namespaces: Collection[str] | None = None) -> Resolver:
         """The resolver of `state`; with `policy_namespaces`, of only the policies in those
         namespaces (every namespace, node and pod still): a policy selects pods of its own
-        namespace only, so its answers for those namespaces' pods are the whole cluster's.
-        Raises InputError for a state with cluster policies (`refuse_cluster_policies`)."""
-        refuse_cluster_policies(state)
+        namespace only, so its answers for those namespaces' pods are the whole cluster's
+        (cluster policies are always all there)."""
         resolver = cls()
         for namespace in state.namespaces:
             resolver.apply("ADDED", namespace)
@@ -221,6 +236,12 @@ class Resolver:
             else:
                 resolver.policies[policy.key] = policy
                 resolver._link_policy(policy)
+        for cluster_policy in state.cluster_policies:
+            if cluster_policy.key in resolver.cluster_policies:
+                resolver.apply("ADDED", cluster_policy)
+            else:
+                resolver.cluster_policies[cluster_policy.key] = cluster_policy
+                resolver._link_cluster_policy(cluster_policy)
         return resolver
 
     # -- queries ---------------------------------------------------------------------------
@@ -231,8 +252,28 @@ class Resolver:
         return tuple(sorted(selected & self._isolating[direction])) if selected else ()
 
     def policy_targets(self, policy_key: str) -> frozenset[str]:
+        """The pods a NetworkPolicy selects, or a cluster policy's subjects (by key)."""
+        if policy_key in self.cluster_policies:
+            return frozenset(self._cluster_subjects.get(policy_key, ()))
         return frozenset(dst[1] for _, dst in self.graph.out_edges(("policy", policy_key))
                          if dst[0] == "pod")
+
+    def cluster_selecting(self, pod_key: str, direction: Direction) -> tuple[str, ...]:
+        """Keys of the cluster policies with `direction` rules that select the pod, in
+        evaluation order (Admin tier first; `ClusterNetworkPolicy.order_key`)."""
+        selected = self._cluster_selected_by.get(pod_key)
+        if not selected:
+            return ()
+        key = (frozenset(selected), direction)
+        found = self._cluster_order.get(key)
+        if found is None:
+            policies = sorted((self.cluster_policies[k] for k in selected), key=lambda p: p.order_key)
+            found = self._cluster_order[key] = tuple(p.key for p in policies if p.rules(direction))
+        return found
+
+    def nodes_matching(self, selector: LabelSelector) -> tuple[Node, ...]:
+        """The Node objects a `nodes` peer's selector matches, by name."""
+        return tuple(n for _, n in sorted(self.nodes.items()) if selector.matches(n.labels))
 
     def rule_selected_pods(self, policy_key: str, direction: Direction, index: int) -> frozenset[str]:
         """Active pods a pod/namespace selector of the rule admits (ipBlocks admit addresses)."""
@@ -251,7 +292,7 @@ class Resolver:
 
     def group_members(self, group: NodeId) -> Iterator[str]:
         """The pods a peer group admits, unordered, without building a set."""
-        return (pod for _, pod in self.graph.successors(group))
+        return (pod for _, pod in self.graph._succ[group])  # (`successors`, without its checks)
 
     def address_holders(self, ip: IPAddress) -> frozenset[str]:
         """Active pods that have this address (more than one only in a broken cluster)."""
@@ -290,7 +331,8 @@ class Resolver:
 
     # -- events ----------------------------------------------------------------------------
 
-    def apply(self, event: EventType, obj: Namespace | Pod | Node | NetworkPolicy) -> Change:
+    def apply(self, event: EventType,
+              obj: Namespace | Pod | Node | NetworkPolicy | ClusterNetworkPolicy) -> Change:
         """Apply one watch event; return what it changed."""
         if isinstance(obj, Pod):
             return self._pod_event(event, obj)
@@ -298,11 +340,15 @@ class Resolver:
             return self._namespace_event(event, obj)
         if isinstance(obj, NetworkPolicy):
             return self._policy_event(event, obj)
-        if event == "DELETED":
-            self.nodes.pop(obj.name, None)
-        else:
+        if isinstance(obj, ClusterNetworkPolicy):
+            return self._cluster_policy_event(event, obj)
+        old = self.nodes.pop(obj.name, None)
+        if event != "DELETED":
             self.nodes[obj.name] = obj
-        return Change(nodes=frozenset({obj.name}))  # node addresses are in its own ruleset
+        # Node addresses are in its own ruleset; `nodes` peers' sets hold matching nodes' ones.
+        moved = old is None or event == "DELETED" or \
+            (old.labels, old.addresses) != (obj.labels, obj.addresses)
+        return Change(nodes=frozenset({obj.name}), rules=frozenset(self._node_peer_rules if moved else ()))
 
     def _change(self, pods: Iterable[str], extra_nodes: Iterable[str | None] = (),
                 rules: Iterable[NodeId] = ()) -> Change:
@@ -351,6 +397,8 @@ class Resolver:
             self.graph.remove_node(node)
         self._forget_namespace_node(pod.namespace)
         self._selected_by.pop(pod.key, None)
+        for key in self._cluster_selected_by.pop(pod.key, ()):
+            self._cluster_subjects[key].discard(pod.key)
         if pod.takes_part:
             index = self._pod_index[pod.namespace]
             index.remove(pod.key, pod.labels)
@@ -388,6 +436,12 @@ class Resolver:
             if self.policies[key].pod_selector.matches(pod.labels):
                 self.graph.add_edge(("policy", key), node)
                 self._selected_by.setdefault(pod.key, set()).add(key)
+        if self.cluster_policies:
+            namespace_labels = self._namespace_labels(pod.namespace)
+            for key, cluster_policy in self.cluster_policies.items():
+                if _subject_matches(cluster_policy, namespace_labels, pod):
+                    self._cluster_selected_by.setdefault(pod.key, set()).add(key)
+                    self._cluster_subjects[key].add(pod.key)
         rules: set[NodeId] = set()
         for peer in self._local_peers.get(pod.namespace, set()) | self._wide_peers_of(pod.namespace):
             selector = self._peer_scopes[peer].pod_selector
@@ -431,14 +485,19 @@ class Resolver:
             self.graph.add_node(("namespace", namespace.name))
         if old is not None and event != "DELETED" and old.labels == namespace.labels:
             return Change()
-        # Cross-namespace peers may now admit (or stop admitting) this namespace's pods.
+        # Cross-namespace peers may now admit (or stop admitting) this namespace's pods, and
+        # cluster policies' subjects take them in or let them go.
         touched: set[NodeId] = set()
+        subjects_moved: set[str] = set()
         for key in list(self._pod_index.get(namespace.name, LabelIndex()).all):
             pod = self.pods[key]
+            was_subject_of = self._cluster_selected_by.get(key, set()).copy()
             before = self._unlink_pod(pod)
             self.pods[key] = pod
             touched |= before ^ self._link_pod(pod)
-        return Change(rules=frozenset(touched))
+            if self._cluster_selected_by.get(key, set()) != was_subject_of:
+                subjects_moved.add(key)
+        return self._change(subjects_moved, rules=touched)
 
     def _namespace_labels(self, name: str) -> Labels:
         found = self.namespaces.get(name)
@@ -451,18 +510,10 @@ class Resolver:
         old = self.policies.pop(policy.key, None)
         if old is not None:
             affected |= self.policy_targets(old.key)
+            old_key = old.key  # (a property: once)
             for key in affected:
-                self._selected_by.get(key, set()).discard(old.key)
-            for direction in DIRECTIONS:
-                for i in range(len(old.rules(direction))):
-                    rule_node = _rule_node(old.key, direction, i)
-                    peers = list(self.graph.successors(rule_node))
-                    self.graph.remove_node(rule_node)
-                    self._named_block_rule_nodes.discard(rule_node)
-                    self._admit_all_rules.discard(rule_node)
-                    for peer in peers:
-                        if not any(True for _ in self.graph.predecessors(peer)):
-                            self._drop_peer(peer)
+                self._selected_by.get(key, set()).discard(old_key)
+            orphans = self._unlink_rules(old.key, old)
             self.graph.remove_node(("policy", old.key))
             self._policies_in[old.namespace].discard(old.key)
             if not self._policies_in[old.namespace]:
@@ -472,7 +523,76 @@ class Resolver:
         if event != "DELETED":
             self.policies[policy.key] = policy
             affected |= self._link_policy(policy)
+        self._drop_orphans(orphans if old is not None else [])
         return self._change(affected)
+
+    # cluster policies
+
+    def _cluster_policy_event(self, event: EventType, policy: ClusterNetworkPolicy) -> Change:
+        """A cluster policy added, changed or deleted: its subjects before and after change."""
+        affected: set[str] = set()
+        self._cluster_order.clear()  # its priority or its rules may change the order
+        old = self.cluster_policies.pop(policy.key, None)
+        if old is not None:
+            affected |= self._cluster_subjects.pop(old.key, set())
+            old_key = old.key  # (a property: once)
+            for key in affected:
+                self._cluster_selected_by.get(key, set()).discard(old_key)
+            orphans = self._unlink_rules(old.key, old)
+            self.graph.remove_node(("cpolicy", old.key))
+        if event != "DELETED":
+            self.cluster_policies[policy.key] = policy
+            affected |= self._link_cluster_policy(policy)
+        self._drop_orphans(orphans if old is not None else [])
+        return self._change(affected)
+
+    def _link_cluster_policy(self, policy: ClusterNetworkPolicy) -> set[str]:
+        node = ("cpolicy", policy.key)
+        self.graph.add_node(node)
+        subjects: set[str] = set()
+        self._cluster_subjects[policy.key] = subjects
+        subject = policy.subject
+        namespaces = subject.namespaces if subject.pods is None else subject.pods.namespace_selector
+        for namespace in self._namespace_scope(namespaces) if namespaces is not None else ():
+            index = self._pod_index.get(namespace)  # active pods only
+            if index is not None:
+                subjects |= index.all if subject.pods is None else index.select(subject.pods.pod_selector)
+        selected_by, policy_key = self._cluster_selected_by, policy.key  # (a property: once)
+        for key in subjects:
+            selected_by.setdefault(key, set()).add(policy_key)
+        for direction in DIRECTIONS:
+            for i, rule in enumerate(policy.rules(direction)):
+                rule_node = _rule_node(policy.key, direction, i)
+                self.graph.add_edge(node, rule_node)
+                if any(p.nodes is not None for p in rule.peers):
+                    self._node_peer_rules.add(rule_node)
+                for cluster_peer in rule.peers:
+                    peer = _as_peer(cluster_peer)
+                    if peer is not None:
+                        self.graph.add_edge(rule_node, self._ensure_peer("", peer))
+        return set(subjects)
+
+    def _unlink_rules(self, key: str, policy: NetworkPolicy | ClusterNetworkPolicy) -> list[NodeId]:
+        """Drop a policy's rule nodes; return the peer nodes they used, for `_drop_orphans` once
+        the policy's new version is linked (a changed policy mostly spells the same peers:
+        dropping them first had the new version link their pods again, thousands for a cluster
+        policy's namespace selector)."""
+        used: list[NodeId] = []
+        for direction in DIRECTIONS:
+            for i in range(len(policy.rules(direction))):
+                rule_node = _rule_node(key, direction, i)
+                used += self.graph.successors(rule_node)
+                self.graph.remove_node(rule_node)
+                self._named_block_rule_nodes.discard(rule_node)
+                self._admit_all_rules.discard(rule_node)
+                self._node_peer_rules.discard(rule_node)
+        return used
+
+    def _drop_orphans(self, peers: Iterable[NodeId]) -> None:
+        """Drop those of the peer nodes that no rule uses."""
+        for peer in peers:
+            if peer in self._peer_scopes and not any(True for _ in self.graph.predecessors(peer)):
+                self._drop_peer(peer)
 
     def _link_policy(self, policy: NetworkPolicy) -> set[str]:
         node = ("policy", policy.key)
@@ -483,9 +603,10 @@ class Resolver:
                 self._isolating[direction].add(policy.key)
         index = self._pod_index.get(policy.namespace, LabelIndex())
         targets = index.select(policy.pod_selector)
-        self.graph.add_edges_from((node, _pod_node(key)) for key in targets)
+        self.graph.link_pods(node, targets)
+        selected_by, policy_key = self._selected_by, policy.key  # (a property: once)
         for key in targets:
-            self._selected_by.setdefault(key, set()).add(policy.key)
+            selected_by.setdefault(key, set()).add(policy_key)
         for direction in DIRECTIONS:
             for i, rule in enumerate(policy.rules(direction)):
                 rule_node = _rule_node(policy.key, direction, i)
@@ -496,20 +617,21 @@ class Resolver:
                     self._named_block_rule_nodes.add(rule_node)
                 for peer in rule.peers:
                     if peer.ip_block is None:
-                        self.graph.add_edge(rule_node, self._ensure_peer(policy, peer))
+                        self.graph.add_edge(rule_node, self._ensure_peer(policy.namespace, peer))
         return targets
 
-    def _ensure_peer(self, policy: NetworkPolicy, peer: Peer) -> NodeId:
-        """The shared peer node, linked to the pods it admits when first seen."""
-        node = _peer_node(policy, peer)
+    def _ensure_peer(self, namespace: str, peer: Peer) -> NodeId:
+        """The shared peer node, linked to the pods it admits when first seen (`namespace`: the
+        policy's, the scope of a peer without a namespace selector)."""
+        node = _peer_node(namespace, peer)
         if node in self._peer_scopes:
             return node
         local = peer.namespace_selector is None
-        scope = _PeerScope(policy.namespace if local else None, peer.namespace_selector, peer.pod_selector)
+        scope = _PeerScope(namespace if local else None, peer.namespace_selector, peer.pod_selector)
         self._peer_scopes[node] = scope
         if local:
-            self._local_peers.setdefault(policy.namespace, set()).add(node)
-            namespaces = [policy.namespace]
+            self._local_peers.setdefault(namespace, set()).add(node)
+            namespaces = [namespace]
         else:
             self._wide_peers.add(node)
             selector = peer.namespace_selector
@@ -525,7 +647,7 @@ class Resolver:
             index = self._pod_index.get(ns)
             if index is not None:
                 found = index.all if peer.pod_selector is None else index.select(peer.pod_selector)
-                self.graph.add_edges_from((node, _pod_node(k)) for k in found)
+                self.graph.link_pods(node, found)
         return node
 
     def _drop_peer(self, node: NodeId) -> None:
@@ -564,7 +686,31 @@ class Resolver:
 
     def _targets_of_rules(self, rules: Iterable[NodeId]) -> set[str]:
         policies = {r[1] for r in rules}
-        return set().union(*(self.policy_targets(p) for p in policies if p in self.policies))
+        return set().union(*(self.policy_targets(p) for p in policies
+                             if p in self.policies or p in self.cluster_policies))
+
+
+def _subject_matches(policy: ClusterNetworkPolicy, namespace_labels: Labels, pod: Pod) -> bool:
+    """§2b subject, for a pod that takes part: `namespaces` = every pod of the matching
+    namespaces; `pods` = pods matching the pod selector in namespaces matching the other."""
+    subject = policy.subject
+    if subject.namespaces is not None:
+        return subject.namespaces.matches(namespace_labels)
+    return (subject.pods is not None and subject.pods.namespace_selector.matches(namespace_labels)
+            and subject.pods.pod_selector.matches(pod.labels))
+
+
+def _as_peer(peer: ClusterPeer) -> Peer | None:
+    """A cluster policy's `namespaces`/`pods` peer as the shared peer node it is (an empty pod
+    selector spelled as none, so `namespaces: X` and `pods: {namespaceSelector: X}` share one);
+    None for `networks`/`nodes` peers (addresses, not pods)."""
+    if peer.namespaces is not None:
+        return Peer(None, peer.namespaces)
+    if peer.pods is not None:
+        selector = peer.pods.pod_selector
+        empty = not selector.match_labels and not selector.match_expressions
+        return Peer(None if empty else selector, peer.pods.namespace_selector)
+    return None
 
 
 def _named_egress(rule_node: NodeId, rule: Rule) -> bool:

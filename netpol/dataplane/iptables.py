@@ -2,8 +2,10 @@
 the README gives: `ipset restore -exist` (each set's new contents swapped in whole), both filter
 payloads checked (`iptables-restore --test`, which needs the sets to exist), then committed
 with `iptables-restore --noflush` and `ip6tables-restore --noflush` (each one atomic commit of
-our chains), the FORWARD → NETPOL-FORWARD jump added once, and finally our chains and sets the
-new rules no longer use removed. A filter payload the kernel refuses raises ApplyError before
+our chains), the FORWARD → NETPOL-FORWARD jump added once (with cluster-policy tier rules, the
+INPUT → NETPOL-INPUT and OUTPUT → NETPOL-OUTPUT jumps too), and finally our chains and sets the
+new rules no longer use removed (the INPUT and OUTPUT jumps with their chains, once the tier
+rules are gone). A filter payload the kernel refuses raises ApplyError before
 any rule changes; the previous rules stay — with the new set contents, which is where this
 backend is less atomic than nftables (one transaction for sets and rules together).
 
@@ -23,6 +25,7 @@ from netpol.backends.iptables import (
     IptablesBundle,
     declared_sets,
     ensure_hook_commands,
+    hooks,
     removal_payload,
     stale_chain_payload,
 )
@@ -60,12 +63,11 @@ def apply_iptables(bundle: IptablesBundle, program: NodeProgram, netns: str | No
     for version in (4, 6):
         restore, listing = binaries(variant, version)
         _run(netns, [restore, "-w", "--noflush"], bundle.by_family(version))
-        check, insert = ensure_hook_commands(listing)
-        if _run(netns, check, check=False).returncode != 0:
-            _run(netns, insert)
-        listed = _run(netns, [listing, "-w", "-S"]).stdout
-        existing = [line.split()[1] for line in listed.splitlines() if line.startswith("-N ")]
-        stale = stale_chain_payload(existing, program)
+        for hook in hooks(program):
+            check, insert = ensure_hook_commands(listing, hook)
+            if _run(netns, check, check=False).returncode != 0:
+                _run(netns, insert)
+        stale = stale_chain_payload(_run(netns, [listing, "-w", "-S"]).stdout, program)
         if stale:
             _run(netns, [restore, "-w", "--noflush"], stale)
     wanted = {name for name, *_ in declared_sets(program)}
@@ -75,9 +77,10 @@ def apply_iptables(bundle: IptablesBundle, program: NodeProgram, netns: str | No
 
 
 def remove_iptables(netns: str | None = None) -> list[str]:
-    """Uninstall: our FORWARD jump, chains and sets, in every flavour and family that has any;
-    what was removed. Nothing is created to look: legacy tables are listed only where the kernel
-    already has them (listing creates them), sets only when ip_set is loaded."""
+    """Uninstall: our hook jumps (FORWARD, INPUT, OUTPUT), chains and sets, in every flavour and
+    family that has any; what was removed. Nothing is created to look: legacy tables are listed
+    only where the kernel already has them (listing creates them), sets only when ip_set is
+    loaded."""
     removed = []
     for variant in VARIANTS:
         for version in (4, 6):
@@ -89,7 +92,7 @@ def remove_iptables(netns: str | None = None) -> list[str]:
             payload, chains = removal_payload(_run(netns, [listing, "-w", "-S"]).stdout)
             if payload:
                 _run(netns, [restore, "-w", "--noflush"], payload)
-                removed.append(f"{listing}: the FORWARD jump and {len(chains)} chain(s) of ours")
+                removed.append(f"{listing}: our hook jumps and {len(chains)} chain(s) of ours")
     if shutil.which("ipset") is not None and Path("/sys/module/ip_set").exists():
         for name in _run(netns, ["ipset", "list", "-n"]).stdout.split():
             if OUR_SET.match(name):

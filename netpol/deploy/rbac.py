@@ -1,7 +1,10 @@
-"""What the agent reads, and so all its ClusterRole grants: get, list and watch on the four
-kinds it enforces from (and `get` of its own Node for the CNI install). Nothing else — no
-writes, no secrets, no events. One place: the manifests render it, and the test API server
-enforces the rendered ClusterRole against the agent's real requests."""
+"""What the agent reads, and so all its ClusterRole grants: get, list and watch on the kinds it
+enforces from — namespaces, nodes, pods, networkpolicies, and the cluster policies of
+kubernetes-sigs/network-policy-api (ClusterNetworkPolicy; the v1alpha1 AdminNetworkPolicy and
+BaselineAdminNetworkPolicy) — and `get` of its own Node for the CNI install. Nothing else — no
+writes, no secrets, no events, not even the CustomResourceDefinitions (a CRD not installed is
+a 404 for its resource, which is all the agent needs to know). One place: the manifests render
+it, and the test API server enforces the rendered ClusterRole against the agent's real requests."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ READ = ("get", "list", "watch")
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("", ("namespaces", "nodes", "pods")),
     ("networking.k8s.io", ("networkpolicies",)),
+    ("policy.networking.k8s.io",
+     ("clusternetworkpolicies", "adminnetworkpolicies", "baselineadminnetworkpolicies")),
 )
 
 

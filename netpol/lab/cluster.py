@@ -216,9 +216,11 @@ def _gateway_for(node: _Node, ip: IPAddress) -> IPInterface:
 
 def _pod_plan(pod: Pod, index: int, node: _Node, nodes: Sequence[_Node], tag: str) -> PodPlan:
     """Every pod IP with its subnet's prefix; a default route per family via the gateway; host
-    routes via the gateway for remote pods that sit inside this pod's on-link subnet."""
+    routes via the gateway for remote pods and nodes' fabric addresses (pod → node cells) that
+    sit inside this pod's on-link subnet."""
     addresses, routes = [], []
     remote = [ip for n in nodes if n is not node for p in n.pods for ip in p.ips]
+    remote += [a for n in nodes for a in n.fabric if a not in remote and a not in pod.ips]
     for ip in pod.ips:
         gateway = _gateway_for(node, ip)
         addresses.append(ipaddress.ip_interface(f"{ip}/{gateway.network.prefixlen}"))

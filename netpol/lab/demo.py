@@ -14,7 +14,11 @@
    record says up to which resourceVersion each kind was taken) — the change → enforcement
    time — then probes every pair of pods on every port with real packets, compares each cell
    with `netpol.semantics.reference`, and prints a matrix.
-6. One scenario changes nothing in the API: a pod sends TCP SYNs from a raw socket
+6. The last scenarios add the cluster-wide guardrails of `netpol/examples/guards.yaml`, one by
+   one (ClusterNetworkPolicy, enforced by the same agents): an Admin Deny that overrides a
+   namespace's NetworkPolicy allow, an Admin Pass that delegates back to the NetworkPolicy tier,
+   a Baseline default-deny, and the NetworkPolicy that opens it for one pod.
+7. One scenario changes nothing in the API: a pod sends TCP SYNs from a raw socket
    (`netpol.lab.spoof`) with the address of a pod the policies allow at the destination —
    netpol-cni's anti-spoofing must drop every one — then from its own address (the policies
    drop those). A sniffer in the destination's namespace counts what arrives; the allowed pod
@@ -81,11 +85,18 @@ from netpol.lab.verify import (
 )
 from netpol.labels import Labels
 from netpol.load.decode import decode_document
-from netpol.load.encode import encode_namespace, encode_network_policy, encode_node, encode_pod
+from netpol.load.encode import (
+    encode_cluster_network_policy,
+    encode_namespace,
+    encode_network_policy,
+    encode_node,
+    encode_pod,
+)
 from netpol.load.manifests import build_state, load_state
-from netpol.model import ClusterState, IPAddress, NetworkPolicy, Node, Pod
+from netpol.model import ClusterNetworkPolicy, ClusterState, IPAddress, NetworkPolicy, Node, Pod
 from netpol.semantics.probes import Probe, default_probes
 from netpol.semantics.reference import Endpoint, allowed
+from netpol.sources.events import KIND_NAMES
 from netpol.testing.apiserver import FakeApiServer
 
 THIRD_NODE = Node("node-c", Labels({"kubernetes.io/hostname": "node-c"}),
@@ -100,6 +111,7 @@ WATCHED_DENIED, WATCHED_ALLOWED, WATCH_INTERVAL = 24, 12, 0.1
 SPOOF_SCRIPT = str(Path(lab_spoof.__file__).resolve())
 SPOOF_PACKETS = 20  # SYNs per sender in the spoofing scenario
 SPOOF_TIMEOUT = 30.0  # seconds the sniffer waits for the honest SYNs: a hang bound (they take ~1 ms)
+GUARDS = Path(__file__).resolve().parent.parent / "examples" / "guards.yaml"  # the guardrail scenarios'
 
 
 # ── the cluster (pure) ──────────────────────────────────────────────────────────────────────
@@ -311,6 +323,28 @@ def scenarios(example: ClusterState) -> list[Scenario]:
                  lambda d: d.add_pod(web3), tcp(8443)),
         Scenario("remove pod backend/worker-1 (netpol-cni DEL)", lambda d: d.remove_pod("backend/worker-1"),
                  tcp(8443)),
+        *guardrail_scenarios(load_state([str(GUARDS)]), tcp(8080)),
+    ]
+
+
+def guardrail_scenarios(guards: ClusterState, http: Probe) -> list[Scenario]:
+    """`netpol/examples/guards.yaml`, one object per scenario (see the file's comments)."""
+    def cluster_policy(name: str) -> ClusterNetworkPolicy:
+        found = next((p for p in guards.cluster_policies if p.name == name), None)
+        if found is None:
+            raise LabError(f"{GUARDS} has no ClusterNetworkPolicy {name}")
+        return found
+
+    scrape = _policy(guards, "monitoring/prometheus-scrape")
+    return [
+        Scenario("Admin tier: frontend-guard denies monitoring → frontend, overriding frontend/allow-web",
+                 lambda d: d.apply_cluster_policies([cluster_policy("frontend-guard")]), http),
+        Scenario("Admin tier: delegate-prometheus (priority 5) passes Prometheus to the NetworkPolicy tier",
+                 lambda d: d.apply_cluster_policies([cluster_policy("delegate-prometheus")]), http),
+        Scenario("Baseline tier: monitoring-default-deny: monitoring sends to no pod",
+                 lambda d: d.apply_cluster_policies([cluster_policy("monitoring-default-deny")]), http),
+        Scenario("NetworkPolicy monitoring/prometheus-scrape opens the Baseline deny for Prometheus",
+                 lambda d: d.apply_policies([scrape]), http),
     ]
 
 
@@ -396,6 +430,11 @@ class Demo:
             self.api.apply(encode_network_policy(policy))
             self.wrote("NetworkPolicy")
 
+    def apply_cluster_policies(self, policies: Sequence[ClusterNetworkPolicy]) -> None:
+        for policy in policies:
+            self.api.apply(encode_cluster_network_policy(policy))
+            self.wrote("ClusterNetworkPolicy")
+
     def delete_policy(self, key: str) -> None:
         namespace, name = key.split("/")
         self.api.delete("NetworkPolicy", name, namespace)
@@ -438,7 +477,8 @@ class Demo:
         self.lab.pod_netns[pod.key] = netns
         pod = self.attach(pod, netns)
         with_pod = ClusterState.build(namespaces=self.state.namespaces, nodes=self.state.nodes,
-                                      policies=self.state.policies, pods=(*self.state.pods, pod))
+                                      policies=self.state.policies, pods=(*self.state.pods, pod),
+                                      cluster_policies=self.state.cluster_policies)
         start_servers(self.lab, with_pod, self.probes, only=[pod.key])
         cells = [c for c in plan_cells(with_pod, self.probes, None)
                  if (c.src == pod.key) != (c.dst == pod.key) and c.expected and c.family == 4]
@@ -548,8 +588,7 @@ class Demo:
 
     def api_objects(self) -> list[dict[str, Any]]:
         """Every object the API server holds, with its kind."""
-        return [dict(raw, kind=kind) for kind in ("Namespace", "Node", "Pod", "NetworkPolicy")
-                for raw in self.api.objects(kind)]
+        return [dict(raw, kind=kind) for kind in KIND_NAMES for raw in self.api.objects(kind)]
 
     def current_state(self) -> ClusterState:
         return decoded(self.api_objects())

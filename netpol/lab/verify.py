@@ -3,10 +3,13 @@ reference semantics.
 
 `netpol.lab.cluster` builds the cluster in network namespaces. This module decides the cells and what
 the semantics expect of each (`plan_cells`, pure), loads every node's ruleset, runs one server
-per pod and one concurrent prober per source pod (`verify`, I/O), compares (`compare`, pure)
-and writes the report (`format_report`, pure). A cell is (source pod, destination pod, port and
-protocol, address family both pods have); a mismatch is probed once more, patiently, before it
-is reported, so a slow machine is not mistaken for a wrong ruleset.
+per pod and per probed node and one concurrent prober per source pod (`verify`, I/O), compares
+(`compare`, pure) and writes the report (`format_report`, pure). A cell is (source pod,
+destination pod, port and protocol, address family both pods have), or a pod → node cell
+(source pod, node address, port and protocol, its family): from every pod to every address
+that the lab puts on a node's namespace and the state knows as that node's
+(`plan_node_targets`), its own node and the others. A mismatch is probed once more,
+patiently, before it is reported, so a slow machine is not mistaken for a wrong ruleset.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from netpol.compile.compiler import compile_cluster, require_node
 from netpol.compile.ir import NodeProgram
 from netpol.errors import LabError
 from netpol.lab import traffic as lab_traffic
-from netpol.lab.cluster import Lab, lab_pods, open_lab
+from netpol.lab.cluster import Lab, LabPlan, lab_pods, open_lab, plan_lab
 from netpol.model import ClusterState, IPAddress, Pod
 from netpol.semantics.probes import Probe, default_probes
-from netpol.semantics.reference import Endpoint, allowed
+from netpol.semantics.reference import Endpoint, allowed, endpoint
 
 Renderer = Callable[[NodeProgram], str]
+NodeTargets = Mapping[str, tuple[IPAddress, ...]]  # node name → the addresses probed on it
 PROBE_TIMEOUT = 0.4  # seconds a blocked cell costs; an open one answers within microseconds
 # Seconds a mismatch gets on its second try, before it is reported. Only a cell the semantics
 # says is open can be wronged by a slow machine (a handshake or an echo that comes late), and
@@ -45,7 +49,8 @@ PROCESS_SLACK = 30.0  # seconds on top of the probing itself before a prober cou
 
 @dataclass(frozen=True)
 class Cell:
-    """One question: can `src` open (`port`, `protocol`) on `dst` over this address family?"""
+    """One question: can `src` open (`port`, `protocol`) on `dst` over this address family?
+    `dst` is a pod key, or with `to_node` a node's name (a pod → node cell, to `dst_ip`)."""
 
     src: str
     dst: str
@@ -54,13 +59,15 @@ class Cell:
     port: int
     protocol: str
     expected: bool  # the semantics' answer
+    to_node: bool = False
 
     @property
     def family(self) -> int:
         return self.dst_ip.version
 
     def __str__(self) -> str:
-        return f"{self.src} -> {self.dst} {self.port}/{self.protocol} (IPv{self.family})"
+        dst = f"node {self.dst} ({self.dst_ip})" if self.to_node else self.dst
+        return f"{self.src} -> {dst} {self.port}/{self.protocol} (IPv{self.family})"
 
 
 @dataclass(frozen=True)
@@ -118,18 +125,68 @@ def _pair_cells(state: ClusterState, src: Pod, dst: Pod, probe: Probe) -> Iterat
                 yield Cell(src.key, dst.key, s, d, probe.port, probe.protocol, verdict.allowed)
 
 
-def plan_cells(state: ClusterState, probes: Sequence[Probe],
-               only_node: str | None = None) -> tuple[Cell, ...]:
+def _node_cells(state: ClusterState, src: Pod, node: str, addresses: Iterable[IPAddress],
+                probe: Probe) -> Iterator[Cell]:
+    assert probe.port is not None  # split_probes keeps only probes with ports
+    for s in src.ips:
+        for d in addresses:
+            if s.version == d.version:
+                verdict = allowed(state, Endpoint(s, src), endpoint(state, d), probe.port, probe.protocol)
+                yield Cell(src.key, node, s, d, probe.port, probe.protocol, verdict.allowed, to_node=True)
+
+
+def plan_cells(state: ClusterState, probes: Sequence[Probe], only_node: str | None = None,
+               node_targets: NodeTargets | None = None) -> tuple[Cell, ...]:
     """Every (source pod, destination pod, probe, shared family) the lab can send, with the
-    semantics' verdict; with `only_node`, only pairs with an end on that node."""
+    semantics' verdict; then, given `node_targets` (see `plan_node_targets`), every (source pod, node
+    address, probe) of a shared family: pod → node cells. With `only_node`, only cells with an
+    end on that node (a pod → node cell has two: the source pod's node and the target node)."""
     pods = lab_pods(state)
-    return tuple(
+    pod_cells = (
         cell
         for src in pods for dst in pods
         if only_node is None or only_node in (src.node_name, dst.node_name)
         for probe in probes
         for cell in _pair_cells(state, src, dst, probe)
     )
+    node_cells = (
+        cell
+        for src in pods for node, addresses in sorted((node_targets or {}).items())
+        if only_node is None or only_node in (src.node_name, node)
+        for probe in probes
+        for cell in _node_cells(state, src, node, addresses, probe)
+    )
+    return (*pod_cells, *node_cells)
+
+
+def _owner_is(state: ClusterState, ip: IPAddress, node: str) -> bool:
+    """`ip` is `node`'s in the state, and only its: no pod (that takes part) and no other node
+    claims it, so a cell to it asks the semantics about that node and nothing else."""
+    claimants = [name for name, addresses in state.node_addresses.items() if ip in addresses]
+    return claimants == [node] and endpoint(state, ip) == Endpoint(ip, None, node)
+
+
+def plan_node_targets(state: ClusterState, plan: LabPlan) -> dict[str, tuple[IPAddress, ...]]:
+    """Per node the lab builds, the addresses pod → node cells probe: those the lab puts on the
+    node's namespace (`NodePlan.fabric_addresses`, its uplink) that the state knows as that
+    node's (`ClusterState.node_addresses`) and nobody else's. An invented fabric address is not
+    the node's in the state (the semantics cannot judge it) and is never probed; neither is an
+    address the lab does not create, so no cell sends a packet beyond the lab."""
+    return {node.name: tuple(a for a in node.fabric_addresses if _owner_is(state, a, node.name))
+            for node in plan.nodes}
+
+
+def unprobed_node_note(state: ClusterState, targets: NodeTargets) -> tuple[str, ...]:
+    """A note naming the node addresses of the state that no cell probes: the lab builds only
+    nodes with pods, and puts one address per family (the first of its status addresses no
+    other node has) on each."""
+    left = sorted(((name, ip) for name, addresses in state.node_addresses.items() for ip in addresses
+                   if ip not in targets.get(name, ())), key=lambda n: (n[0], n[1].version, int(n[1])))
+    if not left:
+        return ()
+    listed = ", ".join(f"{name} {ip}" for name, ip in left)
+    return (f"{len(left)} node address(es) not probed (the lab builds only nodes with pods, with one "
+            f"address per family from status.addresses): {listed}",)
 
 
 def compare(cells: Sequence[Cell], outcomes: Mapping[int, str]) -> tuple[CellResult, ...]:
@@ -149,7 +206,9 @@ def late_note(results: Sequence[CellResult]) -> tuple[str, ...]:
 def format_report(report: Report) -> str:
     lines = [f"note: {note}" for note in report.notes]
     lines += [str(r) for r in report.mismatches]
-    lines.append(f"{len(report.results)} cells probed, {len(report.mismatches)} mismatches ({report.nodes} "
+    to_node = sum(1 for r in report.results if r.cell.to_node)
+    lines.append(f"{len(report.results)} cells probed, {len(report.mismatches)} mismatches "
+                 f"({len(report.results) - to_node} pod -> pod, {to_node} pod -> node; {report.nodes} "
                  f"nodes, {report.pods} pods, {report.probes} probes, {report.seconds:.1f} s)")
     return "\n".join(lines) + "\n"
 
@@ -158,24 +217,29 @@ def format_report(report: Report) -> str:
 
 
 def start_servers(lab: Lab, state: ClusterState, probes: Sequence[Probe],
-                  only: Iterable[str] | None = None) -> None:
-    """One server per pod (of `only`, pod keys, if given) on every probed port, both protocols;
-    returns once all are bound."""
+                  only: Iterable[str] | None = None, node_targets: NodeTargets | None = None) -> None:
+    """One server per pod (of `only`, pod keys, if given) on every probed port, both protocols,
+    and one per node of `node_targets` on its target addresses; returns once all are bound."""
     ports = {proto: ",".join(sorted({str(p.port) for p in probes if p.protocol == proto}))
              for proto in PROBED_PROTOCOLS}
+
+    def serve(netns: str, ips: Iterable[IPAddress]) -> subprocess.Popen[str]:
+        return lab.spawn(netns, [sys.executable, TRAFFIC_SCRIPT, "serve", f"--ips={','.join(map(str, ips))}",
+                                 f"--tcp={ports['TCP']}", f"--udp={ports['UDP']}"])
+
     servers = []
     wanted = set(only) if only is not None else None
     for pod in lab_pods(state):
-        if wanted is not None and pod.key not in wanted:
-            continue
-        argv = [sys.executable, TRAFFIC_SCRIPT, "serve", f"--ips={','.join(map(str, pod.ips))}",
-                f"--tcp={ports['TCP']}", f"--udp={ports['UDP']}"]
-        servers.append((pod.key, lab.spawn(lab.pod_netns[pod.key], argv)))
-    for key, proc in servers:
+        if wanted is None or pod.key in wanted:
+            servers.append((f"pod {pod.key}", serve(lab.pod_netns[pod.key], pod.ips)))
+    for node, addresses in sorted((node_targets or {}).items()):
+        if addresses:
+            servers.append((f"node {node}", serve(lab.node_netns[node], addresses)))
+    for where, proc in servers:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
             proc.kill()
-            raise LabError(f"the server in pod {key} did not start: {proc.communicate()[1].strip()}")
+            raise LabError(f"the server in {where} did not start: {proc.communicate()[1].strip()}")
 
 
 def _collect(proc: subprocess.Popen[str], netns: str, targets: list[list[str | int]],
@@ -288,21 +352,25 @@ def probe_and_confirm(lab: Lab, cells: Sequence[Cell],
 def verify(state: ClusterState, probes: Sequence[Probe] | None = None, only_node: str | None = None,
            render: Renderer = render_nftables, backend: str = "nftables", *,
            confirm_timeout: float | None = None) -> Report:
-    """Build the cluster, load `render(program)` on every node, probe every cell, compare.
-    `confirm_timeout` (default CONFIRM_TIMEOUT): how long a mismatch's second try may wait."""
+    """Build the cluster, load `render(program)` on every node, probe every cell (pod → pod and
+    pod → node), compare. `confirm_timeout` (default CONFIRM_TIMEOUT): how long a mismatch's
+    second try may wait."""
     started = time.monotonic()
     usable, notes = split_probes(probes or default_probes(state))
     programs = compile_cluster(state)
     if only_node is not None:
         require_node(list(programs), only_node)
-    cells = plan_cells(state, usable, only_node)
-    with open_lab(state) as lab:
+    plan = plan_lab(state)
+    targets = plan_node_targets(state, plan)
+    cells = plan_cells(state, usable, only_node, targets)
+    notes += unprobed_node_note(state, targets)
+    with open_lab(plan) as lab:
         for node in lab.node_netns:
             if backend in IPTABLES_VARIANTS:
                 lab.load_iptables(node, programs[node], IPTABLES_VARIANTS[backend])
             else:
                 lab.load_ruleset(node, render(programs[node]))
-        start_servers(lab, state, usable)
+        start_servers(lab, state, usable, node_targets=targets)
         results = probe_and_confirm(lab, cells, confirm_timeout)
         return Report(results, lab.plan.notes + notes + late_note(results), len(lab.node_netns),
                       len(lab.pod_netns), len(usable), time.monotonic() - started)

@@ -5,6 +5,8 @@ their policies (and every pod, since peers are cluster-wide) to compile and prin
 namespaces' pods on every node (`PodsText`) and the sets they name. The parent joins each node's
 parts in the order one process produces them (`script_text`): the output is byte for byte
 `render(compile_cluster(state)[node])`, which tests/unit/pipeline/test_sharded.py holds.
+ClusterNetworkPolicies select pods of any namespace: every process reads all of them, and a
+chain that two shards print (a side of cluster policies alone) is joined once.
 
 `render_documents` forks once the manifests are parsed (`netpol.pipeline.phases` reads and
 parses them): each process decodes the pods, namespaces and nodes and only its own shard's
@@ -38,7 +40,7 @@ from netpol.load.manifests import (
     decode_parsed,
     state_or_problems,
 )
-from netpol.model import CLUSTER_POLICY_KINDS, ClusterState
+from netpol.model import ClusterState
 
 POLICY_WEIGHT = 4  # a policy costs about four times a pod to decode, compile and print (10k benchmark)
 SPLIT_MIN_WORK = 10_000  # pods + POLICY_WEIGHT × policies; below, forking saves nothing (1k benchmark)
@@ -229,10 +231,8 @@ def render_documents(documents: list[Labelled], jobs: int | None = None,
     every arena, the two processes peaked at ~306 MB. Tried and dropped: freeing the documents
     in one process only, or in neither, and decoding the pods before forking (all more memory)."""
     tell_plan = planned or (lambda processes: None)
-    weights, pods, policies, cluster_policies = _raw_counts(documents)
+    weights, pods, policies = _raw_counts(documents)
     count = jobs or (available_cpus() if splitting_pays(pods, policies) and _may_fork() else 1)
-    if cluster_policies:  # refused (netpol.compile.resolver), by this process: with every problem
-        count = 1
     owners = balance(weights, count)
     shards = shard_namespaces(owners)
     tell_plan(len(shards) or 1)
@@ -285,16 +285,13 @@ def _raw_namespace(doc: dict[str, Any]) -> str:
     return namespace if isinstance(namespace, str) and namespace else "default"
 
 
-def _raw_counts(documents: list[Labelled]) -> tuple[dict[str, int], int, int, int]:
-    """Per namespace, its pods plus its policies × POLICY_WEIGHT; and the pods, policies and
-    cluster policies in all: counted before decoding."""
+def _raw_counts(documents: list[Labelled]) -> tuple[dict[str, int], int, int]:
+    """Per namespace, its pods plus its policies × POLICY_WEIGHT; and the pods and policies in
+    all: counted before decoding. (Cluster policies go to every shard: `_decode_shard`.)"""
     weights: dict[str, int] = {}
     totals = {"Pod": 0, "NetworkPolicy": 0}
-    cluster_policies = 0
 
     def count(kind: str, doc: dict[str, Any]) -> bool:
-        nonlocal cluster_policies
-        cluster_policies += kind in CLUSTER_POLICY_KINDS
         if kind in totals:
             namespace = _raw_namespace(doc)
             if namespace not in weights:  # a key of our own: the parsed document's is freed later
@@ -304,7 +301,7 @@ def _raw_counts(documents: list[Labelled]) -> tuple[dict[str, int], int, int, in
         return False  # walk, never decode
 
     decode_parsed(documents, count)
-    return weights, totals["Pod"], totals["NetworkPolicy"], cluster_policies
+    return weights, totals["Pod"], totals["NetworkPolicy"]
 
 
 def _decode_shard(documents: list[Labelled], owners: dict[str, int], index: int) -> ClusterState | None:

@@ -9,7 +9,9 @@ Modules:
     events      the vocabulary: Snapshot, Delta, SourceEvent, KIND_NAMES, and `Mirror`, which
                 turns any mix of them into exactly the changes they imply (no kubernetes import)
     kube        list + watch per kind with the official client: pagination, bookmarks,
-                resume from the last resourceVersion, relist on 410 Gone, backoff on errors
+                resume from the last resourceVersion, relist on 410 Gone, backoff on errors;
+                the cluster policies' custom resources at their first version served, a CRD
+                not installed being a kind with no objects (looked for again)
     in_cluster  the client's config in a pod: KUBERNETES_SERVICE_HOST/PORT over TLS, the
                 service account's CA and token (re-read before every request: rotation)
     directory   a folder of manifests, polled; a file that does not parse keeps the last good
@@ -18,5 +20,7 @@ Modules:
 
 Control flow: a source's `start()` runs threads that call the sink (the agent's `submit`) with
 events; `stop()` ends them. `KubeSource.run(kind)`: list → Snapshot → watch from its
-resourceVersion → Delta per event … → on 410 relist, on other errors wait `Backoff` and resume.
+resourceVersion → Delta per event … → on 410 relist, on other errors wait `Backoff` and resume;
+a custom resource no version of which is served: an empty Snapshot (once confirmed), then list
+again after a growing delay.
 """

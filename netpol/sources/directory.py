@@ -1,6 +1,8 @@
 """The directory source, for offline / GitOps use: a folder of manifests (YAML or JSON, walked
-recursively like `-f`), read again whenever it changes, emitted as one Snapshot per kind — the
-same event stream the Kubernetes source feeds the agent. Changes are noticed by polling each
+recursively like `-f`), read again whenever it changes, emitted as one Snapshot per kind the
+agent follows (`KIND_NAMES`: the cluster policies too, ClusterNetworkPolicy and the v1alpha1
+AdminNetworkPolicy and BaselineAdminNetworkPolicy, each a kind of its own) — the same event
+stream the Kubernetes source feeds the agent. Changes are noticed by polling each
 file's (path, size, mtime_ns, inode) every `interval` seconds, so editors that replace files
 and `git checkout` are both seen.
 

@@ -21,8 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from netpol.model import CLUSTER_POLICY_KINDS
+
 log = logging.getLogger("netpol.sources")
-KIND_NAMES = ("Namespace", "Node", "Pod", "NetworkPolicy")  # what the agent lists and watches
+# What the agent lists and watches: the cluster policies' kinds come from optional CRDs (a
+# cluster without one has none of its objects: `netpol.sources.kube`).
+KIND_NAMES = ("Namespace", "Node", "Pod", "NetworkPolicy", *CLUSTER_POLICY_KINDS)
 NAMESPACED = frozenset({"Pod", "NetworkPolicy"})  # with no namespace: in "default", as kubectl applies them
 CONFLICT = "netpol/conflict"  # the field of a stand-in for an object defined differently in several files
 

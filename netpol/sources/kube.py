@@ -1,5 +1,6 @@
-"""The Kubernetes source: list + watch of namespaces, nodes, pods and networkpolicies through
-the official `kubernetes` client, as raw API objects.
+"""The Kubernetes source: list + watch of namespaces, nodes, pods, networkpolicies and the
+cluster policies (policy.networking.k8s.io custom resources) through the official `kubernetes`
+client, as raw API objects.
 
 Per kind, one thread does what client-go's reflector does:
 
@@ -22,6 +23,24 @@ Per kind, one thread does what client-go's reflector does:
    and the CA). Malformed *objects* are handed on as they are: reporting them is the agent's.
    A thread that still dies (a bug) is reported to `on_death`.
 
+**Custom resources** (ClusterNetworkPolicy; the v1alpha1 AdminNetworkPolicy and
+BaselineAdminNetworkPolicy, which `netpol.load.decode` converts) may not be served at all:
+
+5. **Versions**: each list tries the kind's versions in order, the preferred first
+   (ClusterNetworkPolicy: v1beta1, then v1alpha2), and follows the first the server does not
+   answer 404; its watches use the version their list used. The preferred version is tried
+   again at every list (the start, after 410, after a stream error) and whenever the version
+   followed stops being served (a 404, list or watch, means list again) — never while it
+   works: versions of one CRD are views of the same stored objects (v1alpha2 and v1beta1 have
+   one schema), so following the older one misses nothing until it is removed.
+6. **Not installed** (every version answers 404): the kind counts as listed with no objects —
+   an empty Snapshot, so the agent starts and compiles the other kinds — once
+   `ABSENT_CONFIRMATIONS` rounds in a row found nothing (a lone 404 for a custom resource
+   happens around API server restarts: kubernetes#115241, and taking it as "no policies" would
+   open what they deny). It is logged once as a warning, kept in `stats.not_served`, and looked
+   for again with backoff (`absent_recheck_initial`..`absent_recheck_cap`), so a CRD installed
+   later is listed within a minute. A CRD uninstalled while followed is the same empty list.
+
 Objects stay dicts, in the shape the API serves (items of a list get their kind and apiVersion
 back); the caller decodes them, so that an invalid object is reported by the same code that
 reports it in a manifest. The client's model classes are bypassed (`_preload_content=False`):
@@ -31,6 +50,7 @@ deserialising 100k pods into them costs more than the whole compile.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -47,6 +67,7 @@ from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import HTTPError
 
 from netpol.errors import ResourceExpired, SourceError, WatchStreamError
+from netpol.load.decode import SUPPORTED_KINDS
 from netpol.sources.backoff import Backoff
 from netpol.sources.events import (
     KIND_NAMES,
@@ -60,17 +81,41 @@ from netpol.sources.events import (
 from netpol.sources.in_cluster import in_cluster_configuration
 
 log = logging.getLogger("netpol.sources.kube")
+# Rounds in a row (each trying every version) that must answer 404 before a custom resource is
+# taken as not installed: one 404 can be a restarting API server's (see the module).
+ABSENT_CONFIRMATIONS = 2
+ListCall = tuple[str, Callable[..., Any]]  # (the apiVersion it lists at, the client call)
 
 
 @dataclass(frozen=True)
 class Watched:
-    kind: str
-    api_version: str
-    api: str  # the client class: CoreV1Api, NetworkingV1Api
-    method: str  # its list-all method
+    """One kind the source follows: a built-in one through its typed API class, or (`plural`
+    set) a custom resource through CustomObjectsApi at the first of `versions` served."""
 
-    def list_call(self, api_client: client.ApiClient) -> Callable[..., Any]:
-        return getattr(getattr(client, self.api)(api_client), self.method)  # type: ignore[no-any-return]
+    kind: str
+    api_version: str  # what items get when the API leaves it out (a custom resource: per version)
+    api: str  # the client class: CoreV1Api, NetworkingV1Api, CustomObjectsApi
+    method: str  # its list-all method
+    plural: str = ""  # a custom resource's name in URLs
+    versions: tuple[str, ...] = ()  # a custom resource's group/versions, the preferred first
+
+    @property
+    def custom(self) -> bool:
+        return bool(self.plural)
+
+    def list_calls(self, api_client: client.ApiClient) -> tuple[ListCall, ...]:
+        """(apiVersion, list call) for each version to try, the preferred first."""
+        method = getattr(getattr(client, self.api)(api_client), self.method)
+        if not self.custom:
+            return ((self.api_version, method),)
+        return tuple((version, functools.partial(method, *version.split("/"), self.plural))
+                     for version in self.versions)
+
+
+def _custom(kind: str, plural: str) -> Watched:
+    """A cluster-scoped custom resource, at the versions `netpol.load.decode` reads."""
+    versions = SUPPORTED_KINDS[kind]
+    return Watched(kind, versions[0], "CustomObjectsApi", "list_cluster_custom_object", plural, versions)
 
 
 KINDS = (
@@ -79,6 +124,9 @@ KINDS = (
     Watched("Pod", "v1", "CoreV1Api", "list_pod_for_all_namespaces"),
     Watched("NetworkPolicy", "networking.k8s.io/v1", "NetworkingV1Api",
             "list_network_policy_for_all_namespaces"),
+    _custom("ClusterNetworkPolicy", "clusternetworkpolicies"),
+    _custom("AdminNetworkPolicy", "adminnetworkpolicies"),
+    _custom("BaselineAdminNetworkPolicy", "baselineadminnetworkpolicies"),
 )
 assert tuple(k.kind for k in KINDS) == KIND_NAMES  # the vocabulary's kinds, each with its API call
 
@@ -104,6 +152,7 @@ class SourceStats:
     bookmarks: int = 0
     errors: int = 0
     last_errors: dict[str, str] = field(default_factory=dict)  # kind → its latest error, as logged
+    not_served: dict[str, str] = field(default_factory=dict)  # custom kinds taken as not installed → why
 
 
 @dataclass
@@ -118,6 +167,11 @@ class KubeSource:
     connect_timeout: float = 10.0
     backoff_initial: float = 0.2
     backoff_cap: float = 30.0
+    # A custom resource not installed is looked for again after 0.5-1 s (the confirming round),
+    # then less and less often, at least once a minute: a CRD installed later is picked up
+    # within that, at ~1 request a minute per kind and node while there is none.
+    absent_recheck_initial: float = 1.0
+    absent_recheck_cap: float = 60.0
     kinds: tuple[Watched, ...] = KINDS
     sleep: Callable[[float], bool] | None = None  # tests inject; default waits on the stop event
     on_death: ThreadDeath | None = None  # told when a thread dies of an unexpected error
@@ -126,6 +180,8 @@ class KubeSource:
     _threads: list[threading.Thread] = field(default_factory=list)
     _responses: dict[str, Any] = field(default_factory=dict)
     _versions: dict[str, str | None] = field(default_factory=dict)  # where each kind resumes
+    _serving: dict[str, str] = field(default_factory=dict)  # the apiVersion each kind is followed at
+    _absent_rounds: dict[str, int] = field(default_factory=dict)  # custom kinds: 404 rounds in a row
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> KubeSource:
@@ -157,17 +213,30 @@ class KubeSource:
         to know a bookmark has been taken."""
         return self._versions.get(kind)
 
+    def serving(self, kind: str) -> str | None:
+        """The apiVersion `kind` was last listed at (None before, or while not served)."""
+        return self._serving.get(kind)
+
     # ── one kind ──────────────────────────────────────────────────────────────────────────
 
     def run(self, kind: Watched) -> None:
-        call = kind.list_call(self.api_client)
+        calls = kind.list_calls(self.api_client)
+        call = calls[0]
         backoff = Backoff(initial=self.backoff_initial, cap=self.backoff_cap)
+        recheck = Backoff(initial=self.absent_recheck_initial, cap=self.absent_recheck_cap)
         self._versions[kind.kind] = None
         while not self._stop.is_set():
             try:
                 version = self._versions[kind.kind]
                 if version is None:
-                    version = self._versions[kind.kind] = self._list(kind, call)
+                    listed = self._list_served(kind, calls)
+                    if listed is None:  # no version served
+                        if not self._wait(self._absent(kind, recheck)):
+                            return
+                        continue
+                    recheck.reset()
+                    call, version = listed
+                    self._versions[kind.kind] = version
                 self._watch(kind, call, version)
                 backoff.reset()
             except ResourceExpired:
@@ -180,6 +249,8 @@ class KubeSource:
                     return
                 if isinstance(exc, WatchStreamError):  # resuming would replay the same garbage: list
                     self._versions[kind.kind] = None
+                if kind.custom and isinstance(exc, ApiException) and exc.status == 404:
+                    self._versions[kind.kind] = None  # the version followed is gone: list (choose) again
                 self.stats.errors += 1
                 problem = self.stats.last_errors[kind.kind] = _describe(exc, self.api_client.configuration)
                 delay = backoff.next_delay()
@@ -193,7 +264,50 @@ class KubeSource:
             return self.sleep(seconds) and not self._stop.is_set()
         return not self._stop.wait(seconds)
 
-    def _list(self, kind: Watched, call: Callable[..., Any]) -> str:
+    def _list_served(self, kind: Watched, calls: tuple[ListCall, ...]) -> tuple[ListCall, str] | None:
+        """List at the first version served: (its call, the list's resourceVersion); None when a
+        custom resource answers 404 at every version. (A 404 for a built-in kind is an error.)"""
+        for call in calls:
+            try:
+                version = self._list(kind, call)
+            except ApiException as exc:
+                if not (kind.custom and exc.status == 404):
+                    raise
+                log.debug("%s: %s is not served (404)", kind.kind, call[0])
+                continue
+            self._found(kind, call[0])
+            return call, version
+        self._serving.pop(kind.kind, None)
+        return None
+
+    def _found(self, kind: Watched, api_version: str) -> None:
+        """A list succeeded at `api_version`: say so when that changes what is followed."""
+        before = self._serving.get(kind.kind)
+        self._serving[kind.kind] = api_version
+        self._absent_rounds.pop(kind.kind, None)
+        if self.stats.not_served.pop(kind.kind, None) is not None:
+            log.info("%s: now served, at %s: following it", kind.kind, api_version)
+        elif kind.custom and api_version != (before or kind.versions[0]):
+            log.info("%s: following %s (%s)", kind.kind, api_version,
+                        f"instead of {before}" if before else f"{kind.versions[0]} is not served")
+
+    def _absent(self, kind: Watched, recheck: Backoff) -> float:
+        """Every version answered 404: count the round, and once `ABSENT_CONFIRMATIONS` rounds in
+        a row have, take the kind as having no objects (an empty Snapshot, once). The delay
+        before the next look."""
+        rounds = self._absent_rounds[kind.kind] = self._absent_rounds.get(kind.kind, 0) + 1
+        delay = recheck.next_delay()
+        if rounds >= ABSENT_CONFIRMATIONS and kind.kind not in self.stats.not_served:
+            why = (f"not served ({' and '.join(kind.versions)}: 404 Not Found): its CRD is not installed; "
+                   f"taken as having no objects, and looked for again at least every "
+                   f"{self.absent_recheck_cap:g} s")
+            self.stats.not_served[kind.kind] = why
+            log.warning("%s: %s", kind.kind, why)
+            self.sink(Snapshot(kind.kind, (), ""))
+        return delay
+
+    def _list(self, kind: Watched, list_call: ListCall) -> str:
+        api_version, call = list_call
         objects: list[dict[str, Any]] = []
         token = ""
         while True:
@@ -219,7 +333,7 @@ class KubeSource:
                                 type(item).__name__)
                     continue
                 item.setdefault("kind", kind.kind)
-                item.setdefault("apiVersion", kind.api_version)
+                item.setdefault("apiVersion", api_version)
                 objects.append(item)
             meta = page.get("metadata") if isinstance(page, dict) else None
             meta = meta if isinstance(meta, dict) else {}
@@ -232,9 +346,10 @@ class KubeSource:
                 self.sink(Snapshot(kind.kind, tuple(objects), version))
                 return version
 
-    def _watch(self, kind: Watched, call: Callable[..., Any], version: str) -> None:
+    def _watch(self, kind: Watched, list_call: ListCall, version: str) -> None:
         """Follow one watch stream to its end, moving `_versions[kind]` with every event and
         bookmark (so that a stream cut mid-way resumes after the last event it delivered)."""
+        api_version, call = list_call
         resp = call(watch=True, resource_version=version, allow_watch_bookmarks=True,
                     timeout_seconds=self.watch_timeout, _preload_content=False,
                     _request_timeout=(self.connect_timeout, self.watch_timeout + 30))
@@ -257,7 +372,7 @@ class KubeSource:
                     self.stats.bookmarks += 1
                 elif kind_of_event in ("ADDED", "MODIFIED", "DELETED"):
                     obj.setdefault("kind", kind.kind)
-                    obj.setdefault("apiVersion", kind.api_version)
+                    obj.setdefault("apiVersion", api_version)
                     self.stats.events += 1
                     self.sink(Delta(kind.kind, kind_of_event, obj))
                 else:

@@ -12,8 +12,9 @@ Modules:
     trace       a packet through compiled node programs (the IR)
     nft_trace   a packet through the emitted libnftables JSON, as the kernel walks the table
     apiserver   FakeApiServer: the real list/watch protocol over real HTTP or HTTPS, with
-                rotating bearer tokens and RBAC enforced (fidelity in its docstring), for the
-                agent's and the kube source's tests and the demo
+                rotating bearer tokens, RBAC enforced and the cluster policies' CRDs served at
+                the versions a test chooses, or not installed (fidelity in its docstring), for
+                the agent's and the kube source's tests and the demo
     authz       RBAC as the API server decides it: request attributes, rule matching, the 403
     pki         a throwaway CA and a serving certificate with the SANs a test needs (openssl)
     projected   a projected service-account volume, replaced atomically as the kubelet does

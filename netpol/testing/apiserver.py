@@ -1,4 +1,5 @@
-"""An in-process Kubernetes API server for pods, namespaces, nodes and networkpolicies.
+"""An in-process Kubernetes API server for pods, namespaces, nodes, networkpolicies and the
+cluster policies' custom resources.
 
 No real kube-apiserver can be installed where netpol is tested, so its agent is tested against
 this: real HTTP or HTTPS on 127.0.0.1 (or any address, inside a network namespace too), reached
@@ -6,7 +7,9 @@ through a generated kubeconfig or service-account directory by the unmodified `k
 client, speaking the list/watch protocol as the real API server does:
 
 * **Lists** `GET /api/v1/{pods,namespaces,nodes}`, `GET /apis/networking.k8s.io/v1/networkpolicies`
-  (and the namespaced `/namespaces/{ns}/pods|networkpolicies`): `{kind: PodList, apiVersion,
+  (and the namespaced `/namespaces/{ns}/pods|networkpolicies`), the cluster-scoped custom
+  resources `GET /apis/policy.networking.k8s.io/{v1beta1,v1alpha2}/clusternetworkpolicies` and
+  `…/v1alpha1/{adminnetworkpolicies,baselineadminnetworkpolicies}`: `{kind: PodList, apiVersion,
   metadata: {resourceVersion}, items}`, items *without* kind/apiVersion as the real API serves
   them. `limit` + `continue` paginate a consistent snapshot; a continue token older than the
   history window is `410 Gone` (reason `Expired`), as the real API answers.
@@ -30,6 +33,20 @@ client, speaking the list/watch protocol as the real API server does:
   streams are open, so a test knows a fault will hit streams, not the gap before them.
 * **Named objects** `GET /api/v1/nodes/NAME` (and the namespaced forms): the object with its
   kind and apiVersion, or `404 NotFound` (`nodes "NAME" not found`).
+* **Custom resources** as their CRDs serve them: which versions are served is the test's choice
+  (`crd_versions=`, `serve_versions()`; by default every version of each CRD). A version not
+  served — or every version, when the CRD is not installed — is `404 NotFound` ("the server
+  could not find the requested resource") for lists, watches and gets alike, as an unknown
+  group/version is; RBAC is still checked first. Every served version serves the same stored
+  objects, differing only in `apiVersion` (no conversion: v1alpha2 and v1beta1 of
+  ClusterNetworkPolicy have one schema), and one resourceVersion counter covers them all, so a
+  watch may resume at another version. Changing the served versions ends that resource's open
+  watches, cleanly (the real server replaces an updated CRD's storage, ending its watches);
+  serving none (deleting the CRD) first deletes every object of it, one DELETED event each
+  that open watches still send, as the CRD's finalizer does; `apply` of a kind whose CRD is
+  not installed raises, as the create would be refused. `stray_not_found(kind, n)` answers
+  the next n requests 404 while the resource is served, as a real server may around its
+  restarts.
 * **TLS** (`tls=`, a `netpol.testing.pki.ServingCertificate`): HTTPS with a certificate signed
   by a CA made in the test, its SANs naming every address clients dial (127.0.0.1, ::1, an
   address inside a network namespace). Without it, plain HTTP (what older tests use).
@@ -51,15 +68,17 @@ client, speaking the list/watch protocol as the real API server does:
   is allowed. What RBAC parts are modelled: `netpol.testing.authz`.
 
 What it does not model: writes over HTTP (tests change objects through this class's methods;
-an authorised write is `405`), other kinds and discovery (`/api`, `/apis`: 404), label/field
-selectors, `resourceVersionMatch`, `sendInitialEvents` / watch-list, server-side apply,
-admission and validation (objects are stored as given — which is what lets tests feed the
-agent invalid objects), watch cache semantics (a list is always a consistent read at the
-newest revision), protobuf, HTTP/2, client certificates and anonymous requests (a request
-without a token is 401, as with `--anonymous-auth=false`; the real default makes it
-`system:anonymous`, then 403), token contents (opaque strings, not JWTs: no audience or
-expiry inside; expiry is `rotate_token`), Roles/RoleBindings, and API priority and fairness
-(no 429s).
+an authorised write is `405`), other kinds and discovery (`/api`, `/apis`: 404; so the
+CustomResourceDefinition objects themselves are not served either), CRD schemas, defaulting
+and conversion webhooks, the 503 a real server answers for custom resources until its CRD
+informer has synced at start (its stray 404s are `stray_not_found`), label/field selectors,
+`resourceVersionMatch`, `sendInitialEvents` / watch-list, server-side apply, admission and
+validation (objects are stored as given — which is what lets tests feed the agent invalid
+objects), watch cache semantics (a list is always a consistent read at the newest revision),
+protobuf, HTTP/2, client certificates and anonymous requests (a request without a token is
+401, as with `--anonymous-auth=false`; the real default makes it `system:anonymous`, then
+403), token contents (opaque strings, not JWTs: no audience or expiry inside; expiry is
+`rotate_token`), Roles/RoleBindings, and API priority and fairness (no 429s).
 """
 
 from __future__ import annotations
@@ -101,19 +120,35 @@ HANDSHAKE_TIMEOUT = 30.0  # s a client may take for its TLS handshake before its
 class Resource:
     plural: str
     kind: str
-    api_version: str
+    api_version: str  # what it is stored at (a custom resource: its CRD's storage version)
     namespaced: bool
+    versions: tuple[str, ...] = ()  # a custom resource: every group/version its CRD defines
 
     @property
     def prefix(self) -> str:
         return "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
 
+    @property
+    def custom(self) -> bool:
+        return bool(self.versions)
 
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+
+POLICY_GROUP = "policy.networking.k8s.io"  # kubernetes-sigs/network-policy-api's CRDs
 RESOURCES = {r.plural: r for r in (
     Resource("namespaces", "Namespace", "v1", False),
     Resource("nodes", "Node", "v1", False),
     Resource("pods", "Pod", "v1", True),
     Resource("networkpolicies", "NetworkPolicy", "networking.k8s.io/v1", True),
+    Resource("clusternetworkpolicies", "ClusterNetworkPolicy", f"{POLICY_GROUP}/v1beta1", False,
+             (f"{POLICY_GROUP}/v1beta1", f"{POLICY_GROUP}/v1alpha2")),
+    Resource("adminnetworkpolicies", "AdminNetworkPolicy", f"{POLICY_GROUP}/v1alpha1", False,
+             (f"{POLICY_GROUP}/v1alpha1",)),
+    Resource("baselineadminnetworkpolicies", "BaselineAdminNetworkPolicy", f"{POLICY_GROUP}/v1alpha1", False,
+             (f"{POLICY_GROUP}/v1alpha1",)),
 )}
 BY_KIND = {r.kind: r for r in RESOURCES.values()}
 
@@ -153,11 +188,13 @@ class FakeApiServer:
     change objects with `apply`/`delete`, inject faults, stop() it (also a context manager).
 
     `tls`: serve HTTPS with this certificate (else plain HTTP). `rbac`: ClusterRole rules bound
-    to `user`; every request they do not grant is a 403 (None: no authorization at all)."""
+    to `user`; every request they do not grant is a 403 (None: no authorization at all).
+    `crd_versions`: custom resource kind → the versions served (`["v1alpha2"]`; `[]`: its CRD
+    is not installed); a kind not named serves every version of its CRD."""
 
     def __init__(self, *, bookmark_interval: float = 1.0, history_limit: int = 100_000,
                  tls: ServingCertificate | None = None, rbac: Sequence[Mapping[str, Any]] | None = None,
-                 user: str = DEFAULT_USER) -> None:
+                 user: str = DEFAULT_USER, crd_versions: Mapping[str, Sequence[str]] | None = None) -> None:
         self.bookmark_interval = bookmark_interval
         self.history_limit = history_limit
         self.tls = tls
@@ -173,6 +210,12 @@ class FakeApiServer:
         self._history: list[Change] = []
         self._oldest = 0  # watches must start at or after this revision
         self._generation = 0  # bumped by drop_watches(): open streams end abruptly
+        self._cuts = dict.fromkeys(RESOURCES, 0)  # per resource, bumped when its served versions change
+        self._served = {r.plural: r.versions or (r.api_version,) for r in RESOURCES.values()}
+        self._stray_not_found = dict.fromkeys(RESOURCES, 0)  # per resource, requests to answer 404
+        for kind, versions in (crd_versions or {}).items():
+            resource = _custom_resource(kind)
+            self._served[resource.plural] = _group_versions(resource, versions)
         self._open_watches = 0  # watch streams being served now (see wait_watching)
         self._paused = False
         self._snapshots: dict[str, tuple[int, list[dict[str, Any]]]] = {}
@@ -340,7 +383,8 @@ class FakeApiServer:
             return self._revision
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Create or replace an object (by kind, namespace, name); returns it as stored."""
+        """Create or replace an object (by kind, namespace, name); returns it as stored.
+        LookupError for a kind whose CRD is not installed (`serve_versions`)."""
         with self._cond:
             stored = self._apply(obj)
             self._cond.notify_all()
@@ -358,17 +402,20 @@ class FakeApiServer:
     def delete(self, kind: str, name: str, namespace: str = "") -> bool:
         resource = BY_KIND[kind]
         with self._cond:
-            key = (namespace if resource.namespaced else "", name)
-            current = self._objects[resource.plural].pop(key, None)
-            if current is None:
-                return False
-            self._revision += 1
-            final = copy.deepcopy(current)
-            if isinstance(final, dict) and isinstance(final.get("metadata"), dict):  # not one stored as given
-                final["metadata"]["resourceVersion"] = str(self._revision)
-            self._record(Change(self._revision, resource.plural, "DELETED", final, key[0]))
+            found = self._delete(resource, namespace if resource.namespaced else "", name)
             self._cond.notify_all()
-            return True
+            return found
+
+    def _delete(self, resource: Resource, namespace: str, name: str) -> bool:
+        current = self._objects[resource.plural].pop((namespace, name), None)
+        if current is None:
+            return False
+        self._revision += 1
+        final = copy.deepcopy(current)
+        if isinstance(final, dict) and isinstance(final.get("metadata"), dict):  # not one stored as given
+            final["metadata"]["resourceVersion"] = str(self._revision)
+        self._record(Change(self._revision, resource.plural, "DELETED", final, namespace))
+        return True
 
     def store_as_given(self, kind: str, name: str, obj: Any, namespace: str = "") -> None:
         """Store `obj` under (namespace, name) exactly as given — metadata not a mapping, a name
@@ -391,22 +438,64 @@ class FakeApiServer:
         with self._cond:
             return [copy.deepcopy(o) for o in self._objects[BY_KIND[kind].plural].values()]
 
-    def get_object(self, resource: Resource, namespace: str | None, name: str) -> tuple[int, Any]:
-        """(200, the object as a GET of it serves it) or (404, the NotFound Status)."""
+    # ── custom resources: which versions their CRDs serve ─────────────────────────────────
+
+    def serve_versions(self, kind: str, versions: Iterable[str]) -> None:
+        """Serve these versions of a custom resource from now on (`"v1beta1"`): its CRD
+        installed, updated, or — no version — deleted, which deletes every object of it first
+        (a DELETED event each). Either way, the resource's open watches end, cleanly, once they
+        have sent what was pending (those DELETED events)."""
+        resource = _custom_resource(kind)
+        served = _group_versions(resource, versions)
+        with self._cond:
+            if not served:
+                for namespace, name in list(self._objects[resource.plural]):
+                    self._delete(resource, namespace, name)
+            self._served[resource.plural] = served
+            self._cuts[resource.plural] += 1
+            self._cond.notify_all()
+
+    def served(self) -> dict[str, tuple[str, ...]]:
+        """Resource (plural) → the group/versions served now."""
+        with self._cond:
+            return dict(self._served)
+
+    def stray_not_found(self, kind: str, count: int = 1) -> None:
+        """Answer the next `count` requests for `kind` (any version, after authorization) 404, as
+        if it were not served, while it is: the stray 404s a real server is known to answer for
+        custom resources around its restarts (kubernetes#115241). Its objects stay."""
+        with self._cond:
+            self._stray_not_found[BY_KIND[kind].plural] += count
+
+    def take_stray_not_found(self, resource: str) -> bool:
+        """Whether this request for `resource` (a plural) is one to answer 404 (see above)."""
+        with self._cond:
+            if self._stray_not_found.get(resource, 0) <= 0:
+                return False
+            self._stray_not_found[resource] -= 1
+            return True
+
+    def get_object(self, resource: Resource, namespace: str | None, name: str,
+                   api_version: str | None = None) -> tuple[int, Any]:
+        """(200, the object as a GET of it at `api_version` serves it) or (404, the NotFound
+        Status)."""
         with self._cond:
             found = copy.deepcopy(self._objects[resource.plural].get((namespace or "", name)))
         if found is None:
-            group = resource.api_version.rpartition("/")[0]
+            group = resource.group
             qualified = f"{resource.plural}.{group}" if group else resource.plural
             return 404, _status(404, "NotFound", f'{qualified} "{name}" not found', name=name,
                                 **({"group": group} if group else {}), kind=resource.plural)
         if isinstance(found, dict):
             found.setdefault("kind", resource.kind)
             found.setdefault("apiVersion", resource.api_version)
-        return 200, found
+        return 200, _at_version(found, resource, api_version)
 
     def _apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         resource = BY_KIND[obj["kind"]]
+        if not self._served[resource.plural]:
+            raise LookupError(f"{resource.kind}: its CRD is not installed (no version served), so the API "
+                              f"server would refuse to create one: serve_versions() first")
         meta = obj.get("metadata") or {}
         namespace = (meta.get("namespace") or "default") if resource.namespaced else ""
         key = (namespace, meta["name"])
@@ -489,7 +578,7 @@ class FakeApiServer:
     # ── serving (called by the handler threads) ───────────────────────────────────────────
 
     def list_page(self, resource: Resource, namespace: str | None, limit: int,
-                  token: str) -> tuple[int, dict[str, Any]]:
+                  token: str, *, api_version: str | None = None) -> tuple[int, dict[str, Any]]:
         with self._cond:
             if token:
                 snapshot = self._snapshots.get(token)
@@ -515,16 +604,17 @@ class FakeApiServer:
                 self._snapshots[next_token] = (revision, items)
                 meta["continue"] = next_token
                 meta["remainingItemCount"] = len(items) - offset - limit
-        return 200, {"kind": f"{resource.kind}List", "apiVersion": resource.api_version, "metadata": meta,
-                     "items": page}
+        return 200, {"kind": f"{resource.kind}List", "apiVersion": api_version or resource.api_version,
+                     "metadata": meta, "items": page}
 
     def watch(self, resource: Resource, namespace: str | None, since: str, bookmarks: bool,
-              timeout: float) -> Generator[dict[str, Any] | None, None, None]:
-        """Events for one watch; None means "cut the connection now" (a dropped stream). The
-        lock is never held while the consumer writes to its socket."""
+              timeout: float, *,
+              api_version: str | None = None) -> Generator[dict[str, Any] | None, None, None]:
+        """Events for one watch (objects at `api_version`); None means "cut the connection now"
+        (a dropped stream). The lock is never held while the consumer writes to its socket."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            generation = self._generation
+            generation, cut = self._generation, self._cuts[resource.plural]
             if since in ("", "0"):
                 position = self._revision
                 initial = [Change(position, resource.plural, "ADDED", copy.deepcopy(o), ns)
@@ -540,17 +630,18 @@ class FakeApiServer:
                 return
             for change in initial:
                 if _matches(change, resource, namespace):
-                    yield {"type": change.type, "object": change.object}
+                    yield {"type": change.type, "object": _at_version(change.object, resource, api_version)}
             last_bookmark = time.monotonic()
             while True:
                 with self._cond:
                     while True:
                         dropped = self._generation != generation
+                        ended = self._cuts[resource.plural] != cut  # its CRD changed
                         expired = position < self._oldest
                         pending = [] if self._paused else [c for c in self._history if c.revision > position]
                         now = time.monotonic()
                         bookmark_due = bookmarks and now - last_bookmark >= self.bookmark_interval
-                        if dropped or expired or pending or now >= deadline or bookmark_due:
+                        if dropped or ended or expired or pending or now >= deadline or bookmark_due:
                             break
                         self._cond.wait(timeout=min(0.05, max(0.0, deadline - now)))
                     if not (self._paused or dropped or expired):  # every change up to now has been looked at
@@ -563,11 +654,14 @@ class FakeApiServer:
                     return
                 for change in pending:
                     if _matches(change, resource, namespace):
-                        yield {"type": change.type, "object": copy.deepcopy(change.object)}
+                        yield {"type": change.type,
+                               "object": _at_version(copy.deepcopy(change.object), resource, api_version)}
+                if ended:  # after what was pending (a deleted CRD's DELETED events), a clean end
+                    return
                 if bookmark_due:
                     last_bookmark = time.monotonic()
                     yield {"type": "BOOKMARK", "object": {
-                        "kind": resource.kind, "apiVersion": resource.api_version,
+                        "kind": resource.kind, "apiVersion": api_version or resource.api_version,
                         "metadata": {"resourceVersion": str(position)}}}
                 if time.monotonic() >= deadline:
                     return
@@ -581,6 +675,31 @@ class FakeApiServer:
             oldest = self._oldest
         return {"type": "ERROR", "object": _status(410, "Expired",
                                                    f"too old resource version: {position} ({oldest})")}
+
+
+def _custom_resource(kind: str) -> Resource:
+    resource = BY_KIND.get(kind)
+    if resource is None or not resource.custom:
+        custom = ", ".join(r.kind for r in RESOURCES.values() if r.custom)
+        raise ValueError(f"{kind}: not a custom resource (those are {custom})")
+    return resource
+
+
+def _group_versions(resource: Resource, versions: Iterable[str]) -> tuple[str, ...]:
+    """`["v1alpha2"]` → `("policy.networking.k8s.io/v1alpha2",)`, each a version of the CRD."""
+    chosen = tuple(f"{resource.group}/{v.rpartition('/')[2]}" for v in versions)
+    unknown = [v for v in chosen if v not in resource.versions]
+    if unknown:
+        raise ValueError(f"{resource.kind}: its CRD has no version {', '.join(unknown)} "
+                         f"(it has {', '.join(resource.versions)})")
+    return chosen
+
+
+def _at_version(obj: Any, resource: Resource, api_version: str | None) -> Any:
+    """A stored object as served at another version of its CRD: the same, but its apiVersion."""
+    if api_version and api_version != resource.api_version and isinstance(obj, dict) and "apiVersion" in obj:
+        return {**obj, "apiVersion": api_version}
+    return obj
 
 
 def _matches(change: Change, resource: Resource, namespace: str | None) -> bool:
@@ -660,30 +779,32 @@ class _Handler(BaseHTTPRequestHandler):
         if refusal is not None:
             self._json(403, refusal)
             return
-        route = _route(attributes)
-        if route is None:
+        route = _route(attributes, self.api.served())
+        if route is None or self.api.take_stray_not_found(attributes.resource):
             self._json(404, _status(404, "NotFound", f"the server could not find the requested resource "
                                                      f"({parts.path})"))
             return
-        resource, namespace = route
+        resource, namespace, api_version = route
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if attributes.verb == "watch":
-            self._watch(resource, namespace, query)
+            self._watch(resource, namespace, query, api_version)
         elif attributes.verb == "get":
-            self._json(*self.api.get_object(resource, namespace, attributes.name))
+            self._json(*self.api.get_object(resource, namespace, attributes.name, api_version))
         elif attributes.verb == "list":
-            self._list(resource, namespace, query)
+            self._list(resource, namespace, query, api_version)
         else:
             self._json(405, _status(405, "MethodNotAllowed", f"{attributes.verb} is not served here: "
                                                              "tests write through FakeApiServer's methods"))
 
-    def _list(self, resource: Resource, namespace: str | None, query: dict[str, str]) -> None:
+    def _list(self, resource: Resource, namespace: str | None, query: dict[str, str],
+              api_version: str) -> None:
         try:
             limit = int(query.get("limit", "0"))
         except ValueError:
             self._json(400, _status(400, "BadRequest", f"limit: invalid value {query.get('limit')!r}"))
             return
-        code, body = self.api.list_page(resource, namespace, limit, query.get("continue", ""))
+        code, body = self.api.list_page(resource, namespace, limit, query.get("continue", ""),
+                                        api_version=api_version)
         self._json(code, body)
 
     def _json(self, code: int, body: dict[str, Any]) -> None:
@@ -694,7 +815,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _watch(self, resource: Resource, namespace: str | None, query: dict[str, str]) -> None:
+    def _watch(self, resource: Resource, namespace: str | None, query: dict[str, str],
+               api_version: str) -> None:
         timeout = float(query.get("timeoutSeconds", "1800"))
         bookmarks = query.get("allowWatchBookmarks") in TRUE
         self.send_response(200)
@@ -702,7 +824,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.close_connection = True
-        events = self.api.watch(resource, namespace, query.get("resourceVersion", ""), bookmarks, timeout)
+        events = self.api.watch(resource, namespace, query.get("resourceVersion", ""), bookmarks, timeout,
+                                api_version=api_version)
         try:
             for event in events:
                 if event is None:  # dropped: no terminating chunk, the socket just closes
@@ -719,16 +842,18 @@ class _Handler(BaseHTTPRequestHandler):
             events.close()  # the stream counts as closed at once (see FakeApiServer.wait_watching)
 
 
-def _route(attributes: RequestAttributes) -> tuple[Resource, str | None] | None:
-    """What a request's attributes ask of the four served kinds: (resource, namespace or None
-    for all); None when it is something else (404)."""
+def _route(attributes: RequestAttributes,
+           served: Mapping[str, tuple[str, ...]]) -> tuple[Resource, str | None, str] | None:
+    """What a request's attributes ask of the served kinds: (resource, namespace or None for
+    all, the group/version asked for, one `served` serves it); None when it is something else
+    (404)."""
     resource = RESOURCES.get(attributes.resource)
     if resource is None or attributes.subresource:
         return None
     group_version = f"{attributes.api_group}/{attributes.api_version}".lstrip("/")
-    if resource.api_version != group_version:
+    if group_version not in served.get(resource.plural, ()):
         return None
     if resource.namespaced:
-        return resource, attributes.namespace or None
+        return resource, attributes.namespace or None, group_version
     own_name = resource.plural == "namespaces" and attributes.namespace == attributes.name  # /namespaces/NAME
-    return (resource, None) if not attributes.namespace or own_name else None
+    return (resource, None, group_version) if not attributes.namespace or own_name else None

@@ -1,10 +1,11 @@
 """Tracing a packet through the emitted libnftables JSON of every node, the way the kernel walks
 it: the forward hook of the source pod's node, then the forward hook of the destination pod's node
 (once when both are the same node); traffic to or from a node's own address is delivered locally
-and never crosses that node's forward hook.
+and never crosses that node's forward hook, only its input (to the node) or output (from it)
+hook, when the table has them (cluster policy tiers).
 
 It interprets exactly the subset of nftables the backend emits (payload/meta/ct matches against
-named or anonymous sets, concatenations, verdict maps, accept/drop/return/jump) and raises on
+named or anonymous sets, concatenations, verdict maps, accept/drop/return/jump/goto) and raises on
 anything else, so a backend change that it cannot follow fails the differential tests loudly
 instead of passing them.
 """
@@ -131,6 +132,9 @@ def _run_chain(name: str, packet: Packet, ruleset: NodeRuleset, steps: list[str]
                 if outcome is not None:
                     return outcome
                 break  # returned: on with the next rule
+            if "goto" in statement:  # no way back: the target's return is this chain's
+                steps.append(f"goto {statement['goto']['target']}")
+                return _run_chain(statement["goto"]["target"], packet, ruleset, steps)
             kind = next((k for k in ("accept", "drop", "return") if k in statement), None)
             if kind is None:
                 raise UnsupportedExpression(repr(statement))
@@ -147,7 +151,13 @@ def trace_json(rulesets: Mapping[str, NodeRuleset], packet: Packet, locations: M
     for node in dict.fromkeys(n for n in path if n is not None):
         ruleset = rulesets[node]
         if packet.src in ruleset.addresses or packet.dst in ruleset.addresses:
-            steps.append(f"{node}: local delivery, no forward hook")
+            hook = "input" if packet.dst in ruleset.addresses else "output"
+            if hook not in ruleset.chains:
+                steps.append(f"{node}: local delivery, no forward hook")
+                continue
+            steps.append(f"{node}: local delivery, {hook}")
+            if _run_chain(hook, packet, ruleset, steps) == "drop":
+                return False, steps
             continue
         steps.append(f"{node}: forward")
         outcome = _run_chain("forward", packet, ruleset, steps)

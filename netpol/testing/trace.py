@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from netpol.compile.ir import DirectionProgram, NodeProgram, PeerSet, PodProgram, PortSet
+from netpol.compile.ir import Allow, DirectionProgram, NodeProgram, PeerSet, PodProgram, PortSet, TierRule
 from netpol.model import Direction, IPAddress
 
 
@@ -26,22 +26,41 @@ class Trace:
     steps: tuple[str, ...]
 
 
-def _side_allows(program: DirectionProgram, direction: Direction, packet: Packet,
-                 sets: Mapping[str, PeerSet | PortSet]) -> str | None:
-    """The origin of the first allow that matches, 'not isolated', or None (dropped)."""
-    if not program.isolated:
-        return "not isolated"
+def _matches(allow: Allow, direction: Direction, packet: Packet,
+             sets: Mapping[str, PeerSet | PortSet]) -> bool:
+    """An allow (or a tier rule's match): peer and port, or the named-port set."""
     peer = packet.src if direction == "ingress" else packet.dst
-    for allow in program.allows:
-        if allow.named is not None and packet.port is not None:
-            named = sets[allow.named.name]
-            if isinstance(named, PortSet) and (packet.dst, packet.protocol, packet.port) in named.elements:
-                return allow.origin
-        if allow.peers is not None and not any(_holds(sets[ref.name], peer) for ref in allow.peers):
-            continue
-        if allow.ports is None or any(m.matches(packet.protocol, packet.port) for m in allow.ports):
-            return allow.origin
-    return None
+    if allow.named is not None and packet.port is not None:
+        named = sets[allow.named.name]
+        if isinstance(named, PortSet) and (packet.dst, packet.protocol, packet.port) in named.elements:
+            return True
+    if allow.peers is not None and not any(_holds(sets[ref.name], peer) for ref in allow.peers):
+        return False
+    return allow.ports is None or any(m.matches(packet.protocol, packet.port) for m in allow.ports)
+
+
+def _tier(rules: tuple[TierRule, ...], direction: Direction, packet: Packet,
+          sets: Mapping[str, PeerSet | PortSet]) -> TierRule | None:
+    """The first rule of a tier that matches (it decides, or passes)."""
+    return next((r for r in rules if _matches(r.match, direction, packet, sets)), None)
+
+
+def _side_allows(program: DirectionProgram, direction: Direction, packet: Packet,
+                 sets: Mapping[str, PeerSet | PortSet], own_node: bool = False) -> str | None:
+    """Why the side allows the packet (the origin of the allow or tier rule that did, 'not
+    isolated', …), or None (dropped). `own_node`: the packet is between the pod and its own
+    node, exempt in the NetworkPolicy tier only."""
+    admin = _tier(program.admin, direction, packet, sets)
+    if admin is not None and admin.action != "Pass":
+        return admin.match.origin if admin.action == "Accept" else None
+    if program.isolated:
+        if own_node:
+            return "its own node: exempt in the NetworkPolicy tier"
+        return next((a.origin for a in program.allows if _matches(a, direction, packet, sets)), None)
+    baseline = _tier(program.baseline, direction, packet, sets)
+    if baseline is not None:
+        return baseline.match.origin if baseline.action != "Deny" else None
+    return "not isolated" if not program.tiered else "no tier decided: default allow"
 
 
 def _holds(peer_set: PeerSet | PortSet, ip: IPAddress) -> bool:
@@ -84,11 +103,12 @@ def trace(programs: Mapping[str, NodeProgram], packet: Packet) -> Trace:
             steps.append(f"{direction}: not a local pod on any node")
             continue
         node, claimants = end
-        if other_ip in node.node_addresses:
+        own_node = other_ip in node.node_addresses
+        if own_node and not any(pod.side(direction).tiered for pod in claimants):
             steps.append(f"{direction}: {claimants[0].pod} and its own node {node.node}: accepted")
             continue
         for pod in claimants:  # every claimant of the address must allow it
-            verdict = _side_allows(pod.side(direction), direction, packet, node.sets)
+            verdict = _side_allows(pod.side(direction), direction, packet, node.sets, own_node)
             steps.append(f"{direction} of {pod.pod} on {node.node}: {verdict or 'dropped'}")
             if verdict is None:
                 return Trace(False, tuple(steps))

@@ -49,6 +49,32 @@ def test_compile_scale_runs_every_stage(tmp_path):
     assert rows["kernel-load"]["replace"]["status"] == "ok"
 
 
+def test_compile_scale_measures_cluster_policies(tmp_path):
+    """`--cluster-policies`: every node's ruleset with and without them in the same run (their
+    ratio), cluster-policy events on one node's agent, and the pod and policy events again with
+    them; every incremental compiler still equals a compile from scratch. No timing asserted."""
+    out = tmp_path / "results.json"
+    run(["benchmarks/compile_scale.py", "--sizes", "300/30/3", "--cluster-policies", "20", "--cnp-only",
+         "--no-kernel", "--events", "20", "--cnp-events", "30", "--cnp-rounds", "2", "--out", str(out)], 600)
+    rows = [row for row in json.loads(out.read_text())["rows"] if "size" in row]
+    by_stage = {row["stage"]: row for row in rows}
+    pairs = [row for row in rows if row["stage"] == "compile-all-pair"]
+    assert sorted(row["cluster_policies"] for row in pairs) == [0, 0, 20, 20]
+    assert all(row["status"] == "ok" and row["rulesets"] == 3 for row in pairs)
+    ratio = by_stage["cnp-compile-ratio"]
+    assert ratio["status"] == "ok" and ratio["ratio"] > 0 and isinstance(ratio["met"], bool)
+    assert ratio["largest_with"]["rules"] > ratio["largest_without"]["rules"]  # the tiers are there
+    cnp = by_stage["cnp-events"]
+    assert cnp["status"] == "ok" and cnp["cluster_policies"] == 20 and cnp["events"]["count"] == 30
+    assert set(cnp["events"]["by_kind"]) <= {"add-cnp", "modify-cnp", "delete-cnp"} and cnp["events"]["changed_node"]
+    assert isinstance(cnp["met"], bool) and cnp["check"]["differing_nodes"] == []
+    for stage in ("events", "agent-events", "events-cnp", "agent-events-cnp"):
+        row = by_stage[stage]
+        assert row["status"] == "ok" and row["events"]["count"] == 20, (stage, row)
+        assert row["check"]["checked_nodes"] and row["check"]["differing_nodes"] == [], (stage, row)
+    assert not {"load-json", "compile-all", "kernel-load"} & set(by_stage)  # --cnp-only
+
+
 @needs_kernel
 def test_dataplane_measures_every_configuration(tmp_path):
     out = tmp_path / "dataplane.json"

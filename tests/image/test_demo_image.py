@@ -61,10 +61,10 @@ def test_the_image_runs_as_its_daemonset_says_and_a_rolling_update_opens_no_wind
     for node, cidr in (("node-a", "10.244.0.0/24"), ("node-b", "10.244.1.0/24"), ("node-c", "10.244.2.0/24")):
         assert f"{node}: install-cni: /etc/cni/net.d/10-netpol.conflist: written ({cidr})" in out
         assert f"{node}: install-cni: /opt/cni/bin/netpol-cni: installed" in out
-    assert "10 scenarios, every cell matched the semantics" in out and out.count("enforced on") == 10
+    assert "14 scenarios, every cell matched the semantics" in out and out.count("enforced on") == 14
     assert "20 sent, 0 arrived" in out and "SPOOFING FAILED" not in out  # the installed plugin's anti-spoofing
     assert ": 0 got through" in next(line for line in out.splitlines() if "leak window" in line)
-    assert "[10/10] rolling update of node-a's agent" in out and "ROLLING UPDATE FAILED" not in out
+    assert "[14/14] rolling update of node-a's agent" in out and "ROLLING UPDATE FAILED" not in out
     assert re.search(r"old agent exited 0 [\d.]+ s after SIGTERM", out)
     restart = RESTART.search(out)
     assert restart is not None, out[-3000:]

@@ -5,7 +5,8 @@ objects they replace left out. Each case used to leave pods open:
 
 * a deny-all whose name is invalid was dropped;
 * a namespace with one invalid label was dropped, so `tier NotIn [data]` admitted its pods (and
-  its own allow-all egress let them out);
+  its own allow-all egress let them out) — its stand-ins, the deny-all and the Admin-tier pass
+  that keeps cluster policies from misreading it, are built in code (no manifest spells them);
 * one policy defined in two files: the later file won (an allow-all beat a deny-all)."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import yaml
 
 from netpol.agent.coalesce import SyncTiming
 from netpol.agent.loop import Agent
+from netpol.agent.stand_ins import closed_namespace_policies
 from netpol.backends.nftables import render
 from netpol.compile.ir import NodeProgram
 from netpol.dataplane.nft import Applier
@@ -152,7 +154,7 @@ def test_a_namespace_with_an_invalid_label_isolates_its_pods_and_sets_its_polici
     expected = [o for o in expected if not (o["kind"] == "Namespace" and o["metadata"]["name"] == "data")]
     with folder_agent(folder, netns) as agent:
         program = settled(agent)
-    assert_kernel_holds(netns, program, agent_program([*expected, deny_all("invalid-namespace.netpol", "data")]))
+    assert_kernel_holds(netns, program, agent_program([*expected, *closed_namespace_policies("data")]))
 
 
 def test_one_policy_defined_differently_in_two_files_fails_closed_for_both_copies(netns, tmp_path):
@@ -181,4 +183,4 @@ def test_from_the_api_server_too_invalid_names_and_namespaces_fail_closed(netns,
     expected = [o for o in world() if o["metadata"].get("namespace") != "app" or o["kind"] == "Pod"]
     expected = [o for o in expected if not (o["kind"] == "Namespace" and o["metadata"]["name"] == "app")]
     assert_kernel_holds(netns, program, agent_program([*expected, deny_all(name, "data"),
-                                                       deny_all("invalid-namespace.netpol", "app")]))
+                                                       *closed_namespace_policies("app")]))

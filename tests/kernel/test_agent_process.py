@@ -27,6 +27,7 @@ import pytest
 import netpol
 from netpol.backends.nftables import render
 from netpol.sources.directory import read_objects
+from netpol.sources.events import KIND_NAMES
 from netpol.sources.in_cluster import DIR_VARIABLE
 from netpol.testing.apiserver import FakeApiServer
 from netpol.testing.pki import make_serving_certificate
@@ -215,8 +216,7 @@ def test_a_malformed_object_in_the_folder_is_counted_and_later_changes_are_appli
         assert agent.get("/healthz") == (200, "ok\n")
         assert agent.metric('netpol_invalid_objects_total{kind="NetworkPolicy"}') >= 1
         write_atomically(folder / "zz.yaml", policy_yaml("frontend", "lock-frontend", "{podSelector: {}}"))
-        agent.wait_record("synced", resource_versions={k: "dir-2" for k in ("Namespace", "Node", "Pod",
-                                                                            "NetworkPolicy")})
+        agent.wait_record("synced", resource_versions=dict.fromkeys(KIND_NAMES, "dir-2"))
         assert nft_table(netns) == expected_table(folder)
         assert "frontend/lock-frontend" in nft(netns, "list", "table", "inet", "netpol").stdout
         assert agent.get("/healthz") == (200, "ok\n") and agent.get("/readyz")[0] == 200
@@ -289,7 +289,7 @@ def test_in_a_pod_the_agent_follows_the_cluster_over_tls_within_its_cluster_role
         with running(None, netns, env=in_pod_env(api, api.service_account(tmp_path / "sa"))) as agent:
             agent.wait_record("synced")
             assert nft_table(netns) == expected_table(folder)
-            assert api.wait_watching(4, HANG)  # every watch open: the rotation finds none mid-request
+            assert api.wait_watching(len(KIND_NAMES), HANG)  # every watch open: the rotation finds none mid-request
             api.rotate_token()
             api.drop_watches()
             api.apply(policy_object("lock-frontend", "frontend"))

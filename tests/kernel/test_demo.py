@@ -43,12 +43,16 @@ def test_the_demo_converges_on_every_scenario_and_cleans_up():
                           timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert "9 scenarios, every cell matched the semantics" in out
+    assert "13 scenarios, every cell matched the semantics" in out
     for title in ("default-deny", "named port `api`", "spoofing: frontend/web-1 forges", "relabel",
-                  "delete db/allow-postgres", "add pod", "remove pod"):
+                  "delete db/allow-postgres", "add pod", "remove pod", "[10/13] Admin tier: frontend-guard",
+                  "[11/13] Admin tier: delegate-prometheus", "[12/13] Baseline tier: monitoring-default-deny",
+                  "[13/13] NetworkPolicy monitoring/prometheus-scrape"):
         assert title in out
-    assert out.count("enforced on") == 9 and "mismatch" in out
-    assert "[5/9] spoofing" in out  # after the policies that let only the api pods reach postgres
+    assert out.count("enforced on") == 13 and "mismatch" in out
+    guarded = out[out.index("[10/13]"):]
+    assert "enforced on no node" not in guarded  # each guardrail changed some node's ruleset
+    assert "[5/13] spoofing" in out  # after the policies that let only the api pods reach postgres
     forged = next(line.strip() for line in out.splitlines() if "forged backend/api-1's address" in line)
     assert forged == ("spoofing: frontend/web-1 forged backend/api-1's address (10.244.0.20) → "
                       "db/postgres-0:5432: 20 sent, 0 arrived")
@@ -99,7 +103,7 @@ def test_ctrl_c_mid_demo_tears_everything_down(tmp_path):
     finally:
         kill_if_held(pid)
     assert pid is not None, out.text() + err.text()
-    assert "[7/9]" in out.text() and "[8/9]" not in out.text()  # mid-demo: inside scenario 8
+    assert "[7/13]" in out.text() and "[8/13]" not in out.text()  # mid-demo: inside scenario 8
     assert proc.returncode == 130, out.text() + err.text()
     assert "Traceback" not in err.text()
     assert not left_running, "the demo left the held process running"

@@ -90,6 +90,22 @@ def test_every_update_applied_in_the_kernel_equals_loading_the_newnft_table(left
     replay_in_kernel(world, _unique_addresses(world, drawn), left_netns, right_netns)
 
 
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(start=clusters(max_pods=POD_SLOTS, max_policies=3, max_cluster_policies=2), data=st.data())
+def test_with_cluster_policies_every_update_in_the_kernel_equals_loading_the_new_table(
+        left_netns, right_netns, start, data):
+    """ClusterNetworkPolicy events among the others: tiered chains, `goto`, the input/output
+    hooks arriving with the first tier rule and going with the last."""
+    if len({ip for p in start.pods if p.takes_part for ip in p.ips}) < len(
+            [ip for p in start.pods if p.takes_part for ip in p.ips]):
+        return
+    names = tuple(n.name for n in start.namespaces) or NAMESPACE_NAMES
+    world = World(start)
+    drawn = data.draw(st.lists(events(names, unique_addresses=True, cluster=True), min_size=1, max_size=8))
+    replay_in_kernel(world, _unique_addresses(world, drawn), left_netns, right_netns)
+
+
 def _unique_addresses(world: World, drawn: list[tuple[EventType, KubeObject]]
                       ) -> Iterator[tuple[EventType, KubeObject]]:
     """The events, but pods arriving on an address another pod has (test_nftables_shared_addresses)."""

@@ -1,6 +1,8 @@
 """`netpol verify` on real clusters in network namespaces —
-the shop example, a dual-stack three-node cluster, planted bugs, Hypothesis clusters — and the
-guarantee that every namespace and process a run creates is gone afterwards, whatever happens.
+the shop example, a dual-stack three-node cluster, pod → node cells (with and without cluster
+policies), planted bugs, Hypothesis clusters — and the guarantee that every namespace and
+process a run creates is gone afterwards, whatever happens. Cluster policies on generated
+clusters, and the tiers' story: tests/kernel/test_cluster_policy_packets.py.
 
 Every test holds `netns_guard` (tests/kernel/conftest.py): one lab at a time, `ip netns list`
 unchanged. The plan and the comparison, without a kernel: tests/unit/lab/test_verify.py."""
@@ -18,12 +20,14 @@ from hypothesis import HealthCheck, given, settings
 
 from netpol.backends.nftables import render
 from netpol.cli import EXIT_INVALID_INPUT, EXIT_MISMATCH, EXIT_OK
+from netpol.compile.compiler import compile_cluster
 from netpol.compile.ir import NodeProgram
 from netpol.errors import RulesetRejected
 from netpol.lab import cluster as lab_module
 from netpol.lab import verify as verify_module
 from netpol.lab.cluster import lab_pods
 from netpol.lab.verify import (
+    Report,
     format_report,
     verify,
 )
@@ -32,6 +36,7 @@ from netpol.semantics.probes import Probe, default_probes, parse_probe
 from netpol.testing import clusters
 from tests.conftest import cluster, dual_stack, pod_yaml, run_cli
 from tests.kernel.conftest import ip_holding, kill_if_held, still_held, wait_held
+from tests.unit.lab.node_scenarios import EXPECTED_ON_NODES, TWO_NODES, cluster_policies_on_nodes
 
 
 def summary(text: str) -> tuple[int, int]:
@@ -48,7 +53,9 @@ def test_shop_example_has_no_mismatch_and_leaves_the_root_namespace_alone(exampl
     root_before = root_namespace()
     code, out, err = run_cli("verify", "-f", example_path)
     assert code == EXIT_OK, out + err
-    assert summary(out) == (11 * 11 * 10, 0)  # 11 pods, 10 probes, IPv4 only
+    # 11 pods, 10 probes, IPv4 only; every pod to both nodes' InternalIPs
+    assert summary(out) == (11 * 11 * 10 + 11 * 2 * 10, 0)
+    assert "(1210 pod -> pod, 220 pod -> node;" in out
     assert "hostNetwork" in out
     assert root_namespace() == root_before
 
@@ -74,7 +81,8 @@ def test_only_one_node(example_path):
     code, out, _ = run_cli("verify", "-f", example_path, "--node", "node-a", "--port", "5432", "--port", "53/UDP")
     state = load_state([example_path])
     on_b = sum(1 for p in state.active_pods if p.node_name == "node-b")
-    assert code == EXIT_OK and summary(out) == ((11 * 11 - on_b * on_b) * 2, 0)
+    # pod → node: every pod to node-a, node-a's pods to node-b
+    assert code == EXIT_OK and summary(out) == ((11 * 11 - on_b * on_b) * 2 + (11 + 11 - on_b) * 2, 0)
 
 
 @pytest.mark.usefixtures("netns_guard")
@@ -155,6 +163,77 @@ def test_generated_multi_node_clusters_agree_with_the_semantics(state):
     assert report.nodes == 2 and report.results
 
 
+# ── pod → node cells ────────────────────────────────────────────────────────────────────────
+
+NODE_PROBES = [Probe("TCP", 80), Probe("UDP", 53)]
+
+
+def node_outcomes(report: Report) -> dict[tuple[str, str, int], tuple[bool, bool]]:
+    """Pod → node cells: (source pod, node address, port) → (kernel open, semantics open)."""
+    return {(r.cell.src, str(r.cell.dst_ip), r.cell.port): (r.kernel_open, r.cell.expected)
+            for r in report.results if r.cell.to_node}
+
+
+def expect(cells: dict[tuple[str, str, int], bool]) -> dict[tuple[str, str, int], tuple[bool, bool]]:
+    return {cell: (is_open, is_open) for cell, is_open in cells.items()}
+
+
+@pytest.mark.usefixtures("netns_guard")
+def test_pod_to_node_cells_without_cluster_policies():
+    # b/client may leave its pod only for node-a's IPv4 address, on 80/TCP
+    state = cluster(TWO_NODES + pod_yaml("a", "web", "10.10.0.10,fd10:a::10", node="node-a")
+                    + pod_yaml("b", "client", "10.10.1.20,fd10:b::20", node="node-b") + """
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: out, namespace: b}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress: [{to: [{ipBlock: {cidr: 172.30.0.1/32}}], ports: [{port: 80}]}]
+""")
+    report = verify(state, NODE_PROBES)
+    assert not report.mismatches, format_report(report)
+    cells = node_outcomes(report)
+    web = {("a/web", node, port): True for node in ("172.30.0.1", "fd30::1", "172.30.0.2", "fd30::2")
+           for port in (80, 53)}
+    own = {("b/client", node, port): True for node in ("172.30.0.2", "fd30::2") for port in (80, 53)}
+    other = {("b/client", "172.30.0.1", 80): True, ("b/client", "172.30.0.1", 53): False,
+             ("b/client", "fd30::1", 80): False, ("b/client", "fd30::1", 53): False}
+    assert cells == expect(web | own | other)  # its own node: always (no cluster policy)
+    assert "(16 pod -> pod, 16 pod -> node;" in format_report(report)
+
+
+@pytest.mark.usefixtures("netns_guard")
+def test_pod_to_node_cells_with_cluster_policies():
+    report = verify(cluster_policies_on_nodes(), NODE_PROBES)
+    assert not report.mismatches, format_report(report)
+    assert node_outcomes(report) == expect(EXPECTED_ON_NODES)  # (the scenario says why, cell by cell)
+
+
+def without_hook(hook: str):
+    """A broken backend: the table's `hook` chain demoted to a regular chain nothing jumps to."""
+    def broken(program: NodeProgram) -> str:
+        return "".join(line for line in render(program).splitlines(keepends=True)
+                       if f"type filter hook {hook} " not in line)
+    return broken
+
+
+@pytest.mark.usefixtures("netns_guard")
+def test_a_ruleset_without_its_input_hook_lets_an_own_node_deny_through(monkeypatch):
+    # The blocked cells that now open were never slow: a short second try is enough here.
+    monkeypatch.setattr(verify_module, "CONFIRM_TIMEOUT", 2.0)
+    state = cluster_policies_on_nodes()
+    assert "type filter hook input " in render(compile_cluster(state)["node-a"])  # what is planted away
+    report = verify(state, NODE_PROBES, render=without_hook("input"))
+    wrong = {(r.cell.src, str(r.cell.dst_ip), r.cell.port, r.outcome) for r in report.mismatches}
+    # own-node cells only: a pod's traffic to another node is forwarded, never seen by `input`
+    assert wrong == {("locked/admin-denied", ip, p, "open") for ip in ("172.30.0.1", "fd30::1") for p in (80, 53)} | {
+        ("open/baseline-denied", "172.30.0.2", p, "open") for p in (80, 53)}
+    assert "locked/admin-denied -> node node-a (172.30.0.1) 80/TCP (IPv4): kernel=open semantics=blocked" \
+        in format_report(report)
+
+
 # ── cleanup, whatever happens ───────────────────────────────────────────────────────────────
 
 
@@ -193,7 +272,7 @@ def test_ctrl_c_while_probing_stops_every_process_at_once(monkeypatch, example_p
     monkeypatch.setattr(lab_module.Lab, "spawn", spawn)
     monkeypatch.setattr(verify_module, "_collect", collect)
     code, _, _ = run_cli("verify", "-f", example_path)
-    assert code == 130 and len(spawned) == 22  # 11 servers, 11 probers
+    assert code == 130 and len(spawned) == 24  # 11 pod servers, 2 node servers, 11 probers
     # Killed, not awaited: every source pod has cells the ruleset drops, so no prober can be
     # done before its 60 s, and a server ends only when killed. A process awaited would exit 0.
     assert all(proc.poll() == -signal.SIGKILL for proc in spawned)

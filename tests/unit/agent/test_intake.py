@@ -40,6 +40,12 @@ MALFORMED: dict[str, tuple[str, Any]] = {
     "namespace, metadata not a mapping": ("Namespace", {"kind": "Namespace", "apiVersion": "v1", "metadata": 3}),
     "node, status a list": ("Node", {"kind": "Node", "apiVersion": "v1", "metadata": {"name": "node-z"},
                                      "status": ["x"]}),
+    "cluster policy, metadata not a mapping": ("ClusterNetworkPolicy", {
+        "kind": "ClusterNetworkPolicy", "apiVersion": "policy.networking.k8s.io/v1beta1", "metadata": "oops"}),
+    "cluster policy, spec a list": ("ClusterNetworkPolicy", {
+        "kind": "ClusterNetworkPolicy", "apiVersion": "policy.networking.k8s.io/v1alpha2", "metadata": {"name": "p"},
+        "spec": ["x"]}),
+    "admin policy, not an object": ("AdminNetworkPolicy", ["not", "an", "object"]),
 }
 
 

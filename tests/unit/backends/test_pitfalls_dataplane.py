@@ -77,7 +77,7 @@ def test_pitfall_15_the_agent_never_lists_the_kernel_it_diffs_against_what_it_ap
     encoders = {"Namespace": (encode_namespace, state.namespaces), "Pod": (encode_pod, state.pods),
                 "Node": (encode_node, state.nodes), "NetworkPolicy": (encode_network_policy, state.policies)}
     for kind in KIND_NAMES:
-        encode, objects = encoders[kind]
+        encode, objects = encoders.get(kind, (encode_namespace, ()))  # (no cluster policies here)
         agent.take(Snapshot(kind, tuple(encode(o) for o in objects), "1"))
     assert agent.sync()
     moved = dataclasses.replace(next(p for p in state.pods if p.node_name == "node-a"),

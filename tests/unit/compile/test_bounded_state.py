@@ -107,10 +107,10 @@ def test_the_renderers_caches_follow_the_objects_they_describe():
     program = compiler.program(NODE)
     render(program)
     gc.collect()
-    sizes = nftables._rules_of.cache_len(), nftables._printed_side.cache_len()  # type: ignore[attr-defined]
+    sizes = nftables._rules_of.cache_len(), nftables._side_group.cache_len()  # type: ignore[attr-defined]
     for generation in range(1, 40):
         program = _replace_policy(compiler, policies, generation, program)
     gc.collect()
     assert sizes[0] and sizes[1]
     assert nftables._rules_of.cache_len() <= sizes[0]  # type: ignore[attr-defined]
-    assert nftables._printed_side.cache_len() <= sizes[1]  # type: ignore[attr-defined]
+    assert nftables._side_group.cache_len() <= sizes[1]  # type: ignore[attr-defined]

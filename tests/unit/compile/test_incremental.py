@@ -46,6 +46,17 @@ def test_incremental_programs_equal_a_compile_from_scratch_after_every_event(sta
         world.send(event, obj)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(start=clusters(max_pods=POD_SLOTS, max_policies=3, max_cluster_policies=2), data=st.data())
+def test_with_cluster_policies_incremental_programs_equal_a_compile_from_scratch(start, data):
+    """ClusterNetworkPolicy events among the others (subjects and peers moving with pods,
+    namespaces' labels and Node objects)."""
+    world = World(start)
+    names = tuple(n.name for n in start.namespaces) or NAMESPACE_NAMES
+    for event, obj in data.draw(st.lists(events(names, cluster=True), min_size=1, max_size=12)):
+        world.send(event, obj)
+
+
 def test_a_pod_joining_a_peer_group_elsewhere_is_an_element_update():
     """The same-labelled pod added on node-b changes node-a's peer set, not its chains."""
     web = LabelSelector(Labels({"app": "web"}))

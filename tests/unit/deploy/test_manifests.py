@@ -64,6 +64,21 @@ def test_the_cluster_role_is_the_rbac_module_read_only_and_bound_to_the_agent():
     assert pod_spec(list(objects.values()))["serviceAccountName"] == objects["ServiceAccount"]["metadata"]["name"]
 
 
+def test_the_cluster_role_reads_every_custom_resource_the_agent_follows_and_no_other():
+    """The cluster policies' CRDs: the resources the kube source lists and watches, each in its
+    group — not the CustomResourceDefinitions, not a wildcard. (tests/unit/sources/
+    test_kube_in_cluster.py holds the agent's real requests to exactly what the role grants.)"""
+    from netpol.sources.kube import KINDS
+
+    followed = {(kind.versions[0].split("/")[0], kind.plural) for kind in KINDS if kind.custom}
+    granted = {(group, resource) for rule in cluster_role_rules() for group in rule["apiGroups"]
+               for resource in rule["resources"]}
+    assert followed == {(g, r) for g, r in granted if g not in ("", "networking.k8s.io")}
+    assert followed == {("policy.networking.k8s.io", r) for r in
+                        ("clusternetworkpolicies", "adminnetworkpolicies", "baselineadminnetworkpolicies")}
+    assert not any("*" in value for rule in cluster_role_rules() for values in rule.values() for value in values)
+
+
 def test_the_agent_runs_on_every_node_with_net_admin_only():
     spec = pod_spec(render_objects())
     assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"

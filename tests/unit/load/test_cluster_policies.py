@@ -273,20 +273,19 @@ def test_invalid_cluster_policies_are_reported_without_a_traceback(tmp_path):
     assert "ClusterNetworkPolicy guard: spec.egress[0].action: 'Skip': supported values: Accept, Deny, Pass" in err
 
 
-@pytest.mark.parametrize("argv", [("compile", "--node", "node-a"), ("compile", "--all-nodes", "--out-dir", "OUT"),
-                                  ("compile", "--all-nodes", "--out-dir", "OUT", "--jobs", "2"),
-                                  ("compile", "--node", "node-a", "--backend", "iptables", "-o", "OUT")])
-def test_compile_refuses_cluster_policies_instead_of_ignoring_them(tmp_path, argv):
-    argv = tuple(str(tmp_path / "out") if a == "OUT" else a for a in argv)
-    code, out, err = run_cli(*argv, "-f", write(tmp_path, CNP))
-    assert code == 1 and not out and "Traceback" not in err
-    assert "ClusterNetworkPolicy guard: not enforced by `netpol compile`/`verify`/`agent` yet" in err
-    assert not (tmp_path / "out").exists()
-
-
-def test_verify_refuses_cluster_policies_before_building_anything(tmp_path):
-    code, _, err = run_cli("verify", "-f", write(tmp_path, CNP))
-    assert code == 1 and "ClusterNetworkPolicy guard: not enforced by" in err
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_compile_enforces_cluster_policies_in_every_way_it_runs(tmp_path, jobs):
+    """Once silently skipped (then refused): now compiled into the tiered chains, the same
+    whether one process or several print the nodes."""
+    path = write(tmp_path, CNP)
+    code, one_node, err = run_cli("compile", "--node", "node-a", "-f", path)
+    assert code == 0 and not err
+    assert "Admin tier: ClusterNetworkPolicy guard (priority 10) spec.egress[0]: Pass" in one_node
+    assert "goto " in one_node and "hook input" in one_node and "hook output" in one_node
+    out = tmp_path / "out"
+    code, _, err = run_cli("compile", "--all-nodes", "--out-dir", str(out), "--jobs", jobs, "-f", path)
+    assert code == 0, err
+    assert (out / "node-a.nft").read_text() == one_node
 
 
 def test_the_model_spells_a_peer_with_no_field_as_unrecognised():

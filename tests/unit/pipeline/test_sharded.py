@@ -55,17 +55,19 @@ def test_the_examples_print_as_in_one_process(example, jobs):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(state=clusters(max_pods=10, max_policies=6), jobs=st.integers(2, 4), seed=st.integers(0, 9))
+@given(state=clusters(max_pods=10, max_policies=6, max_cluster_policies=3), jobs=st.integers(2, 4),
+       seed=st.integers(0, 9))
 def test_generated_clusters_print_as_in_one_process(tmp_path, state, jobs, seed):
-    """More processes than namespaces included: the extra ones have nothing to do."""
+    """More processes than namespaces included: the extra ones have nothing to do. Cluster
+    policies included: every process reads them, chains two shards print are joined once."""
     expected = serial(state)
     path = write_list(tmp_path / "cluster.json", state, seed)
     assert dict(phases.render_paths([str(path)], jobs)) == expected
     assert dict(parallel.render_nodes(state, jobs)) == expected
 
 
-@settings(max_examples=60, deadline=None)
-@given(state=clusters(max_pods=10, max_policies=6))
+@settings(max_examples=80, deadline=None)
+@given(state=clusters(max_pods=10, max_policies=6, max_cluster_policies=3))
 def test_printing_pods_in_parts_equals_printing_the_table(state):
     """`render` joins printed parts (`script_text`); `script(build_table(…))` prints the object
     model that the JSON form is also printed from: the two must agree byte for byte."""
@@ -91,7 +93,7 @@ def test_the_shard_plan_keeps_no_string_of_the_parsed_documents(tmp_path):
     end, must hold strings of its own, or it pins the documents' memory once they are freed."""
     path = write_list(tmp_path / "cluster.json", load_state([str(EXAMPLES / "shop")]))
     document = orjson.loads(path.read_bytes())
-    weights, pods, policies, _ = parallel._raw_counts([("cluster.json", document)])
+    weights, pods, policies = parallel._raw_counts([("cluster.json", document)])
     raw = {id(item["metadata"]["namespace"]) for item in document["items"]
            if "namespace" in item["metadata"]}
     assert weights and pods and policies and not raw & {id(ns) for ns in weights}

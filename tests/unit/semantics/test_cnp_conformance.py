@@ -8,6 +8,10 @@ patches them between probes (the changes persist for the rest of the test) and p
 agnhost. Here the base manifests' StatefulSets become Pods with synthetic addresses, the patches
 are applied to the manifests before decoding, and each poke is one `allowed` question. Data and
 provenance: tests/data/cnp_conformance/README.md (what is not expressible, and why, is listed there).
+
+The same probes also go through what the compiler makes of each state: traced through every
+node's IR (`netpol.testing.trace`) and through the libnftables JSON the backend emits
+(`netpol.testing.nft_trace`), so the suite checks the data plane's decisions, not only ours.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import copy
 import ipaddress
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +28,14 @@ from typing import Any
 import pytest
 import yaml
 
+from netpol.backends.nftables import render_json
+from netpol.compile.compiler import compile_cluster
 from netpol.load.decode import decode_document
 from netpol.load.manifests import build_state, check_consistency
-from netpol.model import ClusterState
-from netpol.semantics.reference import Endpoint, allowed, endpoint
+from netpol.model import ClusterState, IPAddress
+from netpol.semantics.reference import allowed, endpoint
+from netpol.testing.nft_trace import NodeRuleset, trace_json
+from netpol.testing.trace import Packet, trace
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "cnp_conformance"
 HOST_NETWORK_PORTS = [34345 + i for i in range(8)]  # the suite's default HostNetworkPortRangeStart
@@ -172,7 +180,7 @@ class Run:
                 "to": [{"networks": [f"{ip}/{ip.max_prefixlen}" for ip in ips]}]}
         policy["spec"]["egress"] = [rule, *policy["spec"]["egress"]]
 
-    def connects(self, state: ClusterState, probe: dict[str, Any]) -> bool:
+    def connects(self, state: ClusterState, probe: dict[str, Any], judge: Judge) -> bool:
         """agnhost connect from the client pod to the target pod's `status.podIP`."""
         src, dst = state.pod(probe["from"]), state.pod(probe["to"])
         assert src is not None and dst is not None
@@ -180,22 +188,47 @@ class Run:
         source = src.ip_of_family(target.version)
         assert source is not None
         port = probe["port"] if probe["port"] is not None else HOST_NETWORK_PORTS[probe["hostNetworkPortIndex"]]
-        return allowed(state, Endpoint(source, src), endpoint(state, target), port, probe["protocol"].upper()).allowed
+        return judge(Packet(source, target, probe["protocol"].upper(), port))
 
 
-def replay(test: dict[str, Any], folder: str, layout: Layout) -> tuple[int, list[str]]:
+Judge = Callable[[Packet], bool]  # a connection's first packet → does it get through?
+
+
+def reference_judge(state: ClusterState) -> Judge:
+    return lambda p: allowed(state, endpoint(state, p.src), endpoint(state, p.dst), p.port, p.protocol).allowed
+
+
+def ir_judge(state: ClusterState) -> Judge:
+    programs = compile_cluster(state)
+    return lambda p: trace(programs, p).allowed
+
+
+def json_judge(state: ClusterState) -> Judge:
+    rulesets = {name: NodeRuleset.from_document(render_json(program), frozenset(program.node_addresses))
+                for name, program in compile_cluster(state).items()}
+    locations: dict[IPAddress, str] = {ip: p.node_name for p in state.active_pods for ip in p.ips if p.node_name}
+    return lambda p: trace_json(rulesets, p, locations)[0]
+
+
+JUDGES = {"reference": reference_judge, "ir": ir_judge, "nft-json": json_judge}
+
+
+def replay(test: dict[str, Any], folder: str, layout: Layout,
+           make_judge: Callable[[ClusterState], Judge] = reference_judge) -> tuple[int, list[str]]:
     """(probes run, the ones whose verdict differs from upstream's, described)."""
     run = Run(test, folder, layout)
     state = run.state()
+    judge = make_judge(state)
     failures, count = [], 0
     for step in test["steps"]:
         if "mutate" in step:
             run.mutate(*step["mutate"])
             state = run.state()
+            judge = make_judge(state)
         elif "probe" in step:
             probe, count = step["probe"], count + 1
             expected = probe["expect"] == "connect"
-            if run.connects(state, probe) != expected:
+            if run.connects(state, probe, judge) != expected:
                 failures.append(f"{test['shortName']} [{layout}]: {probe['from']} -> {probe['to']} "
                                 f"{probe['protocol']}/{probe['port'] or probe['hostNetworkPortIndex']}: "
                                 f"expected {probe['expect']}")
@@ -208,10 +241,11 @@ def suite_tests() -> Iterator[Any]:
             yield pytest.param(test, folder, id=f"{name.split('-')[0]}-{test['shortName']}")
 
 
+@pytest.mark.parametrize("judge", list(JUDGES))
 @pytest.mark.parametrize(("test", "folder"), list(suite_tests()))
-def test_every_probe_of_the_upstream_suite_gets_the_expected_verdict(test, folder):
+def test_every_probe_of_the_upstream_suite_gets_the_expected_verdict(test, folder, judge):
     for layout in LAYOUTS:
-        count, failures = replay(test, folder, layout)
+        count, failures = replay(test, folder, layout, JUDGES[judge])
         assert count == test["probes"]
         assert not failures, "\n".join(failures)
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import queue
 import time
 
-from netpol.sources.events import Mirror, object_key
+from netpol.sources.events import KIND_NAMES, Mirror, object_key
 from netpol.sources.kube import KubeSource, new_api_client
 from netpol.testing.apiserver import FakeApiServer
 from tests.conftest import HANG
 
-KINDS = ("Namespace", "Node", "Pod", "NetworkPolicy")
+KINDS = KIND_NAMES
 
 
 class Follower:

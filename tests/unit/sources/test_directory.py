@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from netpol.load.decode import decode_document
+from netpol.model import ClusterNetworkPolicy
 from netpol.sources.directory import read_objects
 from netpol.sources.events import conflicting_copies, object_key
-from tests.conftest import pod_object, policy_yaml
+from tests.conftest import cluster_policy_object, pod_object, policy_yaml
 
 
 def test_the_directory_source_reads_items_of_a_typed_list_as_the_api_serves_them(tmp_path):
@@ -23,6 +25,38 @@ def test_the_directory_source_reads_items_of_a_typed_list_as_the_api_serves_them
     objects = read_objects(str(tmp_path))
     assert objects is not None and len(objects["Pod"]) == 2
     assert all(decode_document(o, "test")[1] == [] for o in objects["Pod"])
+
+
+def test_cluster_policies_are_read_each_kind_apart_as_the_agent_follows_them(tmp_path):
+    """ClusterNetworkPolicy, and the v1alpha1 AdminNetworkPolicy and BaselineAdminNetworkPolicy
+    that decoding converts, are read like every kind (a `kubectl get -o json` List too); an
+    AdminNetworkPolicy and a ClusterNetworkPolicy of one name are two objects."""
+    (tmp_path / "policies.yaml").write_text(yaml.safe_dump_all([
+        cluster_policy_object("deny"), cluster_policy_object("deny", kind="AdminNetworkPolicy", priority=4),
+        cluster_policy_object("default", kind="BaselineAdminNetworkPolicy")]))
+    item = {k: v for k, v in cluster_policy_object("listed", "Baseline").items() if k not in ("kind", "apiVersion")}
+    (tmp_path / "list.json").write_text(json.dumps({"apiVersion": "v1", "kind": "ClusterNetworkPolicyList",
+                                                    "items": [item]}))
+    objects = read_objects(str(tmp_path))
+    assert objects is not None
+    names = {kind: sorted(o["metadata"]["name"] for o in found) for kind, found in objects.items() if found}
+    assert names == {"ClusterNetworkPolicy": ["deny", "listed"], "AdminNetworkPolicy": ["deny"],
+                     "BaselineAdminNetworkPolicy": ["default"]}
+    decoded = [decode_document(o, "test") for found in objects.values() for o in found]
+    assert all(not problems and isinstance(obj, ClusterNetworkPolicy) for [obj], problems in decoded)
+    assert sorted(obj.ref for [obj], _ in decoded) == [
+        "AdminNetworkPolicy deny", "BaselineAdminNetworkPolicy default", "ClusterNetworkPolicy deny",
+        "ClusterNetworkPolicy listed"]
+
+
+def test_a_cluster_policy_defined_differently_in_two_files_is_a_conflict(tmp_path):
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cluster_policy_object("deny", "Admin", 5)))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(cluster_policy_object("deny", "Admin", 50)))
+    objects = read_objects(str(tmp_path))
+    assert objects is not None
+    [stand_in] = objects["ClusterNetworkPolicy"]
+    copies = conflicting_copies(stand_in)
+    assert copies is not None and [c["spec"]["priority"] for _, c in copies] == [5, 50]
 
 
 # ── what a folder cannot say is never guessed, and never raises ─────────────────────────────

@@ -3,8 +3,8 @@ service account's token and CA — projected by the test server into a tmp dir t
 does, found through NETPOL_SERVICE_ACCOUNT_DIR — against the in-process API server over HTTPS
 with a CA made in the test, enforcing the agent's ClusterRole (netpol.deploy.rbac).
 
-Property: the source lists and watches all four kinds without one request outside its
-ClusterRole; a rotated token is used from the next request on, and a request refused with an
+Property: the source lists and watches every kind — exactly the resources its ClusterRole
+grants, no request outside it; a rotated token is used from the next request on, and a request refused with an
 expired one is retried with whatever the file holds then, without a restart; whatever is wrong —
 a file, the CA, a permission — is said in one line naming it, never a traceback."""
 
@@ -39,7 +39,8 @@ from tests.conftest import (
 from tests.unit.sources.follow import KINDS, Follower
 
 USER, MANIFEST_RULES = manifest_cluster_role()  # what the rendered bundle grants the agent
-RESOURCES = ("namespaces", "nodes", "pods", "networkpolicies")
+GRANTED = {(group, resource) for rule in MANIFEST_RULES for group in rule.get("apiGroups", ())
+           for resource in rule.get("resources", ())}
 
 
 def node_object(name: str) -> dict:
@@ -80,14 +81,14 @@ def in_pod(monkeypatch, tmp_path):
     return enter
 
 
-def asked(api: FakeApiServer) -> set[tuple[str, str]]:
-    """(verb, resource) of every request the server got, as its authorizer read them."""
+def asked(api: FakeApiServer) -> set[tuple[str, str, str]]:
+    """(verb, API group, resource) of every request the server got, as its authorizer read them."""
     found = set()
     for request in api.requests:
         method, _, target = request.partition(" ")
         path, _, query = target.partition("?")
         attributes = request_attributes(method, path, query)
-        found.add((attributes.verb, attributes.resource))
+        found.add((attributes.verb, attributes.api_group, attributes.resource))
     return found
 
 
@@ -102,7 +103,8 @@ def test_in_a_pod_it_lists_and_watches_every_kind_over_tls_inside_its_cluster_ro
         api.apply(node_object("node-b"))
         f.converge()
     assert api.forbidden_requests() == [] and api.unauthorized_requests() == []
-    assert asked(api) == {(verb, r) for verb in ("list", "watch") for r in RESOURCES}  # what the agent needs
+    # what the agent needs is what it is granted: every resource, nothing else
+    assert asked(api) == {(verb, group, r) for verb in ("list", "watch") for group, r in GRANTED}
     assert f.source.stats.last_errors == {}
 
 
@@ -163,7 +165,7 @@ def test_the_cluster_role_is_enforced_a_missing_rule_is_a_403_reported_naming_th
     try:
         with Follower(api, tmp_path, client=new_api_client()) as f:
             wait_until(lambda: "Node" in f.source.stats.last_errors, "the Node list refused")
-            wait_until(lambda: f.drain(0.01) or f.mirror.listed == {"Namespace", "Pod", "NetworkPolicy"},
+            wait_until(lambda: f.drain(0.01) or f.mirror.listed == set(KINDS) - {"Node"},
                        "the other kinds listed")
     finally:
         api.stop()
@@ -172,6 +174,31 @@ def test_the_cluster_role_is_enforced_a_missing_rule_is_a_403_reported_naming_th
     assert f.source.stats.last_errors == {"Node": expected}
     assert any(expected in r.getMessage() for r in caplog.records)
     assert {(d.attributes.verb, d.attributes.resource) for d in api.forbidden_requests()} == {("list", "nodes")}
+
+
+def test_a_cluster_role_without_the_cluster_policies_is_a_403_never_taken_for_a_crd_not_installed(
+        certs, in_pod, tmp_path):
+    """An agent upgraded without its new ClusterRole must not enforce as if there were no cluster
+    policies (their Deny rules would be dropped): the kinds stay unlisted, the 403 says which
+    permission is missing, and the agent never starts compiling from that partial view."""
+    custom = {"ClusterNetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy"}
+    api = serve(certs, [r for r in MANIFEST_RULES if "policy.networking.k8s.io" not in r["apiGroups"]])
+    in_pod(api)
+    try:
+        with Follower(api, tmp_path, client=new_api_client(), absent_recheck_initial=0.01,
+                      absent_recheck_cap=0.02) as f:
+            wait_until(lambda: custom <= set(f.source.stats.last_errors), "the cluster policies refused")
+            wait_until(lambda: f.drain(0.01) or f.mirror.listed == set(KINDS) - custom, "the other kinds listed")
+            refused = len(api.forbidden_requests())
+            wait_until(lambda: len(api.forbidden_requests()) > refused + 3, "the lists retried, still refused")
+            f.drain(0.01)
+    finally:
+        api.stop()
+    assert f.mirror.listed == set(KINDS) - custom and f.source.stats.not_served == {}
+    assert f.source.stats.last_errors["ClusterNetworkPolicy"] == (
+        'API error 403 Forbidden: clusternetworkpolicies.policy.networking.k8s.io is forbidden: User '
+        '"system:serviceaccount:netpol:netpol" cannot list resource "clusternetworkpolicies" in API group '
+        '"policy.networking.k8s.io" at the cluster scope')
 
 
 @pytest.mark.parametrize("case", ["another CA", "no SAN for the address"])

@@ -1,6 +1,8 @@
 """Differential tests: tracing packets through the compiled IR of every node, and through the
 libnftables JSON the backend emits, gives the verdict of `netpol.semantics.reference`, on generated clusters
-(IPv4, IPv6, dual-stack) and packets — 400 clusters × 12 packets per tracer."""
+(IPv4, IPv6, dual-stack) and packets — 400 clusters × 12 packets per tracer, and 400 clusters that
+mix ClusterNetworkPolicies (both tiers, Pass, nodes/networks peers, named ports) with
+NetworkPolicies × 16 packets, node addresses among the ends (own-node traffic)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from netpol.compile.compiler import block_intervals, compile_cluster
 from netpol.load.manifests import load_state, load_text
 from netpol.model import ClusterState, IPBlock
 from netpol.semantics.reference import allowed, endpoint
-from netpol.testing import clusters
+from netpol.testing import clusters, mixed_clusters
 from netpol.testing.nft_trace import NodeRuleset, trace_json
 from netpol.testing.trace import Packet, trace
 
@@ -64,6 +66,18 @@ def test_traces_equal_the_semantics(make_tracer, state, data):
     tracer = make_tracer(state)
     pool = addresses(state)
     for _ in range(12):
+        src = data.draw(st.sampled_from(pool))
+        dst = data.draw(st.sampled_from([ip for ip in pool if ip.version == src.version and ip != src] or [src]))
+        check(state, tracer, src, dst, *data.draw(st.sampled_from(PROBES)))
+
+
+@TRACERS
+@settings(max_examples=400, deadline=None)
+@given(state=mixed_clusters(), data=st.data())
+def test_traces_with_cluster_policies_equal_the_semantics(make_tracer, state, data):
+    tracer = make_tracer(state)
+    pool = addresses(state)
+    for _ in range(16):
         src = data.draw(st.sampled_from(pool))
         dst = data.draw(st.sampled_from([ip for ip in pool if ip.version == src.version and ip != src] or [src]))
         check(state, tracer, src, dst, *data.draw(st.sampled_from(PROBES)))
