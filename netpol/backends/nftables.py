@@ -12,16 +12,20 @@ the distinct sides and sets, not with pods × rules (benchmarks/amplification.py
 An address several of the node's pods claim (NodeProgram: shared addresses) is dispatched to a
 chain that passes a packet only if every claimant's side allows it (`_shared_dispatch`).
 
-ClusterNetworkPolicy tiers (DESIGN §2b). A side with tier rules is one chain: the Admin rules in
-order (Accept: the side's allow verdict, Deny: drop), then the NetworkPolicy tier (isolated:
-its allows, then drop), else the Baseline rules (Accept and Pass allow, Deny drops), then allow.
-When an Admin rule passes, the part after the Admin tier is a chain of its own that Pass rules
-`goto` (`…/after-admin`). Still one map lookup, then only the rules of the policies selecting
-that pod. Traffic between a pod and its own node is delivered locally (input/output hooks),
-never forwarded: when the node's programs have tier rules, `input` and `output` chains
-dispatch it (`own-egress-v4` by source, `own-ingress-v4` by destination) to the side's
-own-node variant, whose NetworkPolicy tier allows (the exemption) while the cluster tiers
-still decide. Without tier rules the table has neither hook, exactly as before.
+ClusterNetworkPolicy tiers (DESIGN §2b). A side with tier rules is a chain of the Admin rules in
+order (Accept: the side's allow verdict, Deny: drop), then the NetworkPolicy tier: when
+NetworkPolicies isolate the side, a `goto` to their chain (their allows, then drop: the chain a pod
+without cluster policies has, printed once however many cluster policies split its pods), else the
+Baseline rules (Accept and Pass allow, Deny drops), then allow. A Pass rule `goto`s the
+NetworkPolicy tier's chain, or a chain of its own holding the rest (`…/after-admin`). Still one map
+lookup, then only the rules of the policies selecting that pod. Traffic between a pod and its own
+node is delivered locally (input/output hooks), never forwarded: when the node's programs have tier
+rules that could match a node's address (`DirectionProgram.node_tiered`: rules with `networks` or
+`nodes` peers, or failing closed), `input` and `output` chains dispatch it (`own-egress-v4` by
+source, `own-ingress-v4` by destination) to such a side's own-node variant, whose NetworkPolicy tier
+allows (the exemption) while the cluster tiers still decide. Other sides have no own-node element:
+no tier rule of theirs matches a node, so the exemption or the default allows it. Without such rules
+the table has neither hook, exactly as before.
 """
 
 from __future__ import annotations
@@ -192,42 +196,60 @@ def _kept_side_group(side: DirectionProgram, direction: Direction, variant: Vari
 
 def _made_side_group(side: DirectionProgram, direction: Direction, variant: Variant) -> tuple[_Printed, ...]:
     """`_side_group`, made."""
-    suffix, verdict = VARIANTS[variant]
-    allowed = verdict or VERDICTS[direction]
+    allowed = VARIANTS[variant][1] or VERDICTS[direction]
     if not side.tiered:
-        rules = _side_rules(side.isolated_by, side.allows, direction, allowed)
-        comment = f"{direction} of the pods isolated by {', '.join(side.isolated_by)}"
-        if variant == "claimant":
-            comment += ", as one claimant of an address"
-        return (_named_chain(direction, _side_label(side.isolated_by) + suffix, rules, comment),)
+        return (_isolated_chain(side.isolated_by, side.allows, direction, variant),)
     return _tiered_group(side, direction, variant, allowed)
+
+
+@functools.lru_cache(maxsize=1 << 10)  # about one node's sides (in a batch compile, each is new)
+def _isolated_chain(isolated_by: tuple[str, ...], allows: tuple[Allow, ...], direction: Direction,
+                    variant: Variant) -> _Printed:
+    """The chain of a side NetworkPolicies isolate, without tier rules: their allows, then
+    drop. A tiered side they isolate ends in a `goto` to it (`_tiered_group`): pods selected
+    by other cluster policies but the same NetworkPolicies share it, and the chain of a pod no
+    cluster policy selects."""
+    suffix, verdict = VARIANTS[variant]
+    rules = _side_rules(isolated_by, allows, direction, verdict or VERDICTS[direction])
+    comment = f"{direction} of the pods isolated by {', '.join(isolated_by)}"
+    if variant == "claimant":
+        comment += ", as one claimant of an address"
+    return _named_chain(direction, _side_label(isolated_by) + suffix, rules, comment)
 
 
 def _tiered_group(side: DirectionProgram, direction: Direction, variant: Variant,
                   allowed: Verdict) -> tuple[_Printed, ...]:
     """Admin rules, then the NetworkPolicy tier (its own-node exemption in the `own` variants),
     else the Baseline rules, then allow (see the module). Printed from blocks kept per content
-    (`_tier_block`, `_policy_block`): sides differ in their NetworkPolicies or in their cluster
-    policies, rarely in both, and a cluster-policy event makes new sides of every pod it
-    selects (the node's whole table, for a policy of every namespace)."""
+    (`_tier_block`, `_baseline_block`): sides differ in their NetworkPolicies or in their
+    cluster policies, rarely in both, and a cluster-policy event makes new sides of every pod
+    it selects (the node's whole table, for a policy of every namespace). A side that
+    NetworkPolicies isolate ends in a `goto` to their chain (`_isolated_chain`, shared by
+    every side they isolate): its `return`/`accept` is the side's, as if inline."""
     own = variant.startswith("own")
     tiers = _tiers_named(side.cluster_policies, direction, variant)
     isolated = _isolated_named(side.isolated_by) if side.isolated else ("", "")
     label, comment = tiers[0] + isolated[0] + tiers[1], tiers[2] + isolated[1] + tiers[3]
-    if side.isolated and own:
-        after = _exempt_block(allowed)
-    elif side.isolated:
-        after = _policy_block(side.isolated_by, side.allows, direction, allowed)
-    else:
-        after = _baseline_block(side.baseline, direction, allowed)
-    admin_rules, admin_text, passing = _tier_block(side.admin, direction, allowed)
+    admin = _tier_block(side.admin, direction, allowed)
+    admin_rules, admin_text, passing = admin
+    if side.isolated and not own:
+        policies = _isolated_chain(side.isolated_by, side.allows, direction, variant)
+        return policies, _admin_then(direction, label, comment, admin, Verdict("goto", policies.name))
+    after = _exempt_block(allowed) if side.isolated else _baseline_block(side.baseline, direction, allowed)
     if not passing:
         after_rules = after[0]
         return (_named_chain_text(direction, label, lambda: (*admin_rules, *after_rules), comment,
                                   admin_text, after[1]),)
     tail = _named_chain_text(direction, label + "/after-admin", after[0], comment + ": after the Admin tier",
                              after[1])
-    onward = Verdict("goto", tail.name)
+    return tail, _admin_then(direction, label, comment, admin, Verdict("goto", tail.name))
+
+
+def _admin_then(direction: Direction, label: str, comment: str, admin: AdminBlock,
+                onward: Verdict) -> _Printed:
+    """The Admin rules (`_tier_block`), their Pass rules and the last rule (no Admin rule
+    decided) going `onward` (a `goto` to the rest of the side)."""
+    admin_rules, admin_text, passing = admin
     going = onward.text()
 
     def head() -> tuple[Rule, ...]:
@@ -236,12 +258,13 @@ def _tiered_group(side: DirectionProgram, direction: Direction, variant: Variant
             rules[at] = Rule((*rules[at].statements[:-1], onward), rules[at].comment)
         return (*rules, Rule((onward,), _NO_ADMIN_DECIDED))
 
-    passed = admin_text.replace(_PASS_MARK_TEXT, f" {going}")
-    return tail, _named_chain_text(direction, label, head, comment, passed,
-                                   _LAST_TEXT.replace(PASS_MARK.text(), going, 1))
+    passed = admin_text.replace(_PASS_MARK_TEXT, f" {going}") if passing else admin_text
+    return _named_chain_text(direction, label, head, comment, passed,
+                             _LAST_TEXT.replace(PASS_MARK.text(), going, 1))
 
 
 Block = tuple[tuple[Rule, ...], str]  # rules, and their `rules_text`
+AdminBlock = tuple[tuple[Rule, ...], str, tuple[int, ...]]  # and the positions of Pass rules
 PASS_MARK = Verdict("goto", "\x00pass\x00")  # where a Pass rule's `goto` goes, until it is known
 _PASS_MARK_TEXT = f" {PASS_MARK.text()}"  # no name or comment holds a NUL
 _NO_ADMIN_DECIDED = "no Admin tier rule decided"  # the last rule of an Admin tier with Pass rules
@@ -260,8 +283,7 @@ def _named_chain_text(kind: str, label: str, rules: tuple[Rule, ...] | Callable[
 
 
 @functools.lru_cache(maxsize=1 << 10)
-def _tier_block(rules: tuple[TierRule, ...], direction: Direction,
-                allowed: Verdict) -> tuple[tuple[Rule, ...], str, tuple[int, ...]]:
+def _tier_block(rules: tuple[TierRule, ...], direction: Direction, allowed: Verdict) -> AdminBlock:
     """A tier's rules (`_tier_rules`) and their text, kept per content (pods whose cluster
     policies are alike have equal tiers, whatever their NetworkPolicies); Pass rules go to
     PASS_MARK, at the positions listed last (none: the tier has no Pass rule)."""
@@ -269,15 +291,6 @@ def _tier_block(rules: tuple[TierRule, ...], direction: Direction,
     made = tuple(_tier_rules(rules, direction, allowed, PASS_MARK if passes else allowed))
     passing = tuple(i for i, rule in enumerate(made) if rule.statements[-1] == PASS_MARK) if passes else ()
     return made, rules_text(made), passing
-
-
-@functools.lru_cache(maxsize=1 << 10)  # about one node's sides (in a batch compile, each is new)
-def _policy_block(isolated_by: tuple[str, ...], allows: tuple[Allow, ...], direction: Direction,
-                  allowed: Verdict) -> Block:
-    """The NetworkPolicy tier of an isolated side (`_side_rules`) and its text, kept per content:
-    a cluster-policy event gives the pods it selects new sides with the same NetworkPolicies."""
-    made = _side_rules(isolated_by, allows, direction, allowed)
-    return made, rules_text(made)
 
 
 @functools.lru_cache(maxsize=1 << 10)
@@ -433,8 +446,9 @@ CLAIMANT_VARIANT: dict[Variant, Variant] = {"forward": "claimant", "own": "own-c
 
 def _dispatched(side: DirectionProgram, variant: Variant) -> bool:
     """Does the side get a map element: forward, when anything can deny on it; own-node,
-    when cluster tiers can (else the exemption allows everything)."""
-    return side.enforced if variant == "forward" else side.tiered
+    when a cluster tier rule could match a node's address (`node_tiered`; else the tiers
+    never match and the exemption allows everything)."""
+    return side.enforced if variant == "forward" else side.node_tiered
 
 
 def _address_dispatch(ip: IPAddress, claimants: Sequence[PodProgram]) -> Dispatch:
@@ -499,11 +513,11 @@ def _table_chains(program: NodeProgram) -> dict[str, Chain]:
 
 
 def tiered(program: NodeProgram) -> bool:
-    """Do the node's programs have cluster-policy tier rules (then the table has the
-    input/output hooks and the own-node maps)?"""
+    """Do the node's programs have cluster-policy tier rules that could match a node's
+    address (`node_tiered`: then the table has the input/output hooks and the own-node maps)?"""
     found = program.pods_memo.get(TIERED)
     if found is None:
-        found = any(pod.ingress.tiered or pod.egress.tiered for pod in program.pods)
+        found = any(pod.ingress.node_tiered or pod.egress.node_tiered for pod in program.pods)
         program.pods_memo[TIERED] = found
     return bool(found)
 
@@ -665,7 +679,7 @@ class PodsText:
     addresses: tuple[tuple[int, int], ...]  # (version, integer) of each pod: the node-pods guard set
     map_elements: dict[str, str]  # map name → its `ADDRESS : jump CHAIN` elements, joined by ", "
     chains: tuple[tuple[str, str], ...]  # the pods' side chains: name, lines joined (shared, not copied)
-    tiered: bool = False  # some side has cluster-policy tier rules
+    tiered: bool = False  # some side has an own-node element (`tiered`)
 
 
 Dispatched = tuple[str, str, tuple[_Printed, ...]]  # map kind, the chain jumped to, its group

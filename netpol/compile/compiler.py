@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from netpol.compile.identity_cache import weak_identity_cache
 from netpol.compile.ir import (
+    POD_SET_PREFIX,
     PORT_SET_PREFIX,
     Allow,
     DirectionProgram,
@@ -188,7 +189,7 @@ class ProgramCompiler:
         a Deny rule's set — if any is."""
         spelling = (ANY_HOLDER, *groups) if any_holder else groups
         if spelling not in self._spellings:
-            name = f"pods-{_digest(repr(spelling))}"
+            name = f"{POD_SET_PREFIX}{_digest(repr(spelling))}"
             self._spellings[spelling], self._groups_of[name] = name, groups
             if any_holder:
                 self._any_holder.add(name)
@@ -555,7 +556,7 @@ class ProgramCompiler:
             index = int(rule_node[3])
             names = list(self._rule_peers.get((key, direction, index)) or ())
             for name in names:
-                if name in changed or not name.startswith(("pods-", NODE_SET_PREFIX)):
+                if name in changed or not name.startswith((POD_SET_PREFIX, NODE_SET_PREFIX)):
                     continue
                 old = self.peer_sets[name]
                 if name.startswith(NODE_SET_PREFIX):

@@ -100,6 +100,9 @@ class PortSet:
         return SetRef(self.name, self.families)
 
 
+POD_SET_PREFIX = "pods-"  # a set of pods' addresses (never a node's): `pods-DIGEST`
+
+
 @dataclass(frozen=True)
 class SetRef:
     """A rule's reference to a set, and the families it holds (rules exist for those only)."""
@@ -202,6 +205,17 @@ class DirectionProgram:
     def tiered(self) -> bool:
         """Cluster policies have a say on this side."""
         return bool(self.admin or self.baseline)
+
+    @cached_property
+    def node_tiered(self) -> bool:
+        """Could a cluster tier rule here match an address of a node (own-node traffic)? A rule
+        matching any address, or one with a peer set that is not a pod set (`networks`,
+        `nodes`): pod sets never hold a node's address (hostNetwork pods are never peers). A
+        side without such a rule lets own-node traffic through (Admin and Baseline rules never
+        match it, the NetworkPolicy tier exempts it), so it needs no own-node chain."""
+        return any(rule.match.peers is None or any(not ref.name.startswith(POD_SET_PREFIX)
+                                                   for ref in rule.match.peers)
+                   for rule in (*self.admin, *self.baseline))
 
     @property
     def enforced(self) -> bool:
