@@ -1,7 +1,8 @@
 """The `netpol` command line: argument parsing, exit codes (DESIGN §3), and nothing else.
 
 Exit codes: 0 ok, 1 invalid input (or `verify` cannot build its lab), 2 usage error, 3 verification
-found a mismatch (or the kernel refused a compiled ruleset).
+found a mismatch (or the kernel refused a compiled ruleset), 4 an audit gate failed (`diff
+--fail-on` saw such a change, `lint --fail-on` such a finding, an expectation was violated).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from netpol.semantics.probes import Probe, default_probes, parse_probe
 from netpol.semantics.reach import absent_notes, compute_reach, participants
 from netpol.semantics.reference import priority_ties
 
-EXIT_OK, EXIT_INVALID_INPUT, EXIT_USAGE, EXIT_MISMATCH, EXIT_INTERNAL = 0, 1, 2, 3, 70
+EXIT_OK, EXIT_INVALID_INPUT, EXIT_USAGE, EXIT_MISMATCH, EXIT_GATE, EXIT_INTERNAL = 0, 1, 2, 3, 4, 70
 NAMESPACE_NAME = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS label (RFC 1123)
 
 
@@ -51,6 +52,12 @@ def _add_inputs(parser: argparse.ArgumentParser, skip_unknown: bool = False) -> 
         parser.add_argument("--skip-unknown", action="store_true",
                             help="skip files that hold no Kubernetes object (no kind/apiVersion) "
                                  "instead of refusing them; each is named on stderr")
+
+
+def _state(args: argparse.Namespace) -> tuple[ClusterState, LoadReport]:
+    """The cluster a command reads: its `-f` inputs (every command that takes `_add_inputs`
+    loads through here, so another input source is added in one place)."""
+    return load_state_with_report(args.paths, args.skip_unknown)
 
 
 def _print_notes(notes: Iterable[str | None]) -> None:
@@ -230,7 +237,7 @@ def run_validate(args: argparse.Namespace) -> int:
     """The counts on stdout; on stderr, everything the input holds that no answer will show:
     skipped files and kinds, pods outside the matrix; and cluster policies whose order the API
     leaves undefined (equal priorities in a tier), as warnings."""
-    state, report = load_state_with_report(args.paths, args.skip_unknown)
+    state, report = _state(args)
     print(f"ok: {len(state.namespaces)} namespaces, {len(state.pods)} pods, "
           f"{len(state.nodes)} nodes, {len(state.policies)} network policies, {_cluster_counts(state)}")
     _print_notes([report.files_note(), report.kinds_note(pods_missing=not participants(state)),
@@ -254,7 +261,7 @@ def _cluster_counts(state: ClusterState) -> str:
 def run_reach(args: argparse.Namespace) -> int:
     """The matrix on stdout (its format is a contract); on stderr, the pods it leaves out and
     why, and, when it is empty, the kinds that were skipped (a folder of Deployments)."""
-    state, report = load_state_with_report(args.paths, args.skip_unknown)
+    state, report = _state(args)
     probes = tuple(args.probes) if args.probes else default_probes(state)
     reach = compute_reach(state, probes, args.family)
     if not reach.pods:
@@ -316,7 +323,7 @@ def _write(ruleset: Ruleset, target: Path, suffix: str, per_node: bool) -> Path:
 def run_explain(args: argparse.Namespace) -> int:
     """The verdicts on stdout; an endpoint that is no pod of the input is a usage error, preceded
     on stderr by the kinds that were skipped (the pod may be in a Deployment's template)."""
-    state, report = load_state_with_report(args.paths, args.skip_unknown)
+    state, report = _state(args)
     unknown = any("/" in end and state.pod(end) is None for end in (args.source, args.destination))
     _print_notes([report.files_note(), report.kinds_note(pods_missing=True) if unknown else None])
     src = explaining.resolve_endpoint(state, args.source)
@@ -328,7 +335,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    state, loaded = load_state_with_report(args.paths, args.skip_unknown)
+    state, loaded = _state(args)
     _print_notes([loaded.files_note()])
     report = verify(state, args.probes, args.node, render=render_nftables, backend=args.backend)
     sys.stdout.write(format_report(report))

@@ -16,7 +16,7 @@ from tests.conftest import REPO
 
 PACKAGE = Path(netpol.__file__).parent
 # Lowest first. The root's vocabulary is spoken by every stage; `cli` sits above everything.
-STAGES = ("vocabulary", "load", "sources", "semantics", "compile", "backends", "dataplane",
+STAGES = ("vocabulary", "load", "sources", "semantics", "audit", "compile", "backends", "dataplane",
           "agent", "pipeline", "deploy", "testing", "lab", "cli")
 VOCABULARY = {"model", "labels", "intervals", "errors", "gc"}
 # The compiler side must stay independent of the reference it is differentially tested against.
