@@ -204,6 +204,8 @@ class Resolver:
     _cluster_selected_by: dict[str, set[str]] = field(default_factory=dict)  # pod → cluster policies
     _cluster_subjects: dict[str, set[str]] = field(default_factory=dict)  # cluster policy → pods
     _node_peer_rules: set[NodeId] = field(default_factory=set)  # cluster rules with `nodes` peers
+    # With `from_state(…, policy_namespaces)`: cluster policies' subjects only in those namespaces.
+    _subject_scope: frozenset[str] | None = None
     # cluster_selecting's answers by the policies selecting a pod (pods of a namespace share them)
     _cluster_order: dict[tuple[frozenset[str], Direction], tuple[str, ...]] = field(default_factory=dict)
     # Active pods' addresses as sorted (version, integer, pod key): ipBlocks bisect, never scan.
@@ -214,8 +216,11 @@ class Resolver:
         """The resolver of `state`; with `policy_namespaces`, of only the policies in those
         namespaces (every namespace, node and pod still): a policy selects pods of its own
         namespace only, so its answers for those namespaces' pods are the whole cluster's
-        (cluster policies are always all there)."""
+        (cluster policies are always all there, their subjects only in those namespaces: a
+        shard compiles no other pod, and every pod still counts as a peer)."""
         resolver = cls()
+        if policy_namespaces is not None:
+            resolver._subject_scope = frozenset(policy_namespaces)
         for namespace in state.namespaces:
             resolver.apply("ADDED", namespace)
         for node in state.nodes:
@@ -436,7 +441,7 @@ class Resolver:
             if self.policies[key].pod_selector.matches(pod.labels):
                 self.graph.add_edge(("policy", key), node)
                 self._selected_by.setdefault(pod.key, set()).add(key)
-        if self.cluster_policies:
+        if self.cluster_policies and (self._subject_scope is None or pod.namespace in self._subject_scope):
             namespace_labels = self._namespace_labels(pod.namespace)
             for key, cluster_policy in self.cluster_policies.items():
                 if _subject_matches(cluster_policy, namespace_labels, pod):
@@ -553,7 +558,10 @@ class Resolver:
         self._cluster_subjects[policy.key] = subjects
         subject = policy.subject
         namespaces = subject.namespaces if subject.pods is None else subject.pods.namespace_selector
-        for namespace in self._namespace_scope(namespaces) if namespaces is not None else ():
+        scope = self._namespace_scope(namespaces) if namespaces is not None else set()
+        if self._subject_scope is not None:
+            scope &= self._subject_scope
+        for namespace in scope:
             index = self._pod_index.get(namespace)  # active pods only
             if index is not None:
                 subjects |= index.all if subject.pods is None else index.select(subject.pods.pod_selector)
