@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := netpol/examples/shop
 APT_PACKAGES := python3 python3-venv python3-pip iproute2 nftables libnftables1 \
-                containernetworking-plugins iptables ipset podman mmdebstrap runc
+                containernetworking-plugins iptables ipset podman mmdebstrap runc graphviz
 IMAGE ?= localhost/netpol:dev
 PYTEST_ARGS ?=
 
@@ -35,6 +35,12 @@ demo: setup
 	$(BIN)/netpol explain -f $(EXAMPLE) --from frontend/web-1 --to db/postgres-0 --port 5432/TCP
 	@echo "== netpol explain: Prometheus scrapes postgres on its named port 'metrics' =="
 	$(BIN)/netpol explain -f $(EXAMPLE) --from monitoring/prometheus-0 --to db/postgres-1 --port 9187/TCP
+	@echo "== netpol lint: what in the shop's policies is dead, redundant or risky =="
+	$(BIN)/netpol lint -f $(EXAMPLE)
+	@echo "== netpol check: what the shop's owners expect, checked =="
+	$(BIN)/netpol check -f $(EXAMPLE) --expect netpol/examples/shop-expectations.yaml
+	@echo "== netpol diff: what a pull request (netpol/examples/shop-change.yaml) opens =="
+	$(BIN)/netpol diff -f $(EXAMPLE) --to $(EXAMPLE) netpol/examples/shop-change.yaml
 	$(BIN)/netpol reach -f $(EXAMPLE) -o html > reach.html
 	@echo "wrote reach.html (colour matrix, one table per port)"
 	@echo "== netpol compile: node-a's nftables ruleset (excerpt; full file in rulesets/shop/node-a.nft) =="

@@ -33,6 +33,18 @@ def _allows(conns: str, probe: Probe) -> bool:
     return False
 
 
+def listed_pods(path: Path) -> set[str]:
+    """Every pod NCA's output names, on either side of a line. With kubectl's `ownerReferences`
+    on the pods, NCA 2.1.0 names two pods of each ReplicaSet (`api-0-0`, `api-0-1` of five):
+    cells of the others cannot be compared."""
+    pods: set[str] = set()
+    for line in path.read_text().splitlines():
+        src, arrow, rest = line.partition(" => ")
+        if arrow:
+            pods.update(p for p in (src, rest.partition(" : ")[0]) if _POD.match(p))
+    return pods
+
+
 def pod_cells(path: Path, probes: tuple[Probe, ...]) -> Iterator[tuple[str, str, Probe]]:
     """(source pod, destination pod, probe) for every pod-to-pod connection NCA reports."""
     for line in path.read_text().splitlines():

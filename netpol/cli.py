@@ -9,45 +9,67 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from netpol.backends.nftables import render as render_nftables
+from netpol.audit import expect
 from netpol.errors import (
     DeployError,
     InputError,
     LabError,
     Problem,
     RulesetRejected,
+    SourceError,
     UsageError,
     WorkerError,
 )
 from netpol.gc import without_cyclic_gc
-from netpol.lab.verify import IPTABLES_VARIANTS, format_report, verify
-from netpol.load.manifests import LoadReport, load_state_with_report
+from netpol.load.manifests import LoadReport, expand_paths, load_state_with_report, read_text
 from netpol.model import TIERS, ClusterState
-from netpol.pipeline.phases import CompileRequest, Ruleset, compile_rulesets
 from netpol.semantics import explain as explaining
-from netpol.semantics.formats import RENDERERS
+from netpol.semantics.formats import RENDERERS, render_reach
 from netpol.semantics.probes import Probe, default_probes, parse_probe
 from netpol.semantics.reach import absent_notes, compute_reach, participants
 from netpol.semantics.reference import priority_ties
 
+if TYPE_CHECKING:
+    from netpol.load.manifests import Labelled
+    from netpol.pipeline.phases import Ruleset
+    from netpol.sources.snapshot import ClusterSnapshot
+
 EXIT_OK, EXIT_INVALID_INPUT, EXIT_USAGE, EXIT_MISMATCH, EXIT_GATE, EXIT_INTERNAL = 0, 1, 2, 3, 4, 70
+# Choices of commands whose modules are imported when they run, not on every start (what `reach`
+# costs is mostly starting up); tests/unit/root/test_cli.py holds them equal to those modules'.
+DIFF_FAIL_ON = ("allowed", "denied", "any")  # netpol.audit.diff.FAIL_ON
+DIFF_OUTPUTS = ("json", "md", "text")  # netpol.audit.diff_formats.RENDERERS
+LINT_SEVERITIES = ("error", "warning", "info")  # netpol.audit.lint.SEVERITIES
+IPTABLES_BACKENDS = ("iptables", "iptables-legacy")  # netpol.lab.verify.IPTABLES_VARIANTS
 NAMESPACE_NAME = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS label (RFC 1123)
 
 
 def _add_inputs(parser: argparse.ArgumentParser, skip_unknown: bool = False) -> None:
-    """`-f PATH...`, and for the commands that read the state through `load_state_with_report`,
-    `--skip-unknown`: a folder may hold other tools' files (`expected.json`); they are refused by
-    default, as kubectl refuses them, and skipped (each named on stderr) with it."""
-    parser.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+", required=True,
+    """`-f PATH...`, or a live cluster (`--kubeconfig FILE [--context NAME]`, `--context NAME`,
+    `--in-cluster`: exactly one kind of input, `_cluster_snapshot` checks), and for the commands
+    that read the state through `load_state_with_report`, `--skip-unknown`: a folder may hold
+    other tools' files (`expected.json`); they are refused by default, as kubectl refuses them,
+    and skipped (each named on stderr) with it."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+",
                         metavar="PATH", help="manifest file, directory (recursive) or - for stdin")
+    source.add_argument("--kubeconfig", metavar="FILE",
+                        help="read a live cluster instead (list only): this kubeconfig's current "
+                             "context, or --context's")
+    source.add_argument("--in-cluster", action="store_true",
+                        help="read the live cluster this pod runs in, as its service account")
+    parser.add_argument("--context", metavar="NAME",
+                        help="read the live cluster of this kubeconfig context (the kubeconfig: "
+                             "--kubeconfig, else $KUBECONFIG, else ~/.kube/config)")
     if skip_unknown:
         parser.add_argument("--skip-unknown", action="store_true",
                             help="skip files that hold no Kubernetes object (no kind/apiVersion) "
@@ -55,9 +77,46 @@ def _add_inputs(parser: argparse.ArgumentParser, skip_unknown: bool = False) -> 
 
 
 def _state(args: argparse.Namespace) -> tuple[ClusterState, LoadReport]:
-    """The cluster a command reads: its `-f` inputs (every command that takes `_add_inputs`
-    loads through here, so another input source is added in one place)."""
+    """The cluster a command reads: its `-f` inputs, or the live cluster it names (every
+    command that takes `_add_inputs` loads through here, so another input source is added in
+    one place; `compile` takes `_cluster_documents` to its own route)."""
+    snapshot = _cluster_snapshot(args)
+    if snapshot is not None:
+        return snapshot.state()
     return load_state_with_report(args.paths, args.skip_unknown)
+
+
+def _cluster_snapshot(args: argparse.Namespace) -> ClusterSnapshot | None:
+    """The live cluster `_add_inputs`' flags name, read (its notes on stderr); None for `-f`.
+    UsageError for no input at all, or --context with -f or --in-cluster."""
+    if args.context and (args.paths or args.in_cluster):
+        raise UsageError(f"--context picks a kubeconfig context: it goes with --kubeconfig (or alone), "
+                         f"not with {'-f' if args.paths else '--in-cluster'}")
+    if args.paths:
+        return None
+    if not (args.kubeconfig or args.context or args.in_cluster):
+        raise UsageError("no input: give -f PATH... (manifests), or read a live cluster with "
+                         "--kubeconfig FILE [--context NAME], --context NAME or --in-cluster")
+    from netpol.sources.snapshot import (  # noqa: PLC0415 - only a cluster read loads the kubernetes client
+        ClusterOrigin,
+        read_snapshot,
+    )
+
+    snapshot = read_snapshot(ClusterOrigin(args.kubeconfig, args.context, args.in_cluster))
+    _print_notes(snapshot.notes)
+    return snapshot
+
+
+def _cluster_documents(args: argparse.Namespace) -> list[Labelled] | None:
+    """The live cluster's objects as documents for `compile`'s route (this list their only
+    holder, as the route wants); None for `-f`."""
+    snapshot = _cluster_snapshot(args)
+    return None if snapshot is None else list(snapshot.documents)
+
+
+def _state_of(paths: Sequence[str], args: argparse.Namespace) -> tuple[ClusterState, LoadReport]:
+    """A cluster from other inputs than `-f` (`diff --to`), read as `_state` reads `-f`'s."""
+    return load_state_with_report(paths, args.skip_unknown)
 
 
 def _print_notes(notes: Iterable[str | None]) -> None:
@@ -83,15 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inputs(validate, skip_unknown=True)
     validate.set_defaults(run=run_validate)
 
-    reach = commands.add_parser("reach", help="reachability matrix from the reference semantics")
-    _add_inputs(reach, skip_unknown=True)
-    reach.add_argument("--port", dest="probes", action="append", type=_probe, metavar="PORT/PROTO",
-                       help="probe this port (repeatable); default: every port a policy or "
-                            "container port names")
-    reach.add_argument("-o", "--output", choices=sorted(RENDERERS), default="table")
-    reach.add_argument("--family", type=int, choices=(4, 6),
-                       help="only this address family (default: a cell is allowed over any family)")
-    reach.set_defaults(run=run_reach)
+    _add_reach_command(commands)
 
     compile_ = commands.add_parser("compile", help="a node's complete ruleset (nftables)")
     _add_inputs(compile_, skip_unknown=True)
@@ -117,12 +168,42 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--port", dest="probe", required=True, type=_probe, metavar="PORT/PROTO")
     explain.add_argument("-o", "--output", choices=("text", "json"), default="text")
     explain.set_defaults(run=run_explain)
+    _add_check_command(commands)
+
+    diff = commands.add_parser("diff", help="cells whose verdict changes from OLD to NEW, grouped, with the "
+                                            "object changes that caused them and the reasons on both sides",
+                               description="Exit codes: 0 (whatever changed, without --fail-on), 1 invalid "
+                                           "input, 2 usage error, 4 --fail-on saw such a change.")
+    _add_inputs(diff, skip_unknown=True)  # -f: OLD
+    diff.add_argument("--to", dest="new_paths", action="extend", nargs="+", required=True, metavar="PATH",
+                      help="NEW: what -f takes (files, directories, -)")
+    diff.add_argument("--fail-on", choices=DIFF_FAIL_ON,
+                      help="exit 4 if a cell became allowed (allowed), denied (denied), either (any)")
+    diff.add_argument("-o", "--output", choices=DIFF_OUTPUTS, default="text",
+                      help="md: for a pull-request comment")
+    diff.add_argument("--port", dest="probes", action="append", type=_probe, metavar="PORT/PROTO",
+                      help="probe this port (repeatable); default: every port a policy or container "
+                           "port names on either side")
+    diff.add_argument("--family", type=int, choices=(4, 6),
+                      help="only this address family (default: a cell is allowed over any family)")
+    diff.set_defaults(run=run_diff)
+
+    lint_ = commands.add_parser("lint", help="findings: policies and rules that are dead, redundant or "
+                                             "risky, with file and line",
+                                description="Exit codes: 0 (whatever was found, without --fail-on), 1 "
+                                            "invalid input, 2 usage error, 4 --fail-on saw such a finding.")
+    _add_inputs(lint_, skip_unknown=True)
+    lint_.add_argument("-o", "--output", choices=("text", "json", "sarif"), default="text",
+                       help="sarif: SARIF 2.1.0, for code scanning")
+    lint_.add_argument("--fail-on", choices=LINT_SEVERITIES,
+                       help="exit 4 if a finding is this severe or more (error > warning > info)")
+    lint_.set_defaults(run=run_lint)
 
     verify_ = commands.add_parser("verify", help="build the cluster in network namespaces, load the "
                                   "compiled rulesets, probe with real packets, compare with the semantics")
     _add_inputs(verify_, skip_unknown=True)
     verify_.add_argument("--node", help="only pairs with the source or the destination on this node")
-    verify_.add_argument("--backend", choices=("nftables", *IPTABLES_VARIANTS), default="nftables")
+    verify_.add_argument("--backend", choices=("nftables", *IPTABLES_BACKENDS), default="nftables")
     verify_.add_argument("--port", dest="probes", action="append", type=_probe, metavar="PORT/PROTO",
                          help="probe this port (repeatable); default: every port a policy or "
                               "container port names")
@@ -142,6 +223,37 @@ def build_parser() -> argparse.ArgumentParser:
                            "ClusterRole, and add a rolling update of one agent (`make image` builds one)")
     demo.set_defaults(run=run_demo_command)
     return parser
+
+
+def _add_reach_command(commands: Any) -> None:
+    """`netpol reach`'s parser (its own function: build_parser stays readable)."""
+    reach = commands.add_parser("reach", help="reachability matrix from the reference semantics")
+    _add_inputs(reach, skip_unknown=True)
+    reach.add_argument("--port", dest="probes", action="append", type=_probe, metavar="PORT/PROTO",
+                       help="probe this port (repeatable); default: every port a policy or "
+                            "container port names")
+    reach.add_argument("-o", "--output", choices=sorted(RENDERERS), default="table")
+    reach.add_argument("--family", type=int, choices=(4, 6),
+                       help="only this address family (default: a cell is allowed over any family)")
+    reach.add_argument("--expect", metavar="FILE",
+                       help="also check these expectations (netpol check's report on stderr; exit 4 "
+                            "if one is violated)")
+    reach.set_defaults(run=run_reach)
+
+
+def _add_check_command(commands: Any) -> None:
+    """`netpol check`'s parser: expected connectivity (`netpol.audit.expect`), checked."""
+    check = commands.add_parser("check", help="check a file of expected connectivity against the map",
+                                description="Exit codes: 0 every expectation holds, 1 invalid input (the "
+                                            "manifests or the expectations file), 2 usage error, 4 an "
+                                            "expectation is violated.")
+    _add_inputs(check, skip_unknown=True)
+    check.add_argument("--expect", required=True, metavar="FILE",
+                       help="the expectations (YAML or JSON; see netpol.audit.expect)")
+    check.add_argument("-o", "--output", choices=sorted(expect.RENDERERS), default="text")
+    check.add_argument("--family", type=int, choices=(4, 6),
+                       help="only this address family (default: a cell is allowed over any family)")
+    check.set_defaults(run=run_check)
 
 
 def _add_agent_command(commands: Any) -> None:
@@ -260,7 +372,10 @@ def _cluster_counts(state: ClusterState) -> str:
 
 def run_reach(args: argparse.Namespace) -> int:
     """The matrix on stdout (its format is a contract); on stderr, the pods it leaves out and
-    why, and, when it is empty, the kinds that were skipped (a folder of Deployments)."""
+    why, and, when it is empty, the kinds that were skipped (a folder of Deployments). With
+    `--expect`, `check`'s text report follows on stderr (stdout stays the map, so one run gives
+    CI both the artefact and the gate) and a violated expectation exits EXIT_GATE (4)."""
+    expectations = _read_expectations(args.expect) if args.expect else None
     state, report = _state(args)
     probes = tuple(args.probes) if args.probes else default_probes(state)
     reach = compute_reach(state, probes, args.family)
@@ -270,21 +385,46 @@ def run_reach(args: argparse.Namespace) -> int:
     no_pods = not reach.pods and not participants(state)  # not only none of --family's
     _print_notes([report.files_note(), report.kinds_note(pods_missing=True) if no_pods else None,
                   *absent_notes(state, args.family)])
-    sys.stdout.write(RENDERERS[args.output](reach))
-    return EXIT_OK
+    sys.stdout.write(render_reach(args.output, reach, state))  # html: cells linked to why
+    if expectations is None:
+        return EXIT_OK
+    sys.stdout.flush()  # the map before the report, when both go to one terminal
+    outcomes = expect.check_expectations(state, expectations, args.family)
+    sys.stderr.write(expect.render_text(outcomes))
+    return EXIT_OK if all(o.holds for o in outcomes) else EXIT_GATE
+
+
+def _read_expectations(path: str) -> tuple[expect.Expectation, ...]:
+    """The expectations file of `--expect`, read before the cluster: its mistakes come first."""
+    return expect.parse_expectations(read_text(path), path)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Each expectation of `--expect` against the map: the report on stdout (`-o text|json`),
+    what the input leaves out on stderr. EXIT_GATE (4) when one is violated (or covers no cell),
+    0 when all hold."""
+    expectations = _read_expectations(args.expect)
+    state, report = _state(args)
+    _print_notes([report.files_note(), *absent_notes(state, args.family)])
+    outcomes = expect.check_expectations(state, expectations, args.family)
+    sys.stdout.write(expect.RENDERERS[args.output](outcomes))
+    return EXIT_OK if all(o.holds for o in outcomes) else EXIT_GATE
 
 
 def run_compile(args: argparse.Namespace) -> int:
     """The route is `netpol.pipeline.phases`'; here, only where the files go."""
+    from netpol.pipeline.phases import CompileRequest, compile_rulesets  # noqa: PLC0415 - as run_verify
+
     if args.all_nodes and not args.out_dir:
         raise UsageError("--all-nodes needs --out-dir DIR")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be 1 or more")
-    request = CompileRequest(args.paths, None if args.all_nodes else args.node, args.backend, args.format,
-                             args.jobs, args.skip_unknown)
+    request = CompileRequest(args.paths or (), None if args.all_nodes else args.node, args.backend,
+                             args.format, args.jobs, args.skip_unknown)
     renderer = request.renderer
     if request.node is not None and renderer.bundle and not args.output:
         raise UsageError(f"--backend {args.backend} writes three files: give -o DIR")
+    request = dataclasses.replace(request, documents=_cluster_documents(args))  # a live cluster's, or None
     processes = [1]
     written: list[Path] = []
     report = LoadReport()
@@ -334,7 +474,53 @@ def run_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_diff(args: argparse.Namespace) -> int:
+    """The changed cells on stdout in `-o`'s format; on stderr, what each side's input left out.
+    Exit 0 whatever changed; with `--fail-on allowed|denied|any`, EXIT_GATE (4) if a cell
+    became allowed, denied, either; 1 and 2 as for every command."""
+    from netpol.audit import diff_formats  # noqa: PLC0415 - audits load only when asked for
+    from netpol.audit.diff import diff_states, union_probes  # noqa: PLC0415
+
+    if "-" in (args.paths or ()) and "-" in args.new_paths:  # (no paths: OLD is a live cluster)
+        raise UsageError("diff: stdin (-) can be read by one side only: give -f or --to a file")
+    old, old_report = _state(args)
+    new, new_report = _state_of(args.new_paths, args)
+    probes = tuple(args.probes) if args.probes else union_probes(default_probes(old), default_probes(new))
+    _print_notes([old_report.files_note(), new_report.files_note()])
+    result = diff_states(old, new, probes, args.family)
+    sys.stdout.write(diff_formats.RENDERERS[args.output](result))
+    return EXIT_GATE if result.fails(args.fail_on) else EXIT_OK
+
+
+def run_lint(args: argparse.Namespace) -> int:
+    """The findings on stdout, each with the file and line of what it is about; on stderr, the
+    notes (what was skipped, what could not be checked) and a count."""
+    from netpol.audit.lint import Finding, at_least, lint  # noqa: PLC0415 - loaded only when asked for
+    from netpol.audit.lint import render_json as render_lint_json  # noqa: PLC0415
+    from netpol.audit.lint import render_text as render_lint_text  # noqa: PLC0415
+    from netpol.audit.lint import summary as lint_summary  # noqa: PLC0415
+    from netpol.audit.locate import locate  # noqa: PLC0415
+    from netpol.audit.sarif import render_sarif  # noqa: PLC0415
+
+    state, report = _state(args)
+    result = lint(state)
+    files, _ = expand_paths(args.paths or [])
+    findings = locate(result.findings, files, read_text)
+    findings.sort(key=Finding.sort_key)
+    _print_notes([report.files_note(), *result.notes])
+    if args.output == "sarif":
+        version = sys.modules["netpol"].__version__  # the package's, set in netpol/__init__ (no stage)
+        sys.stdout.write(render_sarif(findings, version, os.getcwd()))
+    else:
+        sys.stdout.write((render_lint_json if args.output == "json" else render_lint_text)(findings))
+    print(f"netpol: lint: {lint_summary(findings)}", file=sys.stderr)
+    return EXIT_GATE if args.fail_on and at_least(findings, args.fail_on) else EXIT_OK
+
+
 def run_verify(args: argparse.Namespace) -> int:
+    from netpol.backends.nftables import render as render_nftables  # noqa: PLC0415 - the compiler side
+    from netpol.lab.verify import format_report, verify  # noqa: PLC0415 - loads only for what needs it
+
     state, loaded = _state(args)
     _print_notes([loaded.files_note()])
     report = verify(state, args.probes, args.node, render=render_nftables, backend=args.backend)
@@ -454,6 +640,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"netpol: {args.command}: {exc}", file=sys.stderr)
         return EXIT_INVALID_INPUT
     except DeployError as exc:
+        print(f"netpol: {args.command}: {exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    except SourceError as exc:  # a live cluster could not be read (`--kubeconfig`, `--in-cluster`)
         print(f"netpol: {args.command}: {exc}", file=sys.stderr)
         return EXIT_INVALID_INPUT
     except RulesetRejected as exc:

@@ -32,7 +32,10 @@
     ├── SourceError             a source cannot follow its input: the folder of `--dir` is gone,
     │                           the in-cluster config's variables or service-account files are
     │                           missing or unusable, or a list answer is not a list (the kube
-    │                           source retries that, and a token file unreadable mid-run).
+    │                           source retries that, and a token file unreadable mid-run); or a
+    │                           batch command cannot read its live cluster (`--kubeconfig`,
+    │                           `--context`, `--in-cluster`: no such context, no answer, 401,
+    │                           403 naming the verb and resource). Exit 1.
     │   ├── ResourceExpired     410 Gone: a resourceVersion or continue token is older than the
     │   │                       API server's history (the kube source relists; never escapes it).
     │   └── WatchStreamError    a watch stream sent something that is not a watch event (the

@@ -9,6 +9,10 @@
 * **serial** — everything else: `load_state`, one compile of the asked node or of every node
   (`compile.compiler`), then the backend's renderer.
 
+The input is manifest files (`paths`), or documents parsed already (`documents`: a live
+cluster's objects, `netpol.sources.snapshot`), which take either route from the point where
+the files' parsed documents would.
+
 Backends are a registry (`RENDERERS`): a new one is one renderer module, one line here, one test
 module. Output is data (`Ruleset`: a node and its files); writing it is the caller's business.
 """
@@ -22,7 +26,14 @@ from dataclasses import dataclass
 from netpol.backends import iptables, nftables
 from netpol.compile.compiler import NodeCompiler, compile_cluster, node_names, require_node
 from netpol.compile.ir import NodeProgram
-from netpol.load.manifests import LoadReport, load_state_with_report, parse_paths
+from netpol.load.manifests import (
+    Labelled,
+    LoadReport,
+    decode_parsed,
+    load_state_with_report,
+    parse_paths,
+    state_or_problems,
+)
 from netpol.model import ClusterState
 from netpol.pipeline.sharded import render_documents
 
@@ -71,6 +82,9 @@ class CompileRequest:
     format: str = "nft"
     jobs: int | None = None  # every node: processes (None: as many as pay, 1: this one only)
     skip_unknown: bool = False  # files holding no Kubernetes object: skipped, not refused
+    # Parsed already (a live cluster's objects), read instead of `paths`; handed over: emptied
+    # when decoded, as `parse_paths`' documents are (the caller should keep no other reference).
+    documents: list[Labelled] | None = None
 
     @property
     def renderer(self) -> Renderer:
@@ -94,10 +108,13 @@ def compile_rulesets(request: CompileRequest, planned: Callable[[int], None] | N
     tell_plan = planned or (lambda processes: None)
     renderer = request.renderer
     if request.node is None and renderer is RENDERERS[("nftables", "nft")]:
-        for node, text in render_paths(request.paths, request.jobs, tell_plan, request.skip_unknown, report):
+        documents, jobs = request.documents, request.jobs
+        rendered = (render_documents(documents, jobs, tell_plan) if documents is not None
+                    else render_paths(request.paths, jobs, tell_plan, request.skip_unknown, report))
+        for node, text in rendered:
             yield Ruleset(node, {"": text})
         return
-    state = _load(request.paths, request.skip_unknown, report)
+    state = _request_state(request, report)
     tell_plan(1)
     if request.node is None:
         for node, program in compile_cluster(state).items():
@@ -122,6 +139,15 @@ def render_paths(paths: Sequence[str], jobs: int | None = None, planned: Callabl
     if not parsed.complete:
         parsed.state()  # raises InputError: missing paths, unreadable files, syntax errors, and the rest
     yield from render_documents(parsed.take_documents(), jobs, tell_plan)
+
+
+def _request_state(request: CompileRequest, report: LoadReport | None) -> ClusterState:
+    """The request's state: its documents' (handed over: emptied once decoded), else its paths'."""
+    if request.documents is None:
+        return _load(request.paths, request.skip_unknown, report)
+    objects = decode_parsed(request.documents)  # a cluster's kinds are netpol's: nothing to skip
+    request.documents.clear()
+    return state_or_problems([objects])
 
 
 def _load(paths: Sequence[str], skip_unknown: bool, report: LoadReport | None) -> ClusterState:

@@ -10,7 +10,9 @@ Modules:
     reach       the full reachability map, fast: equivalence classes of pods, label indexes,
                 bitsets (checked cell by cell against `reference` by Hypothesis)
     explain     one connection: resolve the endpoints, say in words which policy and rule decide
-    formats     a map as table, json (the DESIGN §3 contract), csv, html, grouped lines
+    formats     a map as table, json (the DESIGN §3 contract), csv, grouped lines, html (cells
+                linked to their class's explanation), dot (Graphviz: namespaces as clusters,
+                edges with ports), md (for an issue or a pull request)
 
 Control flow: `netpol reach` → `probes.default_probes(state)` → `reach.compute_reach` →
 `formats.RENDERERS[fmt]`; `netpol explain` → `explain.resolve_endpoint` → `explain.explain`

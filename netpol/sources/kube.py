@@ -131,13 +131,13 @@ KINDS = (
 assert tuple(k.kind for k in KINDS) == KIND_NAMES  # the vocabulary's kinds, each with its API call
 
 
-def new_api_client(kubeconfig: str | None = None) -> client.ApiClient:
-    """A client from `kubeconfig`, else in-cluster config when KUBERNETES_SERVICE_HOST is set (a
-    pod's service account over TLS, its token re-read before every request: see
-    `netpol.sources.in_cluster`; SourceError naming the file when unusable), else the default
-    kubeconfig (~/.kube/config)."""
+def new_api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+    """A client from `kubeconfig` (at `context`, else its current context), else in-cluster
+    config when KUBERNETES_SERVICE_HOST is set (a pod's service account over TLS, its token
+    re-read before every request: see `netpol.sources.in_cluster`; SourceError naming the file
+    when unusable), else the default kubeconfig (~/.kube/config)."""
     if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
+        return config.new_client_from_config(config_file=kubeconfig, context=context)
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         return client.ApiClient(in_cluster_configuration())
     return config.new_client_from_config()
@@ -252,7 +252,8 @@ class KubeSource:
                 if kind.custom and isinstance(exc, ApiException) and exc.status == 404:
                     self._versions[kind.kind] = None  # the version followed is gone: list (choose) again
                 self.stats.errors += 1
-                problem = self.stats.last_errors[kind.kind] = _describe(exc, self.api_client.configuration)
+                problem = describe_error(exc, self.api_client.configuration)
+                self.stats.last_errors[kind.kind] = problem
                 delay = backoff.next_delay()
                 log.warning("%s: %s; retrying in %.2f s", kind.kind, problem, delay)
                 if not self._wait(delay):
@@ -307,44 +308,10 @@ class KubeSource:
         return delay
 
     def _list(self, kind: Watched, list_call: ListCall) -> str:
-        api_version, call = list_call
-        objects: list[dict[str, Any]] = []
-        token = ""
-        while True:
-            kwargs: dict[str, Any] = {"_preload_content": False, "limit": self.page_size,
-                                      "_request_timeout": (self.connect_timeout, 120)}
-            if token:
-                kwargs["_continue"] = token
-            try:
-                resp = call(**kwargs)
-            except ApiException as exc:
-                if exc.status == 410:
-                    log.info("%s: list continue token expired; listing from the start", kind.kind)
-                    objects, token = [], ""
-                    continue
-                raise
-            page = orjson.loads(resp.data)
-            items = page.get("items") if isinstance(page, dict) else None
-            if not isinstance(items, list | None):
-                raise SourceError(f"{kind.kind}: the list answer is not a list of objects")
-            for item in items or ():
-                if not isinstance(item, dict):  # nothing the agent could key or decode
-                    log.warning("%s: a list item is not an object (%s); skipped", kind.kind,
-                                type(item).__name__)
-                    continue
-                item.setdefault("kind", kind.kind)
-                item.setdefault("apiVersion", api_version)
-                objects.append(item)
-            meta = page.get("metadata") if isinstance(page, dict) else None
-            meta = meta if isinstance(meta, dict) else {}
-            token = meta.get("continue") or ""
-            if not isinstance(token, str):
-                raise SourceError(f"{kind.kind}: the list answer's continue token is not a string")
-            if not token:
-                self.stats.lists += 1
-                version = resource_version(page)
-                self.sink(Snapshot(kind.kind, tuple(objects), version))
-                return version
+        objects, version = list_objects(kind, list_call, self.page_size, (self.connect_timeout, 120))
+        self.stats.lists += 1
+        self.sink(Snapshot(kind.kind, tuple(objects), version))
+        return version
 
     def _watch(self, kind: Watched, list_call: ListCall, version: str) -> None:
         """Follow one watch stream to its end, moving `_versions[kind]` with every event and
@@ -387,6 +354,56 @@ class KubeSource:
                 resp.release_conn()
 
 
+def list_objects(kind: Watched, list_call: ListCall, page_size: int, request_timeout: tuple[float, float],
+                 restarts: int | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Every object of `kind` at one version (each item given back its kind and apiVersion), and
+    the list's resourceVersion: pages of `page_size` (`limit` + `continue`). A continue token
+    that expired (410: the history moved past the list's snapshot while it was read) lists from
+    the start again — at most `restarts` times (None: as often as it happens), then
+    ResourceExpired. ApiException for any other refusal; SourceError for an answer that is not a
+    list."""
+    api_version, call = list_call
+    objects: list[dict[str, Any]] = []
+    token = ""
+    expired = 0
+    while True:
+        kwargs: dict[str, Any] = {"_preload_content": False, "limit": page_size,
+                                  "_request_timeout": request_timeout}
+        if token:
+            kwargs["_continue"] = token
+        try:
+            resp = call(**kwargs)
+        except ApiException as exc:
+            if exc.status != 410:
+                raise
+            expired += 1
+            if restarts is not None and expired > restarts:
+                raise ResourceExpired(f"{kind.kind}: the list's continue token expired {expired} times in a "
+                                      "row (objects change faster than the list is read)") from None
+            log.info("%s: list continue token expired; listing from the start", kind.kind)
+            objects, token = [], ""
+            continue
+        page = orjson.loads(resp.data)
+        items = page.get("items") if isinstance(page, dict) else None
+        if not isinstance(items, list | None):
+            raise SourceError(f"{kind.kind}: the list answer is not a list of objects")
+        for item in items or ():
+            if not isinstance(item, dict):  # nothing the agent could key or decode
+                log.warning("%s: a list item is not an object (%s); skipped", kind.kind,
+                            type(item).__name__)
+                continue
+            item.setdefault("kind", kind.kind)
+            item.setdefault("apiVersion", api_version)
+            objects.append(item)
+        meta = page.get("metadata") if isinstance(page, dict) else None
+        meta = meta if isinstance(meta, dict) else {}
+        token = meta.get("continue") or ""
+        if not isinstance(token, str):
+            raise SourceError(f"{kind.kind}: the list answer's continue token is not a string")
+        if not token:
+            return objects, resource_version(page)
+
+
 def _events(resp: Any) -> Iterator[dict[str, Any]]:
     for line in iter_resp_lines(resp):
         if line:
@@ -404,7 +421,7 @@ def _shutdown(resp: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def _describe(exc: BaseException, configuration: client.Configuration) -> str:
+def describe_error(exc: BaseException, configuration: client.Configuration) -> str:
     """One line for the log: an API error with its Status message (a 403 says who may not do
     what), a TLS failure with the server and the CA trusted, else the exception."""
     if isinstance(exc, ApiException) and exc.status:

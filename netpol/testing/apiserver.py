@@ -47,6 +47,10 @@ client, speaking the list/watch protocol as the real API server does:
   not installed raises, as the create would be refused. `stray_not_found(kind, n)` answers
   the next n requests 404 while the resource is served, as a real server may around its
   restarts.
+* **Expired continue tokens on demand**: `expire_continue_tokens(n)` answers the next n list
+  requests that carry a `continue` token `410 Expired`, as the real server answers when the
+  history moved past the list's snapshot between two pages (`compact()` between pages does the
+  same, but a test cannot reach between a client's pages).
 * **TLS** (`tls=`, a `netpol.testing.pki.ServingCertificate`): HTTPS with a certificate signed
   by a CA made in the test, its SANs naming every address clients dial (127.0.0.1, ::1, an
   address inside a network namespace). Without it, plain HTTP (what older tests use).
@@ -213,6 +217,7 @@ class FakeApiServer:
         self._cuts = dict.fromkeys(RESOURCES, 0)  # per resource, bumped when its served versions change
         self._served = {r.plural: r.versions or (r.api_version,) for r in RESOURCES.values()}
         self._stray_not_found = dict.fromkeys(RESOURCES, 0)  # per resource, requests to answer 404
+        self._expire_continues = 0  # list requests with a continue token still to answer 410
         for kind, versions in (crd_versions or {}).items():
             resource = _custom_resource(kind)
             self._served[resource.plural] = _group_versions(resource, versions)
@@ -475,6 +480,12 @@ class FakeApiServer:
             self._stray_not_found[resource] -= 1
             return True
 
+    def expire_continue_tokens(self, count: int = 1) -> None:
+        """Answer the next `count` list requests that carry a continue token 410 Expired (the
+        token is good otherwise): a list that must start again from its first page."""
+        with self._cond:
+            self._expire_continues += count
+
     def get_object(self, resource: Resource, namespace: str | None, name: str,
                    api_version: str | None = None) -> tuple[int, Any]:
         """(200, the object as a GET of it at `api_version` serves it) or (404, the NotFound
@@ -582,7 +593,9 @@ class FakeApiServer:
         with self._cond:
             if token:
                 snapshot = self._snapshots.get(token)
-                if snapshot is None or snapshot[0] < self._oldest:
+                expire = self._expire_continues > 0
+                self._expire_continues -= expire
+                if snapshot is None or snapshot[0] < self._oldest or expire:
                     return 410, _status(410, "Expired", "The provided continue parameter is too old "
                                         "to display a consistent list result.")
                 revision, items = snapshot

@@ -157,3 +157,27 @@ def test_compile_writes_the_script_or_its_json_form(example_path, tmp_path):
     assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["node-a.json", "node-b.json"]
     code, _, err = run_cli("compile", "-f", example_path, "--node", "node-z")
     assert code == 2 and "node-z" in err and "node-a, node-b" in err
+
+
+def test_the_choices_of_lazily_imported_commands_are_their_modules_own():
+    from netpol import cli
+    from netpol.audit.diff import FAIL_ON
+    from netpol.audit.diff_formats import RENDERERS
+    from netpol.audit.lint import SEVERITIES
+    from netpol.lab.verify import IPTABLES_VARIANTS
+
+    assert cli.DIFF_FAIL_ON == FAIL_ON and cli.LINT_SEVERITIES == SEVERITIES
+    assert tuple(sorted(RENDERERS)) == cli.DIFF_OUTPUTS and tuple(IPTABLES_VARIANTS) == cli.IPTABLES_BACKENDS
+
+
+def test_starting_the_command_line_loads_neither_the_compiler_nor_the_lab_nor_the_audits():
+    """`netpol reach` on a small cluster costs mostly its start; the heavy stages load when a
+    command that needs them runs (run_compile, run_verify, run_diff, run_lint)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, netpol.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'networkx' "
+             "or m.startswith(('netpol.compile', 'netpol.backends', 'netpol.lab.', 'netpol.pipeline', "
+             "'netpol.audit.lint', 'netpol.audit.diff', 'netpol.dataplane', 'netpol.agent'))))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
