@@ -127,7 +127,7 @@ def test_a_dropped_rule_is_found_through_the_cli(monkeypatch):
     # CONFIRM_TIMEOUT. Shorter is safe here: slowness can only add mismatches, and what this test
     # asserts — a mismatch, and this one among them — holds on any machine.
     monkeypatch.setattr(verify_module, "CONFIRM_TIMEOUT", 2.0)
-    monkeypatch.setattr("netpol.cli.render_nftables", drop_rule("NetworkPolicy shop/web-in spec.ingress[0]"))
+    monkeypatch.setattr("netpol.backends.nftables.render", drop_rule("NetworkPolicy shop/web-in spec.ingress[0]"))
     monkeypatch.setattr("netpol.cli.load_state_with_report", lambda paths, skip_unknown: (dual_stack(), LoadReport()))
     code, out, _ = run_cli("verify", "-f", "-")
     assert code == EXIT_MISMATCH
@@ -144,7 +144,7 @@ def test_a_ruleset_that_accepts_everything_is_found():
 
 @pytest.mark.usefixtures("netns_guard")
 def test_a_ruleset_nft_refuses_is_exit_3_and_cleaned_up(monkeypatch, example_path):
-    monkeypatch.setattr("netpol.cli.render_nftables", lambda program: "table inet netpol { nonsense }\n")
+    monkeypatch.setattr("netpol.backends.nftables.render", lambda program: "table inet netpol { nonsense }\n")
     code, _, err = run_cli("verify", "-f", example_path)
     assert code == EXIT_MISMATCH and "nft refused the compiled ruleset of node node-a" in err
     with pytest.raises(RulesetRejected):
