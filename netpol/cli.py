@@ -114,11 +114,6 @@ def _cluster_documents(args: argparse.Namespace) -> list[Labelled] | None:
     return None if snapshot is None else list(snapshot.documents)
 
 
-def _state_of(paths: Sequence[str], args: argparse.Namespace) -> tuple[ClusterState, LoadReport]:
-    """A cluster from other inputs than `-f` (`diff --to`), read as `_state` reads `-f`'s."""
-    return load_state_with_report(paths, args.skip_unknown)
-
-
 def _print_notes(notes: Iterable[str | None]) -> None:
     """What the input left out and why, on stderr: stdout stays the command's contract."""
     for note in notes:
@@ -484,7 +479,7 @@ def run_diff(args: argparse.Namespace) -> int:
     if "-" in (args.paths or ()) and "-" in args.new_paths:  # (no paths: OLD is a live cluster)
         raise UsageError("diff: stdin (-) can be read by one side only: give -f or --to a file")
     old, old_report = _state(args)
-    new, new_report = _state_of(args.new_paths, args)
+    new, new_report = load_state_with_report(args.new_paths, args.skip_unknown)
     probes = tuple(args.probes) if args.probes else union_probes(default_probes(old), default_probes(new))
     _print_notes([old_report.files_note(), new_report.files_note()])
     result = diff_states(old, new, probes, args.family)

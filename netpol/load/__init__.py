@@ -12,8 +12,9 @@ Modules:
                   `yes` is a boolean), at close to JSON speed: a line-based reader of the block
                   subset manifests are written in, a document it does not handle (`_Unsupported`)
                   left to libyaml's CSafeLoader
-    yaml_parallel a big text (≥ 4 MB) read by `yaml_fast` in two processes, halves joined, when
-                  two CPUs are free and no other thread runs; anything unusual: `yaml_fast` alone
+    yaml_parallel a big text (≥ 4 million characters) read by `yaml_fast` in two processes,
+                  halves joined, when the process may use two CPUs and no other thread runs;
+                  anything unusual: `yaml_fast` alone
     decode        one document → model objects and problems, with field paths; ClusterNetworkPolicy
                   (v1beta1, v1alpha2) as its CRD validates it, v1alpha1 AdminNetworkPolicy and
                   BaselineAdminNetworkPolicy converted into it
