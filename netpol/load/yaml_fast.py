@@ -334,7 +334,9 @@ class _Reader:
             if tabs and "\t" in line:
                 raise _Unsupported("tab")
             col = len(line) - len(text)
-            if col == 0 and text[0] == "." and _DOCUMENT_END.match(text):
+            if col == 0 and text.startswith("...") and (len(text) == 3 or text[3] in " \t"):
+                if not _DOCUMENT_END.match(text):  # `...` ends the document, whatever follows
+                    raise _Unsupported("content after ... on its line")
                 self.after_end(k, end)
                 break
             dash = text[0] == "-" and (len(text) == 1 or text[1] == " ")

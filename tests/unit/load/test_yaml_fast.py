@@ -291,6 +291,7 @@ class _NoAliases(yaml.SafeDumper):
         return True
 
 
+@example("kind: it's\nspec:\n    podSelector: {}\n...    egress: []")  # `...` then content, on one line
 @example("a: 1\n---\nb: [1,\n---\nc: 3\n")
 @example("a: &x 1\nb: *x\n---\nc: 3\n")
 @example("k: |\n  line\n\n  more\n---\nk: >-\n  folded\n  text\n")
