@@ -257,7 +257,10 @@ def set_text(s: NamedSet, table: Table | None = None) -> str:
 
 
 def _elements_text(elements: tuple[Element, ...]) -> str:
-    return ", ".join(_element_text(e) for e in elements)
+    try:  # single addresses (most sets, a cluster policy's of 10,000): strings already
+        return ", ".join(elements)  # type: ignore[arg-type]
+    except TypeError:  # ranges, concatenations, numbers
+        return ", ".join(_element_text(e) for e in elements)
 
 
 # --- single commands, for transactions that change a loaded table in place -----------------

@@ -12,18 +12,23 @@ the distinct sides and sets, not with pods × rules (benchmarks/amplification.py
 An address several of the node's pods claim (NodeProgram: shared addresses) is dispatched to a
 chain that passes a packet only if every claimant's side allows it (`_shared_dispatch`).
 
-ClusterNetworkPolicy tiers (DESIGN §2b). A side with tier rules is a chain of the Admin rules in
-order (Accept: the side's allow verdict, Deny: drop), then the NetworkPolicy tier: when
-NetworkPolicies isolate the side, a `goto` to their chain (their allows, then drop: the chain a pod
-without cluster policies has, printed once however many cluster policies split its pods), else the
-Baseline rules (Accept and Pass allow, Deny drops), then allow. A Pass rule `goto`s the
-NetworkPolicy tier's chain, or a chain of its own holding the rest (`…/after-admin`). Still one map
-lookup, then only the rules of the policies selecting that pod. Traffic between a pod and its own
-node is delivered locally (input/output hooks), never forwarded: when the node's programs have tier
-rules that could match a node's address (`DirectionProgram.node_tiered`: rules with `networks` or
-`nodes` peers, or failing closed), `input` and `output` chains dispatch it (`own-egress-v4` by
-source, `own-ingress-v4` by destination) to such a side's own-node variant, whose NetworkPolicy tier
-allows (the exemption) while the cluster tiers still decide. Other sides have no own-node element:
+ClusterNetworkPolicy tiers (DESIGN §2b). A side with tier rules is a chain that `jump`s to the
+chain of its Admin rules (one per distinct set of them, shared by every side the same cluster
+policies select: Accept allows, Deny drops, Pass and no match `return`), then the NetworkPolicy
+tier: when NetworkPolicies isolate the side, a `goto` to their chain (their allows, then drop: the
+chain a pod without cluster policies has, printed once however many cluster policies split its
+pods), else the Baseline rules (Accept and Pass allow, Deny drops), then allow. An egress Accept
+cannot `return` (on to the NetworkPolicy tier): it `goto`s `egress-accepted`, the forward hook's
+ingress maps, so the destination's ingress still decides. The claimant variants (an address
+several pods share) keep their Admin rules inline, a Pass `goto`ing the rest (`…/after-admin`).
+Still one map lookup, then only the rules of the policies selecting that pod (and one `jump`).
+Traffic between a pod and its own node is delivered locally (input/output hooks), never
+forwarded: when the node's programs have tier rules that could match a node's address
+(`DirectionProgram.node_tiered`: rules with `networks` or `nodes` peers, or failing closed),
+`input` and `output` chains dispatch it (`own-egress-v4` by source, `own-ingress-v4` by
+destination) to such a side's own-node variant, whose NetworkPolicy tier allows (the exemption:
+shared by cluster policies alone, whichever NetworkPolicies isolate the side) while the cluster
+tiers still decide. Other sides have no own-node element:
 no tier rule of theirs matches a node, so the exemption or the default allows it. Without such rules
 the table has neither hook, exactly as before.
 """
@@ -148,18 +153,6 @@ def _side_label(isolated_by: tuple[str, ...]) -> str:
     return namespace + "".join("/" + key.partition("/")[2] for key in isolated_by)
 
 
-def _side_chain(side: DirectionProgram, direction: Direction) -> Chain:
-    """The chain of one program side — shared by every pod of the node with an equal side, so
-    a policy's rules are in the ruleset once per distinct side, not once per pod (5,000 rules
-    over 250 pods: 157 MB when every pod had its own chain)."""
-    return _printed_side(side, direction).chain
-
-
-def _printed_side(side: DirectionProgram, direction: Direction) -> _Printed:
-    """The chain a side's map element jumps to (the last of its group)."""
-    return _side_group(side, direction, "forward")[-1]
-
-
 Variant = Literal["forward", "claimant", "own", "own-claimant"]
 # Per variant: where it is used (label suffix), and its verdict on allow (None: the direction's)
 VARIANTS: dict[str, tuple[str, Verdict | None]] = {
@@ -221,15 +214,41 @@ def _tiered_group(side: DirectionProgram, direction: Direction, variant: Variant
                   allowed: Verdict) -> tuple[_Printed, ...]:
     """Admin rules, then the NetworkPolicy tier (its own-node exemption in the `own` variants),
     else the Baseline rules, then allow (see the module). Printed from blocks kept per content
-    (`_tier_block`, `_baseline_block`): sides differ in their NetworkPolicies or in their
-    cluster policies, rarely in both, and a cluster-policy event makes new sides of every pod
-    it selects (the node's whole table, for a policy of every namespace). A side that
+    (`_tier_block`, `_baseline_block`, `_admin_chain`): sides differ in their NetworkPolicies or
+    in their cluster policies, rarely in both, and a cluster-policy event makes new sides of
+    every pod it selects (the node's whole table, for a policy of every namespace). A side that
     NetworkPolicies isolate ends in a `goto` to their chain (`_isolated_chain`, shared by
-    every side they isolate): its `return`/`accept` is the side's, as if inline."""
-    own = variant.startswith("own")
+    every side they isolate): its `return`/`accept` is the side's, as if inline. In the own-node
+    variants, which NetworkPolicies isolate it does not matter (they exempt the node): such
+    sides share their chains by cluster policies alone (`_own_exempt_group`)."""
+    if side.isolated and variant.startswith("own"):
+        return _own_exempt_group(side.admin, side.cluster_policies, direction, variant, allowed)
     tiers = _tiers_named(side.cluster_policies, direction, variant)
     isolated = _isolated_named(side.isolated_by) if side.isolated else ("", "")
     label, comment = tiers[0] + isolated[0] + tiers[1], tiers[2] + isolated[1] + tiers[3]
+    return _tier_chains(side, direction, variant, allowed, label=label, comment=comment)
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _own_exempt_group(admin: tuple[TierRule, ...], cluster_policies: tuple[str, ...], direction: Direction,
+                      variant: Variant, allowed: Verdict) -> tuple[_Printed, ...]:
+    """The own-node variant of a side NetworkPolicies isolate: its Admin rules, then allow."""
+    tiers = _tiers_named(cluster_policies, direction, variant)
+    label = tiers[0] + "/isolated" + tiers[1]
+    comment = tiers[2] + ", isolated by NetworkPolicies (their own node exempt)" + tiers[3]
+    side = DirectionProgram(_EXEMPT, (), admin)
+    return _tier_chains(side, direction, variant, allowed, label=label, comment=comment)
+
+
+_EXEMPT = ("NetworkPolicies",)  # who isolates `_own_exempt_group`'s side: only that it is counts
+
+
+def _tier_chains(side: DirectionProgram, direction: Direction, variant: Variant, allowed: Verdict,
+                 *, label: str, comment: str) -> tuple[_Printed, ...]:
+    """`_tiered_group`'s chains, named `label`."""
+    own = variant.startswith("own")
+    if side.admin and variant in SHARED_ADMIN_VARIANTS:
+        return _with_admin_chain(side, direction, variant, allowed, label=label, comment=comment)
     admin = _tier_block(side.admin, direction, allowed)
     admin_rules, admin_text, passing = admin
     if side.isolated and not own:
@@ -243,6 +262,70 @@ def _tiered_group(side: DirectionProgram, direction: Direction, variant: Variant
     tail = _named_chain_text(direction, label + "/after-admin", after[0], comment + ": after the Admin tier",
                              after[1])
     return tail, _admin_then(direction, label, comment, admin, Verdict("goto", tail.name))
+
+
+SHARED_ADMIN_VARIANTS = ("forward", "own")  # a claimant's side returns on allow: its Admin rules inline
+
+
+def _with_admin_chain(side: DirectionProgram, direction: Direction, variant: Variant, allowed: Verdict,
+                      *, label: str, comment: str) -> tuple[_Printed, ...]:
+    """A side with Admin rules, in a variant jumped from a hook's map: a `jump` to the chain of
+    its Admin rules (`_admin_chain`, shared by every side with the same cluster policies), then
+    the NetworkPolicy tier's `goto`, the own-node exemption, or the Baseline rules and allow."""
+    admin_group, jump, jump_text = _admin_chain(side.admin, direction, variant)
+    if side.isolated and not variant.startswith("own"):
+        policies = _isolated_chain(side.isolated_by, side.allows, direction, variant)
+        onward = _goto_block(policies.name)
+        head = _named_chain_text(direction, label, lambda: (jump, *onward[0]), comment, jump_text, onward[1])
+        return (*admin_group, policies, head)
+    after = _exempt_block(allowed) if side.isolated else _baseline_block(side.baseline, direction, allowed)
+    return (*admin_group,
+            _named_chain_text(direction, label, lambda: (jump, *after[0]), comment, jump_text, after[1]))
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _admin_chain(rules: tuple[TierRule, ...], direction: Direction,
+                 variant: Variant) -> tuple[tuple[_Printed, ...], Rule, str]:
+    """The chain of a side's Admin rules in order, entered by `jump`: Accept allows, Deny
+    drops, Pass and no match `return` (on to the rest of the side: the NetworkPolicy tier).
+    An egress Accept cannot `return` (that would go on to the NetworkPolicy tier too): it is a
+    `goto` to EGRESS_ACCEPTED, the destination's ingress dispatch. With the chains it needs,
+    the rule that jumps to it, and that rule's text."""
+    accepted = Verdict("goto", EGRESS_ACCEPTED) if (direction, variant) == ("egress", "forward") \
+        else VARIANTS[variant][1] or VERDICTS[direction]
+    made = tuple(_tier_rules(rules, direction, accepted, Verdict("return")))
+    names = tuple(dict.fromkeys(rule.policy for rule in rules))
+    own = variant.startswith("own")
+    label = f"cnp/{'/'.join(_NAME_UNSAFE.sub('-', name) for name in names)}/admin{VARIANTS[variant][0]}"
+    policies = ", ".join(names)
+    chain = _named_chain(direction, label, made, f"{direction}: the Admin tier of {policies}"
+                         + (" (with their own node)" if own else ""))
+    accepts = accepted.kind == "goto" and any(rule.action == "Accept" for rule in rules)
+    needed = (_egress_accepted(),) if accepts else ()
+    jump = Rule((Verdict("jump", chain.name),), f"Admin tier: ClusterNetworkPolicy {policies}")
+    return (*needed, chain), jump, rules_text((jump,))
+
+
+EGRESS_ACCEPTED = "egress-accepted"
+
+
+@functools.lru_cache(maxsize=1)
+def _egress_accepted() -> _Printed:
+    """Where an Admin egress Accept goes: the source's egress is decided, the destination's
+    ingress still decides (the forward hook's ingress maps, then its policy: accept)."""
+    rules = (*(Rule((VerdictMapLookup(Payload(proto_kw, "daddr"), f"ingress-v{version}"),))
+               for version, (proto_kw, _) in FAMILIES.items()),
+             Rule((Verdict("accept"),), "no ingress policy isolates the destination"))
+    chain = Chain(EGRESS_ACCEPTED, rules,
+                  "egress allowed by an Admin tier Accept: on to the destination's ingress")
+    return _Printed.of(chain, "\n".join(chain_lines(chain)))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _goto_block(name: str) -> Block:
+    """The last rule of a side whose Admin tier did not decide: on to the NetworkPolicy tier."""
+    made = (Rule((Verdict("goto", name),), _NO_ADMIN_DECIDED),)
+    return made, rules_text(made)
 
 
 def _admin_then(direction: Direction, label: str, comment: str, admin: AdminBlock,
@@ -478,9 +561,12 @@ def _shared_dispatch(ip: IPAddress, kind: str, direction: Direction, variant: Va
     an AND; the others accept, so each is jumped through its claimant variant (return on
     allow), and the packet accepted after the last."""
     final = kind != "egress"
-    groups = [_side_group(side, direction, CLAIMANT_VARIANT[variant]) for side, _ in sides] if final else []
+    # An egress side with Admin rules allows through EGRESS_ACCEPTED (`_admin_chain`), never
+    # back here: it is jumped through its claimant variant too, whose Admin rules return.
+    groups = [_side_group(side, direction, CLAIMANT_VARIANT[variant]) if final or side.admin
+              else _side_group(side, direction, variant) for side, _ in sides]
     needed = tuple(printed.chain for group in groups for printed in group)
-    targets = [group[-1].chain for group in groups] or [_side_chain(side, direction) for side, _ in sides]
+    targets = [group[-1].chain for group in groups]
     rules = [Rule((Verdict("jump", target.name),), f"{direction} of {', '.join(pods)}")
              for target, (_, pods) in zip(targets, sides, strict=True)]
     if final:
