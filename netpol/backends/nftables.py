@@ -240,7 +240,7 @@ def _own_exempt_group(admin: tuple[TierRule, ...], cluster_policies: tuple[str, 
     return _tier_chains(side, direction, variant, allowed, label=label, comment=comment)
 
 
-_EXEMPT = ("NetworkPolicies",)  # who isolates `_own_exempt_group`'s side: only that it is counts
+_EXEMPT = ("NetworkPolicies",)  # `_own_exempt_group`'s side: isolated, whoever by
 
 
 def _tier_chains(side: DirectionProgram, direction: Direction, variant: Variant, allowed: Verdict,
