@@ -245,19 +245,25 @@ _EXEMPT = ("NetworkPolicies",)  # `_own_exempt_group`'s side: isolated, whoever 
 
 def _tier_chains(side: DirectionProgram, direction: Direction, variant: Variant, allowed: Verdict,
                  *, label: str, comment: str) -> tuple[_Printed, ...]:
-    """`_tiered_group`'s chains, named `label`."""
+    """`_tiered_group`'s chains, named `label`: the Admin tier — a `jump` to its own chain
+    (`_admin_chain`) in the variants a hook's map jumps to, else inline — then a `goto` to the
+    NetworkPolicy chain, the own-node exemption, or the Baseline rules and allow."""
     own = variant.startswith("own")
+    policies = _isolated_chain(side.isolated_by, side.allows, direction, variant) \
+        if side.isolated and not own else None
+    needed = (policies,) if policies is not None else ()
+    after = _goto_block(policies.name) if policies is not None else \
+        _exempt_block(allowed) if side.isolated else _baseline_block(side.baseline, direction, allowed)
     if side.admin and variant in SHARED_ADMIN_VARIANTS:
-        return _with_admin_chain(side, direction, variant, allowed, label=label, comment=comment)
+        admin_group, jump, jump_text = _admin_chain(side.admin, direction, variant)
+        head = _named_chain_text(direction, label, lambda: (jump, *after[0]), comment, jump_text, after[1])
+        return (*admin_group, *needed, head)
     admin = _tier_block(side.admin, direction, allowed)
     admin_rules, admin_text, passing = admin
-    if side.isolated and not own:
-        policies = _isolated_chain(side.isolated_by, side.allows, direction, variant)
+    if policies is not None:
         return policies, _admin_then(direction, label, comment, admin, Verdict("goto", policies.name))
-    after = _exempt_block(allowed) if side.isolated else _baseline_block(side.baseline, direction, allowed)
     if not passing:
-        after_rules = after[0]
-        return (_named_chain_text(direction, label, lambda: (*admin_rules, *after_rules), comment,
+        return (_named_chain_text(direction, label, lambda: (*admin_rules, *after[0]), comment,
                                   admin_text, after[1]),)
     tail = _named_chain_text(direction, label + "/after-admin", after[0], comment + ": after the Admin tier",
                              after[1])
@@ -265,22 +271,6 @@ def _tier_chains(side: DirectionProgram, direction: Direction, variant: Variant,
 
 
 SHARED_ADMIN_VARIANTS = ("forward", "own")  # a claimant's side returns on allow: its Admin rules inline
-
-
-def _with_admin_chain(side: DirectionProgram, direction: Direction, variant: Variant, allowed: Verdict,
-                      *, label: str, comment: str) -> tuple[_Printed, ...]:
-    """A side with Admin rules, in a variant jumped from a hook's map: a `jump` to the chain of
-    its Admin rules (`_admin_chain`, shared by every side with the same cluster policies), then
-    the NetworkPolicy tier's `goto`, the own-node exemption, or the Baseline rules and allow."""
-    admin_group, jump, jump_text = _admin_chain(side.admin, direction, variant)
-    if side.isolated and not variant.startswith("own"):
-        policies = _isolated_chain(side.isolated_by, side.allows, direction, variant)
-        onward = _goto_block(policies.name)
-        head = _named_chain_text(direction, label, lambda: (jump, *onward[0]), comment, jump_text, onward[1])
-        return (*admin_group, policies, head)
-    after = _exempt_block(allowed) if side.isolated else _baseline_block(side.baseline, direction, allowed)
-    return (*admin_group,
-            _named_chain_text(direction, label, lambda: (jump, *after[0]), comment, jump_text, after[1]))
 
 
 @functools.lru_cache(maxsize=1 << 10)

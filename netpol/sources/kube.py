@@ -447,14 +447,21 @@ def _status_message(body: Any) -> str:
 def _tls_failure(exc: BaseException | None) -> str:
     """Why the TLS handshake failed, when that is what `exc` (a urllib3 error, wrapping an
     ssl error, wrapped in turn by retries) comes down to; else ''."""
-    seen = 0
-    while exc is not None and seen < 5:  # (each wrapper holds the next in reason, args or __cause__)
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return f"certificate verify failed: {exc.verify_message or exc.reason}"
-        if isinstance(exc, ssl.SSLError):
-            return str(exc.reason or exc)
-        inner = getattr(exc, "reason", None)
-        if not isinstance(inner, BaseException):
-            inner = next((a for a in exc.args if isinstance(a, BaseException)), exc.__cause__)
-        exc, seen = inner, seen + 1
+    for error in wrapped_errors(exc, 5):
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {error.verify_message or error.reason}"
+        if isinstance(error, ssl.SSLError):
+            return str(error.reason or error)
     return ""
+
+
+def wrapped_errors(exc: BaseException | None, limit: int) -> Iterator[BaseException]:
+    """`exc`, then the errors it wraps, outermost first, at most `limit`: urllib3's wrappers hold
+    the next in `reason` or `args`, Python's chaining in `__cause__`."""
+    for _ in range(limit):
+        if exc is None:
+            return
+        yield exc
+        inner = getattr(exc, "reason", None)
+        exc = inner if isinstance(inner, BaseException) else \
+            next((a for a in exc.args if isinstance(a, BaseException)), exc.__cause__)

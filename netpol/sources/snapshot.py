@@ -47,6 +47,7 @@ from netpol.sources.kube import (
     describe_error,
     list_objects,
     new_api_client,
+    wrapped_errors,
 )
 
 PAGE_SIZE = 500  # objects per list request: kubectl's --chunk-size default
@@ -225,9 +226,7 @@ def _network_failure(exc: BaseException) -> str:
     """Why a connection could not be made (refused, timed out, no such host), when that is what
     `exc` comes down to (urllib3 wraps the socket's error in retries); else ''. A TLS failure is
     `describe_error`'s to tell (it names the CA)."""
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 6:
+    for current in wrapped_errors(exc, 6):
         if isinstance(current, ConnectionError | TimeoutError) or type(current).__name__ in (
                 "NewConnectionError", "ConnectTimeoutError", "NameResolutionError"):
             inner = current.__cause__ or current.__context__
@@ -236,7 +235,4 @@ def _network_failure(exc: BaseException) -> str:
             return " ".join(str(current).split()).rpartition(": ")[2] or type(current).__name__
         if isinstance(current, OSError) and current.strerror and not hasattr(current, "reason"):
             return current.strerror.lower()
-        reason = getattr(current, "reason", None)
-        current = reason if isinstance(reason, BaseException) else current.__cause__
-        seen += 1
     return ""
